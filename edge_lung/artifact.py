@@ -1,0 +1,201 @@
+"""The exported model directory: the contract between export and the device.
+
+A MODEL_DIR holds one ONNX file, `manifest.json`, `model_card.md` and `parity.json`.
+The ONNX file's metadata (`metadata_props`) carries everything needed to turn microphone
+samples into a decision, under the keys in `META_KEYS`; the manifest repeats it and adds the
+file's SHA-256. This module reads both with onnxruntime alone (no torch, no onnx package).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_lung.config import FeatureConfig
+
+ARTIFACT_FORMAT = 1
+MANIFEST_NAME = "manifest.json"
+INPUT_NAME = "features"
+OUTPUT_NAME = "logits"
+
+META_KEYS = {
+    "format": "edge_lung.format",
+    "labels": "edge_lung.labels",
+    "features": "edge_lung.features",
+    "quantization": "edge_lung.quantization",
+    "metrics": "edge_lung.metrics",
+    "run": "edge_lung.run",
+}
+"""ONNX metadata key for each field; values are JSON strings."""
+
+
+class ArtifactError(ValueError):
+    """A model directory or file that cannot be used, with the path and the reason."""
+
+
+def build_metadata(
+    labels: list[str] | tuple[str, ...],
+    features: FeatureConfig,
+    quantization: str,
+    metrics: dict[str, Any],
+    run: dict[str, Any],
+) -> dict[str, str]:
+    """The metadata_props dict (string -> JSON string) that export writes into the ONNX file."""
+    values = {
+        "format": ARTIFACT_FORMAT,
+        "labels": list(labels),
+        "features": features.to_dict(),
+        "quantization": quantization,
+        "metrics": metrics,
+        "run": run,
+    }
+    return {META_KEYS[k]: json.dumps(v, sort_keys=True) for k, v in values.items()}
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the device needs, parsed from the ONNX metadata."""
+
+    path: Path
+    labels: tuple[str, ...]
+    features: FeatureConfig
+    quantization: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def abnormal_indices(self) -> list[int]:
+        return [i for i, name in enumerate(self.labels) if name != "normal"]
+
+
+def parse_metadata(meta: dict[str, str], path: Path) -> dict[str, Any]:
+    """Decode our metadata_props; `ArtifactError` if any key is missing or not JSON."""
+    missing = [k for k in META_KEYS.values() if k not in meta]
+    if missing:
+        raise ArtifactError(
+            f"{path}: not an edge-lung model: ONNX metadata lacks {missing} "
+            "(export it with `edge-lung export`)"
+        )
+    out = {}
+    for name, key in META_KEYS.items():
+        try:
+            out[name] = json.loads(meta[key])
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{path}: metadata {key!r} is not valid JSON ({exc})") from exc
+    if out["format"] != ARTIFACT_FORMAT:
+        raise ArtifactError(f"{path}: artifact format {out['format']}, this edge-lung reads {ARTIFACT_FORMAT}")
+    return out
+
+
+def resolve_model_path(model: str | Path) -> tuple[Path, dict[str, Any]]:
+    """MODEL_DIR or .onnx path -> (onnx file, manifest or {}), checking the manifest's SHA-256."""
+    model = Path(model)
+    if model.is_dir():
+        manifest_path = model / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise ArtifactError(f"{model}: no {MANIFEST_NAME}; expected a directory written by `edge-lung export`")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{manifest_path}: not valid JSON ({exc})") from exc
+        onnx_path = model / manifest.get("model_file", "")
+        if not onnx_path.is_file():
+            raise ArtifactError(f"{model}: manifest names model file {manifest.get('model_file')!r}, not found")
+        actual = sha256_file(onnx_path)
+        if actual != manifest.get("sha256"):
+            raise ArtifactError(
+                f"{onnx_path}: SHA-256 {actual[:16]}... does not match the manifest's "
+                f"{str(manifest.get('sha256'))[:16]}...; the file is corrupt, truncated or replaced"
+            )
+        return onnx_path, manifest
+    if model.is_file():
+        return model, {}
+    raise ArtifactError(f"{model}: no such model directory or .onnx file")
+
+
+def session_options(threads: int | None = None):
+    """onnxruntime SessionOptions for CPU inference with `threads` intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
+class OnnxClassifier:
+    """Stateless ONNX classifier: normalised features [B, T, M] -> logits [B, C].
+
+    Shared by `classify`, `stream`, `evaluate` on exported models and `bench`. All settings
+    come from the model's own metadata (`self.info`).
+    """
+
+    def __init__(self, model: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        path, manifest = resolve_model_path(model)
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ArtifactError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from exc
+        meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+        self.info = ModelInfo(
+            path=path,
+            labels=tuple(meta["labels"]),
+            features=FeatureConfig.from_dict(meta["features"]),
+            quantization=str(meta["quantization"]),
+            metrics=meta["metrics"],
+            run=meta["run"],
+            manifest=manifest,
+        )
+        self.threads = threads
+        self._input = self.session.get_inputs()[0].name
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """float32[B, T, M] (or [T, M]) -> float32[B, C]."""
+        x = np.asarray(features, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[None]
+        cfg = self.info.features
+        if x.shape[1:] != (cfg.num_frames, cfg.num_mel_bins):
+            raise ValueError(
+                f"{self.info.path.name}: expected features [B, {cfg.num_frames}, {cfg.num_mel_bins}], got {x.shape}"
+            )
+        return self.session.run(None, {self._input: x})[0]
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        return softmax(self.logits(features))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write to a temp file beside `path`, then os.replace it (no half-written files)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,143 @@
+"""Audio I/O and sample-level DSP: decode, downmix, resample, cyclic padding.
+
+Pure numpy + soundfile + soxr, so the device runtime can use it without torch.
+Resampling is soxr's band-limited (anti-aliased) conversion; the offline and streaming
+paths use the same soxr engine so that a stream resampled block by block equals the whole
+signal resampled at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+log = logging.getLogger(__name__)
+
+RESAMPLER_ID = f"soxr-{soxr.__version__}-HQ"
+"""Names the resampler in cache keys: a different resampler must not reuse cached audio."""
+_QUALITY = "HQ"
+
+
+class AudioError(ValueError):
+    """A file that cannot be used as audio, with the file named in the message."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int
+    subtype: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def audio_info(path: str | Path) -> AudioInfo:
+    """Header of an audio file; raises `AudioError` naming the file if it is unreadable."""
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError) as exc:  # libsndfile reports bad files as RuntimeError
+        raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
+    return AudioInfo(str(path), int(info.samplerate), int(info.channels), int(info.frames), str(info.subtype))
+
+
+def load_audio(path: str | Path, target_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode `path` to mono float32 in [-1, 1], resampled to `target_rate` if given.
+
+    Stereo (or wider) files are averaged to mono with a warning. Raises `AudioError` naming
+    the file for a missing, unreadable or empty file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: file not found")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: empty audio (0 samples)")
+    if data.shape[1] > 1:
+        warnings.warn(f"{path}: {data.shape[1]} channels, downmixing to mono", stacklevel=2)
+    wave = to_mono(data)
+    if target_rate is not None and target_rate != rate:
+        wave = resample(wave, rate, target_rate)
+        rate = target_rate
+    return wave, int(rate)
+
+
+def to_mono(data: np.ndarray) -> np.ndarray:
+    """[frames, channels] or [frames] -> float32[frames], averaging channels."""
+    if data.ndim == 1:
+        return np.ascontiguousarray(data, dtype=np.float32)
+    if data.shape[1] == 1:
+        return np.ascontiguousarray(data[:, 0], dtype=np.float32)
+    return data.mean(axis=1, dtype=np.float32)
+
+
+def resample(wave: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Band-limited resampling of a whole mono signal (float32 in, float32 out)."""
+    wave = np.ascontiguousarray(wave, dtype=np.float32)
+    if rate_in == rate_out:
+        return wave
+    if rate_in <= 0 or rate_out <= 0:
+        raise ValueError(f"resample: expected positive rates, got {rate_in} -> {rate_out}")
+    stream = StreamResampler(rate_in, rate_out)
+    return stream.process(wave, last=True)
+
+
+class StreamResampler:
+    """Resamples a mono stream block by block with state across blocks (no edge clicks).
+
+    Feeding a signal in blocks of any size and then calling `process(..., last=True)` (or
+    `flush()`) gives the same samples as `resample()` on the whole signal.
+    """
+
+    def __init__(self, rate_in: int, rate_out: int) -> None:
+        if rate_in <= 0 or rate_out <= 0:
+            raise ValueError(f"StreamResampler: expected positive rates, got {rate_in} -> {rate_out}")
+        self.rate_in = int(rate_in)
+        self.rate_out = int(rate_out)
+        self._stream: soxr.ResampleStream | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all history, as if just created."""
+        if self.rate_in != self.rate_out:
+            self._stream = soxr.ResampleStream(self.rate_in, self.rate_out, 1, dtype="float32", quality=_QUALITY)
+
+    def process(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        """Resample the next block; `last=True` drains the filter's tail."""
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        if self._stream is None:
+            return block.copy()
+        return self._stream.resample_chunk(block, last=last)
+
+    def flush(self) -> np.ndarray:
+        """Drain the remaining output at the end of a stream."""
+        return self.process(np.zeros(0, dtype=np.float32), last=True)
+
+
+def cyclic_pad(wave: np.ndarray, length: int) -> np.ndarray:
+    """Tile `wave` end to end until it is `length` samples long, or cut it to `length`.
+
+    This is the padding the model was trained with: a short respiratory cycle is repeated,
+    never zero-padded.
+    """
+    if length <= 0:
+        raise ValueError(f"cyclic_pad: expected a positive length, got {length}")
+    n = wave.shape[0]
+    if n == 0:
+        raise ValueError("cyclic_pad: cannot tile an empty waveform")
+    if n >= length:
+        return np.ascontiguousarray(wave[:length], dtype=np.float32)
+    reps = -(-length // n)
+    return np.tile(np.asarray(wave, dtype=np.float32), reps)[:length]
