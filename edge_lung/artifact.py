@@ -199,3 +199,25 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_manifest(model_dir: str | Path, onnx_path: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write `manifest.json` for the ONNX file in `model_dir` (SHA-256, size, metadata copy)."""
+    import onnxruntime as ort
+
+    model_dir, onnx_path = Path(model_dir), Path(onnx_path)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    meta = parse_metadata(sess.get_modelmeta().custom_metadata_map, onnx_path)
+    features = FeatureConfig.from_dict(meta["features"])
+    manifest = {
+        "format": ARTIFACT_FORMAT,
+        "model_file": onnx_path.name,
+        "sha256": sha256_file(onnx_path),
+        "size_bytes": onnx_path.stat().st_size,
+        "input": {"name": INPUT_NAME, "shape": ["batch", features.num_frames, features.num_mel_bins]},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(meta["labels"])]},
+        **meta,
+        **(extra or {}),
+    }
+    atomic_write_text(model_dir / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest

@@ -63,7 +63,7 @@ def format_scores(s: dict[str, Any], labels: tuple[str, ...] = LABELS) -> str:
         "Confusion matrix (rows true, columns predicted):",
         "           " + " ".join(f"{n:>8}" for n in labels),
     ]
-    for name, row in zip(labels, s["confusion_matrix"]):
+    for name, row in zip(labels, s["confusion_matrix"], strict=True):
         lines.append(f"  {name:>8} " + " ".join(f"{v:>8}" for v in row))
     return "\n".join(lines)
 
