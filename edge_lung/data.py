@@ -1,0 +1,479 @@
+"""ICBHI 2017 database reader: recordings, splits, cycles, a patient-grouped validation split.
+
+Official layout: `{patient}_{index}_{location}_{mode}_{device}.wav` beside a `.txt` of cycles
+(`start end crackles wheezes`), the split file `ICBHI_challenge_train_test.txt` and, when
+present, `ICBHI_Challenge_diagnosis.txt`. The audio may sit in the database folder itself or
+in its `ICBHI_final_database/` subfolder.
+
+The split file names 91 recordings with an older device field (e.g. `..._Meditron` for what
+the database ships as `..._AKGC417L`), so recordings are matched on the first four name
+fields (patient, recording index, chest location, acquisition mode), never on the device.
+
+Nothing is dropped silently: every file or cycle that cannot be used is a `Problem` with the
+file and the reason, counted in the summary; `strict=True` raises on the first one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_lung.audio import RESAMPLER_ID, AudioError, audio_info, load_audio
+from edge_lung.config import LABELS, label_of
+
+log = logging.getLogger(__name__)
+
+SPLIT_FILE = "ICBHI_challenge_train_test.txt"
+DIAGNOSIS_FILE = "ICBHI_Challenge_diagnosis.txt"
+AUDIO_SUBDIR = "ICBHI_final_database"
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SHORT_CYCLE_S = 0.1
+END_TOLERANCE_S = 0.05  # annotation ends this close past the audio end are rounding, not errors
+CACHE_VERSION = 1
+_NON_ANNOTATION_TXT = {SPLIT_FILE, DIAGNOSIS_FILE, "filename_differences.txt", "README.txt"}
+_NAME_RE = re.compile(
+    r"^(?P<patient>\d+)_(?P<index>[0-9A-Za-z]+)_(?P<location>[A-Za-z]+)_(?P<mode>sc|mc)_(?P<device>\w+)$"
+)
+
+
+class DataError(ValueError):
+    """Bad database input in strict mode, or a database with nothing usable."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing in the database that could not be used as-is."""
+
+    file: str
+    reason: str
+    kind: str = "error"  # "error": data skipped or altered; "note": kept, worth knowing
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class RecordingName:
+    patient: str
+    index: str
+    location: str
+    mode: str
+    device: str
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """The first four fields: the identity used to match split entries (device excluded)."""
+        return (self.patient, self.index, self.location, self.mode)
+
+
+def parse_name(stem: str) -> RecordingName:
+    """Split an ICBHI file stem into its five fields; ValueError naming the stem if malformed."""
+    m = _NAME_RE.match(stem)
+    if not m:
+        raise ValueError(
+            f"{stem!r}: expected an ICBHI name patient_index_location_mode_device "
+            "(e.g. 101_1b1_Al_sc_Meditron)"
+        )
+    return RecordingName(**m.groupdict())
+
+
+@dataclass(frozen=True)
+class CycleSpec:
+    """One annotated respiratory cycle (times as annotated, clipped to the audio)."""
+
+    index: int
+    start_s: float
+    end_s: float
+    crackle: bool
+    wheeze: bool
+
+    @property
+    def label(self) -> int:
+        return label_of(self.crackle, self.wheeze)
+
+
+@dataclass(frozen=True)
+class Recording:
+    stem: str
+    patient: str
+    index: str
+    location: str
+    mode: str
+    device: str
+    wav: Path
+    txt: Path
+    split: str | None
+    sample_rate: int
+    channels: int
+    subtype: str
+    duration_s: float
+    cycles: tuple[CycleSpec, ...]
+    diagnosis: str | None = None
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """A decoded cycle: unpadded mono float32 audio at the requested rate."""
+
+    recording: str
+    patient: str
+    device: str
+    split: str
+    index: int
+    start_s: float
+    end_s: float
+    label: int
+    audio: np.ndarray
+
+
+@dataclass
+class Database:
+    """A scanned ICBHI-layout database (annotations and headers read, audio not decoded)."""
+
+    root: Path
+    audio_dir: Path
+    recordings: list[Recording]
+    problems: list[Problem] = field(default_factory=list)
+    unmatched_split_entries: list[str] = field(default_factory=list)
+    renamed_device_matches: int = 0
+    split_file: Path | None = None
+    val_fraction: float = 0.2
+    val_seed: int = 0
+
+    @classmethod
+    def scan(
+        cls, root: str | Path, strict: bool = False, val_fraction: float = 0.2, val_seed: int = 0
+    ) -> Database:
+        """Read the layout under `root`; see the module docstring."""
+        return _scan(Path(root), strict=strict, val_fraction=val_fraction, val_seed=val_seed)
+
+    def split_recordings(self, split: str) -> list[Recording]:
+        _check_split(split)
+        return [r for r in self.recordings if r.split == split]
+
+    def summary(self) -> dict[str, Any]:
+        return summarize(self)
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+
+
+class _Problems:
+    """Collects problems; in strict mode the first error raises."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.items: list[Problem] = []
+
+    def add(self, file: Path | str, reason: str, kind: str = "error") -> None:
+        problem = Problem(str(file), reason, kind)
+        if self.strict and kind == "error":
+            raise DataError(f"{problem} (strict mode)")
+        log.warning("%s", problem)
+        self.items.append(problem)
+
+
+def read_split_file(path: Path) -> dict[tuple[str, str, str, str], tuple[str, str]]:
+    """Split file -> {first-four-fields key: (stem as written, 'train'|'test')}."""
+    out: dict[tuple[str, str, str, str], tuple[str, str]] = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or parts[1] not in ("train", "test"):
+            raise DataError(f"{path}:{lineno}: expected '<recording> train|test', got {line!r}")
+        out[parse_name(parts[0]).key] = (parts[0], parts[1])
+    return out
+
+
+def read_diagnosis_file(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            out[parts[0]] = " ".join(parts[1:])
+    return out
+
+
+def read_annotation(path: Path, duration_s: float, problems: _Problems) -> list[CycleSpec]:
+    """Parse a cycle annotation, clipping or skipping cycles beyond the audio (each reported)."""
+    cycles: list[CycleSpec] = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        try:
+            start, end, crackle, wheeze = float(parts[0]), float(parts[1]), int(parts[2]), int(parts[3])
+        except (ValueError, IndexError):
+            problems.add(path, f"line {lineno}: expected 'start end crackles wheezes', got {line!r}; cycle skipped")
+            continue
+        if crackle not in (0, 1) or wheeze not in (0, 1) or end <= start or start < 0:
+            problems.add(path, f"line {lineno}: invalid cycle {line!r} (need 0 <= start < end, flags 0/1); skipped")
+            continue
+        if start >= duration_s:
+            problems.add(
+                path, f"line {lineno}: cycle {start:.3f}-{end:.3f} s starts past the audio end ({duration_s:.3f} s); "
+                "skipped"
+            )
+            continue
+        if end > duration_s + END_TOLERANCE_S:
+            problems.add(
+                path, f"line {lineno}: cycle {start:.3f}-{end:.3f} s ends past the audio end ({duration_s:.3f} s); "
+                "clipped to the end"
+            )
+        end = min(end, duration_s)
+        if end - start < SHORT_CYCLE_S:
+            problems.add(path, f"line {lineno}: cycle of {1000 * (end - start):.0f} ms (< 100 ms), kept", kind="note")
+        cycles.append(CycleSpec(len(cycles), start, end, bool(crackle), bool(wheeze)))
+    return cycles
+
+
+def _find_audio_dir(root: Path) -> Path:
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory; expected an ICBHI database folder")
+    sub = root / AUDIO_SUBDIR
+    return sub if sub.is_dir() else root
+
+
+def _find_file(root: Path, audio_dir: Path, name: str) -> Path | None:
+    for candidate in (root / name, audio_dir / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _scan(root: Path, strict: bool, val_fraction: float, val_seed: int) -> Database:
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction: expected 0 <= f < 1, got {val_fraction}")
+    audio_dir = _find_audio_dir(root)
+    problems = _Problems(strict)
+    split_path = _find_file(root, audio_dir, SPLIT_FILE)
+    split_map = read_split_file(split_path) if split_path else {}
+    if split_path is None:
+        problems.add(root, f"no {SPLIT_FILE}: every recording is unassigned (no train/test split)")
+    diag_path = _find_file(root, audio_dir, DIAGNOSIS_FILE)
+    diagnosis = read_diagnosis_file(diag_path) if diag_path else {}
+
+    wavs = {p.stem: p for p in sorted(audio_dir.glob("*.wav"))}
+    txts = {p.stem: p for p in sorted(audio_dir.glob("*.txt")) if p.name not in _NON_ANNOTATION_TXT}
+    for stem in sorted(set(txts) - set(wavs)):
+        problems.add(txts[stem], "annotation without its recording (missing .wav); skipped")
+    for stem in sorted(set(wavs) - set(txts)):
+        problems.add(wavs[stem], "recording without its annotation (.txt); skipped")
+
+    recordings: list[Recording] = []
+    seen_keys: dict[tuple[str, str, str, str], str] = {}
+    renamed = 0
+    for stem in sorted(set(wavs) & set(txts)):
+        wav = wavs[stem]
+        try:
+            name = parse_name(stem)
+        except ValueError as exc:
+            problems.add(wav, f"{exc}; skipped")
+            continue
+        if name.key in seen_keys:
+            problems.add(wav, f"same patient/index/location/mode as {seen_keys[name.key]}; skipped as a duplicate")
+            continue
+        seen_keys[name.key] = stem
+        try:
+            info = audio_info(wav)
+        except AudioError as exc:
+            problems.add(wav, f"{exc}; skipped")
+            continue
+        if info.frames == 0:
+            problems.add(wav, "empty audio (0 samples); skipped")
+            continue
+        split = None
+        if split_path is not None:
+            entry = split_map.get(name.key)
+            if entry is None:
+                problems.add(wav, f"not listed in {SPLIT_FILE}; excluded from every split")
+            else:
+                split = entry[1]
+                renamed += entry[0] != stem
+        cycles = read_annotation(txts[stem], info.duration_s, problems)
+        if not cycles:
+            problems.add(txts[stem], "no usable cycles in the annotation", kind="note")
+        recordings.append(
+            Recording(
+                stem=stem, patient=name.patient, index=name.index, location=name.location, mode=name.mode,
+                device=name.device, wav=wav, txt=txts[stem], split=split, sample_rate=info.sample_rate,
+                channels=info.channels, subtype=info.subtype, duration_s=info.duration_s, cycles=tuple(cycles),
+                diagnosis=diagnosis.get(name.patient),
+            )
+        )
+    matched = {(r.patient, r.index, r.location, r.mode) for r in recordings}
+    unmatched = sorted(stem for key, (stem, _) in split_map.items() if key not in matched)
+    recordings = assign_validation(recordings, val_fraction, val_seed)
+    return Database(
+        root=root, audio_dir=audio_dir, recordings=recordings, problems=problems.items,
+        unmatched_split_entries=unmatched, renamed_device_matches=renamed, split_file=split_path,
+        val_fraction=val_fraction, val_seed=val_seed,
+    )
+
+
+def assign_validation(recordings: list[Recording], fraction: float, seed: int) -> list[Recording]:
+    """Move whole train patients to 'val' until they hold about `fraction` of train cycles.
+
+    Patients are taken in the order of sha256(seed:patient), so the split is deterministic,
+    independent of file order, and no patient is on both sides. A patient whose cycles would
+    overshoot the target by more than 20% is passed over for a smaller one later in the order.
+    """
+    train = [r for r in recordings if r.split == "train"]
+    total = sum(len(r.cycles) for r in train)
+    per_patient: dict[str, int] = defaultdict(int)
+    for r in train:
+        per_patient[r.patient] += len(r.cycles)
+    order = sorted(per_patient, key=lambda p: hashlib.sha256(f"{seed}:{p}".encode()).hexdigest())
+    val_patients: set[str] = set()
+    taken = 0
+    # Keep at least one train patient: a validation split must never empty the training split.
+    target = fraction * total
+    for patient in order[:-1]:
+        if taken >= target:
+            break
+        if taken and taken + per_patient[patient] > 1.2 * target:
+            continue
+        val_patients.add(patient)
+        taken += per_patient[patient]
+    return [
+        _replace_split(r, "val") if r.split == "train" and r.patient in val_patients else r for r in recordings
+    ]
+
+
+def _replace_split(r: Recording, split: str) -> Recording:
+    from dataclasses import replace
+
+    return replace(r, split=split)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding with a cache
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("EDGE_LUNG_CACHE_DIR", Path.home() / ".cache" / "edge-lung"))
+
+
+def cache_key(wav: Path, sample_rate: int) -> str:
+    """Key of a decoded, resampled recording: the file's identity plus every decoding setting."""
+    st = wav.stat()
+    ident = {
+        "path": str(wav.resolve()),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "sample_rate": sample_rate,
+        "resampler": RESAMPLER_ID,
+        "version": CACHE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def load_recording_audio(
+    rec: Recording, sample_rate: int, cache_dir: str | Path | None = None, cache: bool = True
+) -> np.ndarray:
+    """Whole recording as mono float32 at `sample_rate`, through the decode cache."""
+    if not cache:
+        return load_audio(rec.wav, sample_rate)[0]
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = cache_dir / f"{rec.stem}-{cache_key(rec.wav, sample_rate)}.npy"
+    if path.is_file():
+        try:
+            return np.load(path)
+        except (OSError, ValueError) as exc:  # a torn cache file is rebuilt, not trusted
+            log.warning("%s: unreadable cache entry (%s); decoding again", path, exc)
+    wave = load_audio(rec.wav, sample_rate)[0]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, wave)
+    os.replace(tmp, path)
+    return wave
+
+
+def load_cycles(
+    db: Database,
+    splits: tuple[str, ...] | list[str] = ("train",),
+    sample_rate: int = 16000,
+    cache_dir: str | Path | None = None,
+    cache: bool = True,
+) -> list[Cycle]:
+    """Decode the cycles of the given splits (unpadded audio at `sample_rate`)."""
+    for s in splits:
+        _check_split(s)
+    out: list[Cycle] = []
+    for rec in db.recordings:
+        if rec.split not in splits or not rec.cycles:
+            continue
+        wave = load_recording_audio(rec, sample_rate, cache_dir, cache)
+        for c in rec.cycles:
+            a = int(round(c.start_s * sample_rate))
+            b = min(int(round(c.end_s * sample_rate)), wave.shape[0])
+            if b <= a:  # a cycle shorter than one output sample: keep it audible as one sample
+                a, b = max(0, min(a, wave.shape[0] - 1)), max(1, min(a, wave.shape[0] - 1) + 1)
+            out.append(
+                Cycle(rec.stem, rec.patient, rec.device, rec.split, c.index, c.start_s, c.end_s, c.label,
+                      np.ascontiguousarray(wave[a:b]))
+            )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary
+
+
+def summarize(db: Database) -> dict[str, Any]:
+    """Counts per split, class, device and sample rate, plus every problem with its reason."""
+    cycles_by_split: dict[str, Counter] = defaultdict(Counter)
+    recs_by_split: Counter = Counter()
+    by_device: dict[str, Counter] = defaultdict(Counter)
+    by_rate: dict[int, Counter] = defaultdict(Counter)
+    for r in db.recordings:
+        split = r.split or "unassigned"
+        recs_by_split[split] += 1
+        for c in r.cycles:
+            cycles_by_split[split][LABELS[c.label]] += 1
+        for d in (by_device[r.device], by_rate[r.sample_rate]):
+            d["recordings"] += 1
+            d["cycles"] += len(r.cycles)
+    class_totals = Counter()
+    for counts in cycles_by_split.values():
+        class_totals.update(counts)
+    val_patients = sorted({r.patient for r in db.recordings if r.split == "val"})
+    return {
+        "root": str(db.root),
+        "recordings": len(db.recordings),
+        "cycles": sum(len(r.cycles) for r in db.recordings),
+        "cycles_per_class": {name: class_totals.get(name, 0) for name in LABELS},
+        "recordings_per_split": dict(sorted(recs_by_split.items())),
+        "cycles_per_split": {
+            s: {name: c.get(name, 0) for name in LABELS} | {"total": sum(c.values())}
+            for s, c in sorted(cycles_by_split.items())
+        },
+        "validation": {
+            "fraction": db.val_fraction,
+            "seed": db.val_seed,
+            "patients": val_patients,
+            "recordings": recs_by_split.get("val", 0),
+            "cycles": sum(cycles_by_split["val"].values()) if "val" in cycles_by_split else 0,
+        },
+        "per_device": {k: dict(v) for k, v in sorted(by_device.items())},
+        "per_sample_rate": {str(k): dict(v) for k, v in sorted(by_rate.items())},
+        "short_cycles": sum(1 for p in db.problems if p.kind == "note" and "< 100 ms" in p.reason),
+        "renamed_device_matches": db.renamed_device_matches,
+        "split_entries_without_recording": len(db.unmatched_split_entries),
+        "split_entries_without_recording_list": db.unmatched_split_entries,
+        "problems": [{"file": p.file, "reason": p.reason, "kind": p.kind} for p in db.problems],
+        "problem_count": sum(1 for p in db.problems if p.kind == "error"),
+    }
