@@ -477,3 +477,38 @@ def summarize(db: Database) -> dict[str, Any]:
         "problems": [{"file": p.file, "reason": p.reason, "kind": p.kind} for p in db.problems],
         "problem_count": sum(1 for p in db.problems if p.kind == "error"),
     }
+
+
+def format_summary(s: dict[str, Any], max_problems: int = 20) -> str:
+    """Plain-text rendering of `summarize()` for the terminal."""
+    lines = [
+        f"Database {s['root']}: {s['recordings']} recordings, {s['cycles']} cycles "
+        f"({', '.join(f'{v} {k}' for k, v in s['cycles_per_class'].items())})",
+        f"{'split':<11}{'recs':>6}" + "".join(f"{n:>9}" for n in LABELS) + f"{'total':>9}",
+    ]
+    for split, counts in s["cycles_per_split"].items():
+        lines.append(
+            f"{split:<11}{s['recordings_per_split'].get(split, 0):>6}"
+            + "".join(f"{counts[n]:>9}" for n in LABELS) + f"{counts['total']:>9}"
+        )
+    v = s["validation"]
+    lines.append(
+        f"Validation: {v['recordings']} recordings / {v['cycles']} cycles from train patients "
+        f"{', '.join(v['patients']) or '-'} (fraction {v['fraction']}, seed {v['seed']}, grouped by patient)"
+    )
+    lines.append("Per device: " + ", ".join(f"{d} {c['recordings']} rec / {c['cycles']} cyc"
+                                           for d, c in s["per_device"].items()))
+    lines.append("Per sample rate: " + ", ".join(f"{r} Hz {c['recordings']} rec / {c['cycles']} cyc"
+                                                for r, c in s["per_sample_rate"].items()))
+    lines.append(
+        f"Split entries matched with another device name: {s['renamed_device_matches']}; "
+        f"split entries without a recording here: {s['split_entries_without_recording']}; "
+        f"cycles under 100 ms: {s['short_cycles']}"
+    )
+    problems = s["problems"]
+    lines.append(f"Problems: {s['problem_count']} (plus {len(problems) - s['problem_count']} notes)")
+    for p in problems[:max_problems]:
+        lines.append(f"  [{p['kind']}] {p['file']}: {p['reason']}")
+    if len(problems) > max_problems:
+        lines.append(f"  ... {len(problems) - max_problems} more (see --json)")
+    return "\n".join(lines)

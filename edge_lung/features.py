@@ -37,7 +37,7 @@ def _mel(freq: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _analysis(cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Window float32[L] and mel matrix float32[fft_size // 2 + 1, M] for `cfg`."""
+    """Window float64[L] and mel matrix float32[fft_size // 2 + 1, M] for `cfg`."""
     num_fft_bins = cfg.fft_size // 2
     fft_bin_width = cfg.sample_rate / cfg.fft_size
     mel_low, mel_high = _mel(np.float64(cfg.low_freq_hz)), _mel(np.float64(cfg.high_hz))
@@ -51,35 +51,61 @@ def _analysis(cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
     # Kaldi ignores the Nyquist bin: a zero column keeps the matrix aligned with rfft output.
     mel_matrix = np.zeros((num_fft_bins + 1, cfg.num_mel_bins), dtype=np.float32)
     mel_matrix[:num_fft_bins] = banks.T
-    return _window(cfg).astype(np.float32), mel_matrix
+    return _window(cfg), mel_matrix
 
 
-def frames(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """float32[N] -> float32[T, frame_length] view-copy of snip-edges frames."""
-    n = num_frames_for(wave.shape[0], cfg.frame_length, cfg.frame_shift)
+def _check_length(n_samples: int, cfg: FeatureConfig) -> int:
+    n = num_frames_for(n_samples, cfg.frame_length, cfg.frame_shift)
     if n == 0:
         raise ValueError(
             f"log_mel: expected at least {cfg.frame_length} samples ({cfg.frame_length_ms} ms at "
-            f"{cfg.sample_rate} Hz), got {wave.shape[0]}"
+            f"{cfg.sample_rate} Hz), got {n_samples}"
         )
-    view = np.lib.stride_tricks.sliding_window_view(wave, cfg.frame_length)[:: cfg.frame_shift]
-    return np.array(view[:n], dtype=np.float32)
+    return n
+
+
+def windowed_frames(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """float[N] -> float64[T, fft_size]: Kaldi's per-frame DC removal, pre-emphasis and window,
+    zero-padded to the FFT size.
+
+    Per frame Kaldi computes y[i] = (x[i] - m) - p (x[i-1] - m) for i >= 1 and
+    y[0] = (1 - p)(x[0] - m), with m the frame mean. That equals the pre-emphasised *signal*
+    e[n] = x[n] - p x[n-1] framed, minus (1 - p) m, so pre-emphasis runs once over the signal
+    instead of once per overlapping frame, and frame means come from a cumulative sum.
+    """
+    x = np.asarray(wave, dtype=np.float64)
+    n = _check_length(x.shape[0], cfg)
+    length, shift, p = cfg.frame_length, cfg.frame_shift, cfg.preemphasis
+    starts = np.arange(n) * shift
+    if cfg.remove_dc_offset:
+        csum = np.concatenate(([0.0], np.cumsum(x)))
+        mean = (csum[starts + length] - csum[starts]) / length
+    else:
+        mean = np.zeros(n)
+    emph = np.empty_like(x)
+    emph[1:] = x[1:] - p * x[:-1]
+    emph[0] = x[0]  # never read through the view below: column 0 is rebuilt from x
+    view = np.lib.stride_tricks.sliding_window_view(emph, length)[::shift][:n]
+    window, _ = _analysis(cfg)
+    out = np.zeros((n, cfg.fft_size), dtype=np.float64)
+    np.subtract(view, (1.0 - p) * mean[:, None], out=out[:, :length])
+    out[:, 0] = (1.0 - p) * (x[starts] - mean)
+    out[:, :length] *= window
+    return out
 
 
 def log_mel(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """Kaldi fbank: float32[N] at cfg.sample_rate -> float32[T, num_mel_bins] (natural log)."""
+    """Kaldi fbank: float32[N] at cfg.sample_rate -> float32[T, num_mel_bins] (natural log).
+
+    Frame arithmetic and the FFT run in float64: numpy's float64 rfft is several times faster
+    than its float32 one, and it keeps parity with Kaldi far inside 1e-4.
+    """
     if wave.ndim != 1:
         raise ValueError(f"log_mel: expected a mono 1-D waveform, got shape {wave.shape}")
-    window, mel_matrix = _analysis(cfg)
-    x = frames(np.asarray(wave, dtype=np.float32), cfg)
-    if cfg.remove_dc_offset:
-        x -= x.mean(axis=1, keepdims=True)
-    if cfg.preemphasis:
-        x[:, 1:] -= cfg.preemphasis * x[:, :-1].copy()
-        x[:, 0] *= 1.0 - cfg.preemphasis
-    x *= window
-    spec = np.fft.rfft(x, n=cfg.fft_size, axis=1)
-    power = (spec.real * spec.real + spec.imag * spec.imag).astype(np.float32)
+    _, mel_matrix = _analysis(cfg)
+    spec = np.fft.rfft(windowed_frames(wave, cfg), axis=1)
+    power = np.square(spec.real, dtype=np.float32)
+    power += np.square(spec.imag, dtype=np.float32)
     mel = power @ mel_matrix
     np.maximum(mel, cfg.log_floor, out=mel)
     return np.log(mel, out=mel)

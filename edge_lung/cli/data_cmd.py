@@ -1,9 +1,51 @@
-"""CLI commands of one stage (see edge_lung/cli/__init__.py)."""
+"""`edge-lung data ...`: inspect an ICBHI-layout database, or write a synthetic one."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+data_app = typer.Typer(help="Inspect an ICBHI-layout database or write a synthetic one.", no_args_is_help=True)
+
+
+@data_app.command("summary")
+def summary(
+    db_dir: Path = typer.Argument(..., help="Database folder (official ICBHI layout: wav + txt + split file)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full summary as JSON (lists every problem)."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on the first problem instead of reporting it."),
+    val_fraction: float = typer.Option(0.2, help="Share of train cycles moved to the patient-grouped val split."),
+    val_seed: int = typer.Option(0, help="Seed of the patient-grouped validation split."),
+) -> None:
+    """Recordings and cycles per split, class, device and sample rate, and every problem found."""
+    from edge_lung.data import Database, DataError, format_summary
+
+    try:
+        db = Database.scan(db_dir, strict=strict, val_fraction=val_fraction, val_seed=val_seed)
+    except DataError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    s = db.summary()
+    typer.echo(json.dumps(s, indent=2) if as_json else format_summary(s))
+
+
+@data_app.command("synth")
+def synth(
+    out_dir: Path = typer.Argument(..., help="Folder to write the synthetic database into."),
+    recordings: int = typer.Option(40, "--recordings", "-n", help="Number of recordings to write."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed writes the same files."),
+) -> None:
+    """Write a synthetic database in the official ICBHI layout (learnable crackles and wheezes)."""
+    from edge_lung.synth import synthesize_database
+
+    r = synthesize_database(out_dir, recordings=recordings, seed=seed)
+    typer.echo(
+        f"wrote {r.recordings} recordings to {r.out_dir}: cycles normal/crackle/wheeze/both = "
+        f"{'/'.join(map(str, r.cycles_per_class))}; {r.renamed_split_entries} split entries use an older "
+        f"device name, {r.split_entries_without_recording} have no recording"
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to `app`."""
+    app.add_typer(data_app, name="data")
