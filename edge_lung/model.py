@@ -1,0 +1,397 @@
+"""The classifier: an Audio Spectrogram Transformer (AST) backbone plus an optional PEFT adapter.
+
+`--backbone` names one of three sources:
+  * a named size (`tiny`, `small`, `base`) trained from scratch;
+  * a local directory written by `save_pretrained` (an `ASTForAudioClassification`);
+  * a Hugging Face hub id, e.g. `MIT/ast-finetuned-audioset-10-10-0.4593`, read from the local
+    cache only unless the caller allows a download.
+
+Checkpoints trained on another input length (AudioSet AST: 1024 frames, a 12 x 101 patch grid)
+get their positional embeddings interpolated along time to our window (8 s = 798 frames, 12 x 79)
+instead of padding the input to 1024 frames, which would cost 28% more tokens on the device.
+
+`load_run(run_dir)` rebuilds a trained model as a plain module `features[B, T, M] -> logits[B, C]`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edge_lung.config import LABELS, FeatureConfig
+
+DEFAULT_HUB_ID = "MIT/ast-finetuned-audioset-10-10-0.4593"
+ADAPTERS = ("lung", "lora", "none")
+RUN_CONFIG = "config.json"
+MODEL_DIR = "model"
+BACKBONE_DIR = "backbone"
+ADAPTER_DIR = "adapter"
+# Trained in full next to any adapter: the final norm of the encoder and the classification head.
+HEAD_MODULES = ["classifier", "audio_spectrogram_transformer.layernorm"]
+
+SIZES: dict[str, dict[str, int]] = {
+    # Test/demo size, trains on CPU in minutes: non-overlapping 16 x 16 patches (an 8 x 49 grid,
+    # 394 tokens) cost 3-4x less than the 12 x 79 grid of strides 10 (950 tokens).
+    "tiny": {
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 128,
+        "frequency_stride": 16,
+        "time_stride": 16,
+    },
+    # small (DeiT-S widths) and base (the AudioSet AST) keep AST's overlapping strides of 10.
+    "small": {
+        "hidden_size": 384,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 6,
+        "intermediate_size": 1536,
+        "frequency_stride": 10,
+        "time_stride": 10,
+    },
+    "base": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "frequency_stride": 10,
+        "time_stride": 10,
+    },
+}
+
+
+class BackboneError(ValueError):
+    """A backbone that cannot be loaded, with the source named and what to do about it."""
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used, with the file and the reason."""
+
+
+def backbone_kind(backbone: str) -> str:
+    """'size', 'dir' or 'hub' for a `--backbone` value; `BackboneError` for a missing local path."""
+    if backbone in SIZES:
+        return "size"
+    path = Path(backbone).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise BackboneError(f"--backbone {backbone}: expected a directory written by save_pretrained, got a file")
+        return "dir"
+    looks_like_path = backbone.startswith((".", "/", "~")) or backbone.count("/") != 1
+    if looks_like_path:
+        raise BackboneError(
+            f"--backbone {backbone}: no such directory; expected one of {sorted(SIZES)}, a directory written by "
+            f"save_pretrained, or a hub id like {DEFAULT_HUB_ID}"
+        )
+    return "hub"
+
+
+def size_config(size: str, feature_cfg: FeatureConfig, num_labels: int) -> Any:
+    """ASTConfig of a named size for `feature_cfg`'s window."""
+    from transformers import ASTConfig
+
+    if size not in SIZES:
+        raise BackboneError(f"--backbone {size}: expected one of {sorted(SIZES)}")
+    return ASTConfig(
+        **SIZES[size],
+        max_length=feature_cfg.num_frames,
+        num_mel_bins=feature_cfg.num_mel_bins,
+        patch_size=16,
+        num_labels=num_labels,
+        id2label=dict(enumerate(_label_names(num_labels))),
+        label2id={name: i for i, name in enumerate(_label_names(num_labels))},
+    )
+
+
+def _label_names(num_labels: int) -> list[str]:
+    return list(LABELS) if num_labels == len(LABELS) else [f"class_{i}" for i in range(num_labels)]
+
+
+def patch_grid(config: Any, max_length: int | None = None) -> tuple[int, int]:
+    """(frequency, time) patch counts of an ASTConfig, optionally at another input length."""
+    length = config.max_length if max_length is None else max_length
+    freq = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
+    time = (length - config.patch_size) // config.time_stride + 1
+    return freq, time
+
+
+def interpolate_position_embeddings(pos: torch.Tensor, freq: int, old_time: int, new_time: int) -> torch.Tensor:
+    """Resample AST positional embeddings [1, 2 + F*T_old, H] to [1, 2 + F*T_new, H] along time only.
+
+    The two leading tokens (CLS, distillation) are kept; the patch grid is F-major (patch index =
+    f * T + t, as `ASTPatchEmbeddings` flattens it) and is resized bilinearly with the frequency
+    size unchanged, so every frequency row keeps its own embeddings.
+    """
+    if pos.ndim != 3 or pos.shape[1] != 2 + freq * old_time:
+        raise ValueError(f"position embeddings: expected [1, {2 + freq * old_time}, H], got {tuple(pos.shape)}")
+    if old_time == new_time:
+        return pos.clone()
+    hidden = pos.shape[-1]
+    head, grid = pos[:, :2], pos[:, 2:]
+    grid = grid.reshape(1, freq, old_time, hidden).permute(0, 3, 1, 2)  # [1, H, F, T]
+    grid = nn.functional.interpolate(grid.float(), size=(freq, new_time), mode="bilinear", align_corners=False)
+    grid = grid.to(pos.dtype).permute(0, 2, 3, 1).reshape(1, freq * new_time, hidden)
+    return torch.cat([head, grid], dim=1)
+
+
+def load_backbone(
+    backbone: str, feature_cfg: FeatureConfig, num_labels: int = len(LABELS), allow_download: bool = False
+) -> nn.Module:
+    """An `ASTForAudioClassification` for `feature_cfg`'s window with a fresh `num_labels` head.
+
+    Named sizes are randomly initialised (seed torch first for reproducibility). A checkpoint
+    (local directory or hub id) keeps its weights, with positional embeddings interpolated to
+    the window length and the classifier's output layer replaced when the label count differs.
+    """
+    from transformers import ASTForAudioClassification
+
+    kind = backbone_kind(backbone)
+    if kind == "size":
+        model = ASTForAudioClassification(size_config(backbone, feature_cfg, num_labels))
+        nn.init.trunc_normal_(model.audio_spectrogram_transformer.embeddings.position_embeddings, std=0.02)
+        return model
+    source = _load_checkpoint(backbone, kind, allow_download)
+    return adapt_checkpoint(source, feature_cfg, num_labels, name=backbone)
+
+
+def _load_checkpoint(backbone: str, kind: str, allow_download: bool) -> nn.Module:
+    from transformers import ASTForAudioClassification
+
+    local_only = kind == "dir" or not allow_download
+    try:
+        source = str(Path(backbone).expanduser()) if kind == "dir" else backbone
+        return ASTForAudioClassification.from_pretrained(source, local_files_only=local_only)
+    except OSError as exc:
+        if kind == "hub" and local_only:
+            raise BackboneError(
+                f"--backbone {backbone}: not in the local Hugging Face cache, and downloads are off. Either copy it "
+                f"once on a machine with network (`huggingface-cli download {backbone} --local-dir DIR`, or "
+                f"`ASTForAudioClassification.from_pretrained('{backbone}').save_pretrained('DIR')`) and pass "
+                f"--backbone DIR, or pass --allow-download to fetch it now"
+            ) from exc
+        raise BackboneError(f"--backbone {backbone}: cannot load an AST checkpoint from it ({exc})") from exc
+    except (ValueError, RuntimeError, KeyError) as exc:  # wrong model type, corrupt weights, bad config
+        raise BackboneError(
+            f"--backbone {backbone}: not a usable ASTForAudioClassification checkpoint ({exc})"
+        ) from exc
+
+
+def adapt_checkpoint(
+    source: nn.Module, feature_cfg: FeatureConfig, num_labels: int, name: str = "checkpoint"
+) -> nn.Module:
+    """Copy a loaded AST into a model for `feature_cfg`'s frame count and `num_labels` classes."""
+    from transformers import ASTConfig, ASTForAudioClassification
+
+    src_cfg = source.config
+    if src_cfg.num_mel_bins != feature_cfg.num_mel_bins:
+        raise BackboneError(
+            f"--backbone {name}: expected a checkpoint for {feature_cfg.num_mel_bins} mel bins, "
+            f"got {src_cfg.num_mel_bins}"
+        )
+    cfg_dict = src_cfg.to_dict()
+    cfg_dict.update(
+        max_length=feature_cfg.num_frames,
+        id2label=dict(enumerate(_label_names(num_labels))),
+        label2id={n: i for i, n in enumerate(_label_names(num_labels))},
+    )
+    cfg_dict.pop("num_labels", None)
+    new_cfg = ASTConfig.from_dict(cfg_dict)
+    model = ASTForAudioClassification(new_cfg)
+    state = source.state_dict()
+    key = "audio_spectrogram_transformer.embeddings.position_embeddings"
+    freq, old_time = patch_grid(src_cfg)
+    _, new_time = patch_grid(new_cfg)
+    state[key] = interpolate_position_embeddings(state[key], freq, old_time, new_time)
+    head = "classifier.dense."
+    if src_cfg.num_labels != num_labels:
+        state = {k: v for k, v in state.items() if not k.startswith(head)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not k.startswith(head)] + list(unexpected)
+    if bad:
+        raise BackboneError(f"--backbone {name}: checkpoint does not match the AST layout: {bad[:5]}")
+    return model
+
+
+def adapter_config(adapter: str, width: int = 64, scale: float = 0.1, placement: str = "both", lora_rank: int = 8):
+    """The PEFT config of `adapter` ('lung' or 'lora'); None for 'none' (full fine-tune)."""
+    if adapter == "none":
+        return None
+    if adapter == "lung":
+        from edge_lung.adapters import LungAdapterConfig
+
+        return LungAdapterConfig(width=width, scale=scale, placement=placement, modules_to_save=list(HEAD_MODULES))
+    if adapter == "lora":
+        from peft import LoraConfig
+
+        targets = {"both": ["q_proj", "v_proj", "fc1", "fc2"], "attention": ["q_proj", "v_proj"], "mlp": ["fc1", "fc2"]}
+        return LoraConfig(
+            r=lora_rank, lora_alpha=2 * lora_rank, target_modules=targets[placement], modules_to_save=list(HEAD_MODULES)
+        )
+    raise ValueError(f"--adapter: expected one of {ADAPTERS}, got {adapter!r}")
+
+
+def build_model(
+    backbone: str,
+    num_labels: int,
+    feature_cfg: FeatureConfig,
+    adapter: str = "lung",
+    adapter_width: int = 64,
+    adapter_scale: float = 0.1,
+    adapter_placement: str = "both",
+    lora_rank: int = 8,
+    allow_download: bool = False,
+) -> nn.Module:
+    """Backbone plus adapter: a PeftModel (backbone frozen) for 'lung'/'lora', the plain model for 'none'."""
+    base = load_backbone(backbone, feature_cfg, num_labels, allow_download=allow_download)
+    return attach_adapter(base, adapter, adapter_width, adapter_scale, adapter_placement, lora_rank)
+
+
+def attach_adapter(
+    base: nn.Module, adapter: str, width: int = 64, scale: float = 0.1, placement: str = "both", lora_rank: int = 8
+) -> nn.Module:
+    """Wrap `base` with `get_peft_model` (or return it for 'none')."""
+    cfg = adapter_config(adapter, width, scale, placement, lora_rank)
+    if cfg is None:
+        return base
+    from peft import get_peft_model
+
+    return get_peft_model(base, cfg)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; PEFT's modules_to_save copies are counted once."""
+    trainable = total = 0
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if ".original_module." in name:  # frozen original of a modules_to_save copy
+            continue
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return trainable, total
+
+
+class LogitsModel(nn.Module):
+    """features float32[B, T, M] -> logits [B, C] as a plain tensor (what export traces)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model(input_values=features).logits
+
+
+def unwrap_peft(model: nn.Module) -> nn.Module:
+    """A plain transformers model with PEFT's wrappers removed (LoRA merged, adapter layers kept).
+
+    ModulesToSaveWrapper is replaced by its trained copy so that exported graphs carry no PEFT
+    dispatch logic; LungAdapterLayer stays (it is a plain module at inference).
+    """
+    from peft import PeftModel
+    from peft.utils.other import ModulesToSaveWrapper
+
+    if not isinstance(model, PeftModel):
+        return model
+    if model.peft_type == "LORA":
+        return model.merge_and_unload()
+    inner = model.get_base_model()
+    for name, module in list(inner.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent_name, _, child = name.rpartition(".")
+            parent = inner.get_submodule(parent_name) if parent_name else inner
+            setattr(parent, child, module.modules_to_save[module.active_adapter])
+    return inner
+
+
+def save_backbone(model: nn.Module, run_dir: Path) -> None:
+    """Save the (still unwrapped) backbone to run_dir/model/backbone via save_pretrained."""
+    model.save_pretrained(run_dir / MODEL_DIR / BACKBONE_DIR, safe_serialization=True)
+
+
+def save_trained(model: nn.Module, run_dir: Path) -> None:
+    """Save what training changed: the PEFT adapter (model/adapter) or the whole model (model/backbone).
+
+    Written to a temp directory and swapped in, so a crash never leaves a half-written model.
+    """
+    import shutil
+
+    from peft import PeftModel
+
+    target = run_dir / MODEL_DIR / (ADAPTER_DIR if isinstance(model, PeftModel) else BACKBONE_DIR)
+    tmp = target.with_name(f".{target.name}.tmp")
+    old = target.with_name(f".{target.name}.old")
+    for stale in (tmp, old):
+        if stale.exists():
+            shutil.rmtree(stale)
+    if isinstance(model, PeftModel):
+        model.save_pretrained(tmp, save_embedding_layers=False)
+    else:
+        model.save_pretrained(tmp, safe_serialization=True)
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """run_dir/config.json as a dict; `RunError` naming the file if missing or not JSON."""
+    path = Path(run_dir) / RUN_CONFIG
+    if not path.is_file():
+        raise RunError(f"{run_dir}: no {RUN_CONFIG}; expected a run directory written by `edge-lung train`")
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: not valid JSON ({exc})") from exc
+    missing = [k for k in ("labels", "features", "data", "adapter") if k not in cfg]
+    if missing:
+        raise RunError(f"{path}: missing keys {missing}; not written by this edge-lung version")
+    return cfg
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained run: (LogitsModel in eval mode on `device`, resolved run config).
+
+    The config holds "labels", "features" (FeatureConfig.to_dict()), "data", "best" (the
+    validation ICBHI figures of the selected checkpoint) and the training settings.
+    """
+    from transformers import ASTForAudioClassification
+
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    if not cfg.get("best"):
+        raise RunError(f"{run_dir}: no selected checkpoint yet (training has not finished an epoch)")
+    features = FeatureConfig.from_dict(cfg["features"])
+    backbone_dir = run_dir / MODEL_DIR / BACKBONE_DIR
+    try:
+        base = ASTForAudioClassification.from_pretrained(backbone_dir, local_files_only=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise RunError(f"{backbone_dir}: cannot load the saved model ({type(exc).__name__}: {exc})") from exc
+    bcfg = base.config
+    if bcfg.max_length != features.num_frames or bcfg.num_mel_bins != features.num_mel_bins:
+        raise RunError(
+            f"{backbone_dir}: model expects [{bcfg.max_length}, {bcfg.num_mel_bins}] features, run config says "
+            f"[{features.num_frames}, {features.num_mel_bins}]"
+        )
+    if bcfg.num_labels != len(cfg["labels"]):
+        raise RunError(f"{backbone_dir}: model has {bcfg.num_labels} outputs, run config has labels {cfg['labels']}")
+    model: nn.Module = base
+    if cfg["adapter"] != "none":
+        from peft import PeftModel
+
+        adapter_dir = run_dir / MODEL_DIR / ADAPTER_DIR
+        try:
+            model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=False)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise RunError(f"{adapter_dir}: cannot load the saved adapter ({type(exc).__name__}: {exc})") from exc
+        model = unwrap_peft(model)
+    wrapped = LogitsModel(model).to(device).eval()
+    return wrapped, cfg
