@@ -253,6 +253,11 @@ def _find_file(root: Path, audio_dir: Path, name: str) -> Path | None:
     return None
 
 
+def _files_with_suffix(folder: Path, suffix: str) -> dict[str, Path]:
+    """{stem: path} of the files in `folder` ending in `suffix`, any case (.wav, .WAV)."""
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() == suffix and p.is_file()}
+
+
 def _scan(root: Path, strict: bool, val_fraction: float, val_seed: int) -> Database:
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction: expected 0 <= f < 1, got {val_fraction}")
@@ -265,8 +270,8 @@ def _scan(root: Path, strict: bool, val_fraction: float, val_seed: int) -> Datab
     diag_path = _find_file(root, audio_dir, DIAGNOSIS_FILE)
     diagnosis = read_diagnosis_file(diag_path) if diag_path else {}
 
-    wavs = {p.stem: p for p in sorted(audio_dir.glob("*.wav"))}
-    txts = {p.stem: p for p in sorted(audio_dir.glob("*.txt")) if p.name not in _NON_ANNOTATION_TXT}
+    wavs = _files_with_suffix(audio_dir, ".wav")
+    txts = {stem: p for stem, p in _files_with_suffix(audio_dir, ".txt").items() if p.name not in _NON_ANNOTATION_TXT}
     for stem in sorted(set(txts) - set(wavs)):
         problems.add(txts[stem], "annotation without its recording (missing .wav); skipped")
     for stem in sorted(set(wavs) - set(txts)):

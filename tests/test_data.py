@@ -181,3 +181,13 @@ def test_real_subset_counts(icbhi_dir):
     assert s["problem_count"] == 0
     train_patients = {p for p in s["validation"]["patients"]}
     assert train_patients and s["cycles_per_split"]["val"]["total"] > 0
+
+
+def test_upper_case_extensions_and_audio_in_root(tmp_path):
+    stem = "150_2b4_Pl_mc_Litt3200"
+    sf.write(tmp_path / f"{stem}.WAV", np.zeros(8000, np.float32), 4000, subtype="PCM_16")
+    (tmp_path / f"{stem}.txt").write_text("0.0\t1.0\t0\t1\r\n")  # CRLF, as some copies have
+    (tmp_path / SPLIT_FILE).write_text(f"{stem}\ttest\n")
+    db = Database.scan(tmp_path)
+    assert [r.stem for r in db.recordings] == [stem] and db.problems == []
+    assert db.recordings[0].cycles[0].label == 2
