@@ -1,0 +1,39 @@
+"""The device runtime: USB stethoscope (or file, or serial link) to decisions on CPU.
+
+numpy + onnxruntime + soundfile/soxr (+ sounddevice for live capture, pyserial for serial
+links). Nothing in this package imports torch, transformers or optimum; a test proves it.
+`capture` imports sounddevice lazily, so a machine without PortAudio can still classify
+files and replay recordings.
+"""
+
+from edge_lung.runtime.classify import classify_file, classify_files
+from edge_lung.runtime.live import LiveSummary, run_live
+from edge_lung.runtime.ring import RingBuffer
+from edge_lung.runtime.sources import CaptureBuffer, ReplaySource, SerialSource
+from edge_lung.runtime.stream import (
+    Counters,
+    Decider,
+    Decision,
+    StreamConfig,
+    StreamingClassifier,
+    Window,
+    WindowStream,
+)
+
+__all__ = [
+    "CaptureBuffer",
+    "Counters",
+    "Decider",
+    "Decision",
+    "LiveSummary",
+    "ReplaySource",
+    "RingBuffer",
+    "SerialSource",
+    "StreamConfig",
+    "StreamingClassifier",
+    "Window",
+    "WindowStream",
+    "classify_file",
+    "classify_files",
+    "run_live",
+]

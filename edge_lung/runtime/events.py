@@ -1,0 +1,109 @@
+"""Where decision events go: JSON lines (one flushed line each) and a compact live rich display."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any, TextIO
+
+from edge_lung.runtime.stream import Decision
+
+
+class JsonlWriter:
+    """`--jsonl PATH`: one JSON object per line, flushed as written ('-' writes to stdout)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path == "-":
+            self._file: TextIO = sys.stdout
+            self._own = False
+        else:
+            parent = Path(self.path).parent
+            if not parent.is_dir():
+                raise ValueError(f"--jsonl {self.path}: directory {parent} does not exist")
+            self._file = open(self.path, "w", encoding="utf-8")  # closed in close()
+            self._own = True
+
+    def write(self, event: dict[str, Any]) -> None:
+        self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+        self._file.flush()
+
+    def __call__(self, decision: Decision) -> None:
+        self.write(decision.to_dict())
+
+    def close(self) -> None:
+        if self._own and not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LiveDisplay:
+    """Last few decisions as a small table that redraws in place, with loss counters underneath."""
+
+    def __init__(self, title: str, rows: int = 8, console=None) -> None:
+        from rich.console import Console
+
+        self.title = title
+        self.console = console or Console(stderr=True)
+        self._rows: deque[Decision] = deque(maxlen=rows)
+        self._live = None
+
+    def __enter__(self) -> LiveDisplay:
+        from rich.live import Live
+
+        self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            self._live = None
+
+    def __call__(self, decision: Decision) -> None:
+        self._rows.append(decision)
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def _render(self):
+        from rich.table import Table
+
+        table = Table(title=self.title, title_justify="left", expand=False, box=None, padding=(0, 1))
+        for name, justify in (
+            ("window s", "right"),
+            ("label", "left"),
+            ("P(abn)", "right"),
+            ("smoothed", "left"),
+            ("flag", "left"),
+            ("feat ms", "right"),
+            ("model ms", "right"),
+        ):
+            table.add_column(name, justify=justify)
+        for d in self._rows:
+            w = d.window
+            flag = "[bold red]ABNORMAL[/]" if d.smoothed_flag else "[green]ok[/]"
+            pad = "*" if w.padded else ""
+            table.add_row(
+                f"{w.start_s:7.1f}-{w.end_s:<7.1f}{pad}",
+                d.label,
+                f"{d.p_abnormal:.2f}",
+                f"{d.smoothed_label} {d.smoothed_p_abnormal:.2f}",
+                flag,
+                f"{d.feature_ms:.1f}",
+                f"{d.model_ms:.1f}",
+            )
+        if self._rows:
+            c = self._rows[-1].counters
+            table.caption = (
+                f"overflows {c['overflows']}  lost samples {c['lost_samples']}  gaps {c['gaps']} "
+                f"({c['gap_s']:.1f} s)  skipped windows {c['skipped']}   * = cyclic-padded (under one window of audio)"
+            )
+            table.caption_justify = "left"
+        return table

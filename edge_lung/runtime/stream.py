@@ -1,0 +1,358 @@
+"""Windows and decisions: the per-stream state between captured samples and decision events.
+
+`WindowStream` (one per device or file, with `reset()`) accepts samples at the input rate,
+resamples them to the model's rate with state across blocks, keeps the last window in a ring
+buffer and returns a `Window` every hop. Before a full window exists the audio so far is
+cyclic-padded exactly as training padded short cycles. `Decider` turns class probabilities
+into `Decision` events with smoothing over the last N windows and a screening threshold.
+`StreamingClassifier` binds both to a shared, stateless `OnnxClassifier`.
+
+Every number about audio and features (sample rate, window length, fbank settings) comes
+from the model's metadata (`model.info.features`); nothing here redefines it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_lung.audio import StreamResampler, cyclic_pad
+from edge_lung.config import FeatureConfig, seconds_to_samples
+from edge_lung.features import window_features
+from edge_lung.runtime.ring import RingBuffer
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How often to decide and how to turn probabilities into a screening flag."""
+
+    hop_s: float = 1.0
+    min_audio_s: float = 2.0
+    smooth: int = 5
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.hop_s) and self.hop_s > 0):
+            raise ValueError(f"hop_s (--hop): expected seconds > 0, got {self.hop_s}")
+        if not (math.isfinite(self.min_audio_s) and self.min_audio_s > 0):
+            raise ValueError(f"min_audio_s (--min-audio): expected seconds > 0, got {self.min_audio_s}")
+        if int(self.smooth) != self.smooth or self.smooth < 1:
+            raise ValueError(f"smooth (--smooth): expected a whole number of windows >= 1, got {self.smooth}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold (--threshold): expected a probability in [0, 1], got {self.threshold}")
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model window: absolute sample range at the model's rate, and its padded audio."""
+
+    index: int
+    start: int
+    end: int
+    audio: np.ndarray = field(repr=False)
+    padded: bool
+    final: bool
+    sample_rate: int
+    created: float  # time.monotonic() when the window's last sample arrived
+    segment: int = 0  # bumped at every gap; smoothing never spans two segments
+
+    @property
+    def start_s(self) -> float:
+        return self.start / self.sample_rate
+
+    @property
+    def end_s(self) -> float:
+        return self.end / self.sample_rate
+
+
+@dataclass
+class Counters:
+    """Running loss accounting of one stream, copied into every decision."""
+
+    overflows: int = 0  # input-overflow flags reported by the audio driver
+    lost_samples: int = 0  # captured samples overwritten before the pipeline read them
+    gaps: int = 0  # discontinuities (device lost and back, serial frames lost)
+    gap_s: float = 0.0
+    skipped: int = 0  # windows dropped because inference fell behind
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "overflows": self.overflows,
+            "lost_samples": self.lost_samples,
+            "gaps": self.gaps,
+            "gap_s": round(self.gap_s, 3),
+            "skipped": self.skipped,
+        }
+
+
+class WindowStream:
+    """Samples in (any block size, input rate), `Window`s out every hop; identical for any blocking."""
+
+    def __init__(self, features: FeatureConfig, cfg: StreamConfig, input_rate: int) -> None:
+        if int(input_rate) <= 0:
+            raise ValueError(f"WindowStream: expected a positive input sample rate, got {input_rate}")
+        self.features = features
+        self.cfg = cfg
+        self.input_rate = int(input_rate)
+        self.rate = features.sample_rate
+        self.window_samples = features.window_samples
+        self.hop = seconds_to_samples(cfg.hop_s, self.rate)
+        self.min_samples = seconds_to_samples(cfg.min_audio_s, self.rate)
+        if self.hop < 1:
+            raise ValueError(f"hop_s (--hop): {cfg.hop_s} s is less than one sample at {self.rate} Hz")
+        if self.min_samples < features.frame_length:
+            raise ValueError(
+                f"min_audio_s (--min-audio): expected at least one {features.frame_length_ms} ms frame, "
+                f"got {cfg.min_audio_s} s"
+            )
+        self._ring = RingBuffer(self.window_samples)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all audio and counters, as if just created."""
+        self._resampler = StreamResampler(self.input_rate, self.rate)
+        self._ring.reset()
+        self._offset = 0  # absolute index (model rate) of the current segment's first sample
+        self._index = 0
+        self._segment = 0
+        self._finished = False
+        self.input_samples = 0
+        self._start_segment()
+
+    def _start_segment(self) -> None:
+        self._ring.reset()
+        self._seg_len = 0
+        self._last_end = 0
+        self._next_end = -(-self.min_samples // self.hop) * self.hop  # first hop multiple >= min audio
+
+    @property
+    def total_samples(self) -> int:
+        """Absolute index (model rate) one past the newest sample, gaps included."""
+        return self._offset + self._seg_len
+
+    def accept_waveform(self, samples: np.ndarray) -> list[Window]:
+        """Feed mono float32 samples at `input_rate`; returns the windows that became complete."""
+        if self._finished:
+            raise RuntimeError("WindowStream: finish() was called; call reset() before feeding more audio")
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim != 1:
+            raise ValueError(f"accept_waveform: expected mono float32[n], got shape {samples.shape}")
+        self.input_samples += samples.shape[0]
+        return self._push(self._resampler.process(samples))
+
+    def finish(self) -> list[Window]:
+        """End of input: drain the resampler and cover the tail with a last window if it is worth one."""
+        if self._finished:
+            return []
+        out = self._end_segment()
+        self._finished = True
+        return out
+
+    def mark_gap(self, gap_input_samples: int, new_input_rate: int | None = None) -> list[Window]:
+        """A discontinuity of `gap_input_samples` (input rate): close the segment, restart windowing after it.
+
+        Absolute indices keep counting through the gap so they stay timestamps. Returns the
+        windows that closing the old segment produced.
+        """
+        out = self._end_segment()
+        gap = int(round(max(0, gap_input_samples) * self.rate / self.input_rate))
+        self._offset += self._seg_len + gap
+        if new_input_rate is not None:
+            if int(new_input_rate) <= 0:
+                raise ValueError(f"mark_gap: expected a positive input sample rate, got {new_input_rate}")
+            self.input_rate = int(new_input_rate)
+        self._resampler = StreamResampler(self.input_rate, self.rate)
+        self._segment += 1
+        self._start_segment()
+        return out
+
+    def _end_segment(self) -> list[Window]:
+        out = self._push(self._resampler.flush())
+        tail = self._seg_len - self._last_end
+        if self._seg_len >= self.min_samples and tail >= max(1, self.hop // 2):
+            out.append(self._make_window(final=True))
+        return out
+
+    def _push(self, y: np.ndarray) -> list[Window]:
+        out: list[Window] = []
+        pos, n = 0, y.shape[0]
+        while pos < n:
+            take = min(self._next_end - self._seg_len, n - pos)
+            self._ring.write(y[pos : pos + take])
+            self._seg_len += take
+            pos += take
+            if self._seg_len == self._next_end:
+                out.append(self._make_window(final=False))
+                self._next_end += self.hop
+        return out
+
+    def _make_window(self, final: bool) -> Window:
+        end = self._seg_len
+        have = min(end, self.window_samples)
+        audio = self._ring.get(end - have, end)
+        padded = have < self.window_samples
+        if padded:
+            audio = cyclic_pad(audio, self.window_samples)
+        self._last_end = end
+        window = Window(
+            index=self._index,
+            start=self._offset + end - have,
+            end=self._offset + end,
+            audio=audio,
+            padded=padded,
+            final=final,
+            sample_rate=self.rate,
+            created=time.monotonic(),
+            segment=self._segment,
+        )
+        self._index += 1
+        return window
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision event: what the runtime prints live and writes as a JSON line."""
+
+    window: Window
+    probabilities: np.ndarray
+    label: str
+    p_abnormal: float
+    flag: bool
+    smoothed_probabilities: np.ndarray
+    smoothed_label: str
+    smoothed_p_abnormal: float
+    smoothed_flag: bool
+    smoothed_over: int
+    threshold: float
+    feature_ms: float
+    model_ms: float
+    latency_ms: float
+    wall_time: float
+    labels: tuple[str, ...]
+    counters: dict[str, Any]
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready event (one line of `--jsonl`)."""
+        w = self.window
+        event: dict[str, Any] = {
+            "type": "window",
+            "index": w.index,
+            "start": w.start,
+            "end": w.end,
+            "sample_rate": w.sample_rate,
+            "start_s": round(w.start_s, 4),
+            "end_s": round(w.end_s, 4),
+            "padded": w.padded,
+            "final": w.final,
+            "time": round(self.wall_time, 3),
+            "probabilities": {n: round(float(p), 6) for n, p in zip(self.labels, self.probabilities, strict=True)},
+            "label": self.label,
+            "p_abnormal": round(self.p_abnormal, 6),
+            "flag": self.flag,
+            "smoothed_label": self.smoothed_label,
+            "smoothed_p_abnormal": round(self.smoothed_p_abnormal, 6),
+            "smoothed_flag": self.smoothed_flag,
+            "smoothed_over": self.smoothed_over,
+            "threshold": self.threshold,
+            "feature_ms": round(self.feature_ms, 3),
+            "model_ms": round(self.model_ms, 3),
+            "latency_ms": round(self.latency_ms, 3),
+            **self.counters,
+        }
+        if self.source is not None:
+            event["source"] = self.source
+        return event
+
+
+class Decider:
+    """Probabilities -> `Decision`: label, P(abnormal), smoothing over the last N windows, threshold."""
+
+    def __init__(self, labels: tuple[str, ...], abnormal_indices: list[int], cfg: StreamConfig) -> None:
+        if not abnormal_indices:
+            raise ValueError(f"Decider: the model's labels {labels} name no abnormal class")
+        self.labels = tuple(labels)
+        self.abnormal = np.asarray(abnormal_indices, dtype=np.int64)
+        self.cfg = cfg
+        self._recent: deque[np.ndarray] = deque(maxlen=int(cfg.smooth))
+        self._segment = 0
+
+    def reset(self) -> None:
+        """Forget the smoothing history (new stream)."""
+        self._recent.clear()
+        self._segment = 0
+
+    def decide(
+        self,
+        window: Window,
+        probabilities: np.ndarray,
+        feature_ms: float,
+        model_ms: float,
+        counters: Counters | None = None,
+        source: str | None = None,
+    ) -> Decision:
+        probs = np.asarray(probabilities, dtype=np.float32).reshape(-1)
+        if probs.shape[0] != len(self.labels):
+            raise ValueError(f"Decider: expected {len(self.labels)} probabilities, got {probs.shape[0]}")
+        if window.segment != self._segment:  # audio after a gap is not averaged with audio before it
+            self._recent.clear()
+            self._segment = window.segment
+        self._recent.append(probs)
+        smoothed = np.mean(np.stack(self._recent), axis=0).astype(np.float32)
+        p_abn = float(probs[self.abnormal].sum())
+        s_abn = float(smoothed[self.abnormal].sum())
+        now = time.monotonic()
+        return Decision(
+            window=window,
+            probabilities=probs,
+            label=self.labels[int(np.argmax(probs))],
+            p_abnormal=p_abn,
+            flag=p_abn >= self.cfg.threshold,
+            smoothed_probabilities=smoothed,
+            smoothed_label=self.labels[int(np.argmax(smoothed))],
+            smoothed_p_abnormal=s_abn,
+            smoothed_flag=s_abn >= self.cfg.threshold,
+            smoothed_over=len(self._recent),
+            threshold=self.cfg.threshold,
+            feature_ms=feature_ms,
+            model_ms=model_ms,
+            latency_ms=1000.0 * (now - window.created),
+            wall_time=time.time(),
+            labels=self.labels,
+            counters=(counters or Counters()).as_dict(),
+            source=source,
+        )
+
+
+class StreamingClassifier:
+    """A shared, stateless model plus the stream settings; creates per-stream state.
+
+    `model` is an `edge_lung.artifact.OnnxClassifier` (anything with `.info` and
+    `.probabilities(features)` works).
+    """
+
+    def __init__(self, model: Any, cfg: StreamConfig | None = None) -> None:
+        self.model = model
+        self.cfg = cfg or StreamConfig()
+        self.features: FeatureConfig = model.info.features
+        self.labels: tuple[str, ...] = tuple(model.info.labels)
+
+    def create_stream(self, input_rate: int) -> WindowStream:
+        return WindowStream(self.features, self.cfg, input_rate)
+
+    def create_decider(self) -> Decider:
+        return Decider(self.labels, list(self.model.info.abnormal_indices), self.cfg)
+
+    def infer(self, window: Window) -> tuple[np.ndarray, float, float]:
+        """Window -> (probabilities float32[C], feature ms, model ms), through the training feature function."""
+        t0 = time.perf_counter()
+        feats = window_features(window.audio, self.features)
+        t1 = time.perf_counter()
+        probs = self.model.probabilities(feats)[0]
+        t2 = time.perf_counter()
+        return probs, 1000.0 * (t1 - t0), 1000.0 * (t2 - t1)
