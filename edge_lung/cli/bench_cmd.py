@@ -1,9 +1,80 @@
-"""CLI commands of one stage (see edge_lung/cli/__init__.py)."""
+"""`edge-lung bench MODEL_DIR...`: latency, real-time factor and memory of exported models on this machine."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def bench(
+    models: list[Path] = typer.Argument(
+        ...,
+        metavar="MODEL_DIR",
+        help="One or more MODEL_DIRs written by `edge-lung export` (or .onnx files with edge-lung metadata).",
+    ),
+    threads: str | None = typer.Option(
+        None,
+        "--threads",
+        help="Comma-separated thread counts, e.g. 1,2,4 (onnxruntime, and numpy's BLAS unless OPENBLAS_NUM_THREADS/"
+        "OMP_NUM_THREADS are set) \\[default: 1 and all usable cores].",
+    ),
+    windows: int = typer.Option(
+        50, "--windows", help="8 s windows timed per model and thread count (>= 100 for a meaningful p99)."
+    ),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed windows after the first (cold) one."),
+    compare_torch: Path | None = typer.Option(
+        None, "--compare-torch", help="Also measure this training run in PyTorch eager FP32 (needs edge-lung\\[train])."
+    ),
+    json_path: Path | None = typer.Option(
+        None, "--json", help="Write the full report (every figure, every sample, the environment) to this JSON file."
+    ),
+    plot: Path | None = typer.Option(
+        None,
+        "--plot",
+        help="Draw the latency distributions to this PNG (needs matplotlib: pip install 'edge-lung\\[plot]').",
+    ),
+    budget_ms: float | None = typer.Option(
+        None, "--budget-ms", help="Longest acceptable time from the end of a window's audio to its decision, in ms."
+    ),
+    hop: float | None = typer.Option(
+        None,
+        "--hop",
+        help="Seconds between decisions, as in `edge-lung stream --hop` \\[default: the stream's default].",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic audio that is timed."),
+) -> None:
+    """Measure exported models on this machine, each model and thread count in a fresh process.
+
+    Per 8 s window: features, model and end-to-end latency (p50/p95/p99/max) and real-time factor; per model: load
+    time, first-inference time, peak memory and file size; plus the machine (CPU, flags, cores, memory, versions).
+
+    With --hop and --budget-ms it answers whether this board keeps up with one decision every hop, with what headroom.
+    """
+    from rich.console import Console
+
+    from edge_lung.bench import BenchConfig, BenchError, parse_threads, plot_report, render, run_bench, write_json
+
+    console = Console()
+    if not console.is_terminal:  # piped or logged: do not squeeze the tables to 80 columns
+        console = Console(width=max(console.width, 132))
+    try:
+        kwargs = {} if threads is None else {"threads": parse_threads(threads)}
+        cfg = BenchConfig(windows=windows, warmup=warmup, hop_s=hop, budget_ms=budget_ms, seed=seed, **kwargs)
+        report = run_bench(models, cfg, compare_torch=compare_torch, log=lambda msg: console.print(msg, markup=False))
+        render(report, console)
+        if json_path is not None:
+            typer.echo(f"wrote {write_json(report, json_path)}")
+        if plot is not None:
+            typer.echo(f"wrote {plot_report(report, plot)}")
+    except (BenchError, ImportError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except ValueError as exc:  # option values rejected by BenchConfig
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to `app`."""
+    """Add `edge-lung bench` to `app`."""
+    app.command("bench")(bench)

@@ -1,0 +1,759 @@
+"""`edge-lung bench`: can this board run this model? Latency, real-time factor, memory, environment.
+
+Each (model, thread count) is measured in a fresh Python process, so its load time, first
+(cold) inference and peak resident memory are its own and not inherited from the model before
+it. The worker times the device's whole path for one 8 s window, exactly as the runtime runs
+it: cyclic padding of a respiratory cycle -> `window_features` (settings from the model's own
+metadata) -> `OnnxClassifier.logits` -> softmax. `--compare-torch RUN_DIR` adds the same run
+in PyTorch eager FP32, measured in the same order, so ratios come from one session.
+
+Only the base install is needed (numpy + onnxruntime); torch is imported in the torch worker
+only, matplotlib in `plot_report` only. Peak memory comes from `resource.getrusage`
+(`ru_maxrss`), so psutil is not needed either.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "edge-lung-bench/1"
+PLOT_INSTALL = "pip install 'edge-lung[plot]'"
+TORCH_INSTALL = "pip install 'edge-lung[train]'"
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+# /proc/cpuinfo flags that decide how fast INT8 and FP32 kernels can be (x86 `flags`, ARM `Features`).
+X86_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+ARM_FLAGS = ("asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2")
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+# (implementer, part) from /proc/cpuinfo on ARM, which has no "model name" line on most kernels.
+ARM_PARTS = {
+    ("0x41", "0xd03"): "Cortex-A53",
+    ("0x41", "0xd04"): "Cortex-A35",
+    ("0x41", "0xd05"): "Cortex-A55",
+    ("0x41", "0xd07"): "Cortex-A57",
+    ("0x41", "0xd08"): "Cortex-A72",
+    ("0x41", "0xd0a"): "Cortex-A75",
+    ("0x41", "0xd0b"): "Cortex-A76",
+    ("0x41", "0xd0c"): "Neoverse-N1",
+    ("0x41", "0xd40"): "Neoverse-V1",
+    ("0x41", "0xd41"): "Cortex-A78",
+    ("0x41", "0xd49"): "Neoverse-N2",
+    ("0x41", "0xd4f"): "Neoverse-V2",
+}
+
+
+class BenchError(ValueError):
+    """A model or run that cannot be benchmarked, naming it and the reason."""
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (respects `taskset`), or the machine's count where unknown."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_threads() -> tuple[int, ...]:
+    """1 thread and all usable cores: the two ends a device maker chooses between."""
+    n = usable_cores()
+    return (1,) if n == 1 else (1, n)
+
+
+def parse_threads(text: str) -> tuple[int, ...]:
+    """'1,2,4' -> (1, 2, 4); `ValueError` naming --threads otherwise."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise ValueError(
+            f"threads (--threads): expected comma-separated whole numbers such as 1,2,4, got {text!r}"
+        ) from exc
+
+
+def default_hop_s() -> float:
+    """The streaming runtime's default hop (`edge-lung stream --hop`), defined there only."""
+    from edge_lung.runtime.stream import StreamConfig
+
+    return StreamConfig().hop_s
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure: thread counts, windows timed after a warm-up, and the real-time question.
+
+    `hop_s`: one decision every hop (the stream's default when None). `budget_ms`: the longest
+    acceptable time from the end of a window's audio to its decision; the verdict compares the
+    end-to-end p95/p99 with min(hop, budget).
+    """
+
+    threads: tuple[int, ...] = field(default_factory=default_threads)
+    windows: int = 50
+    warmup: int = 5
+    hop_s: float | None = None
+    budget_ms: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        threads = tuple(self.threads)
+        if not threads or any(not isinstance(t, int) or isinstance(t, bool) or t < 1 for t in threads):
+            raise ValueError(f"threads (--threads): expected whole numbers >= 1 such as 1,2,4, got {self.threads}")
+        if len(set(threads)) != len(threads):
+            raise ValueError(f"threads (--threads): expected each count once, got {self.threads}")
+        cores = usable_cores()
+        if max(threads) > cores:
+            raise ValueError(
+                f"threads (--threads): expected at most {cores} (the cores this process may use), got {max(threads)}; "
+                "more threads than cores measures contention, not the board"
+            )
+        object.__setattr__(self, "threads", threads)
+        if isinstance(self.windows, bool) or not isinstance(self.windows, int) or self.windows < 1:
+            raise ValueError(f"windows (--windows): expected a whole number >= 1, got {self.windows}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup (--warmup): expected a whole number >= 0, got {self.warmup}")
+        if self.hop_s is not None and not (math.isfinite(self.hop_s) and self.hop_s > 0):
+            raise ValueError(f"hop_s (--hop): expected seconds > 0, got {self.hop_s}")
+        if self.budget_ms is not None and not (math.isfinite(self.budget_ms) and self.budget_ms > 0):
+            raise ValueError(f"budget_ms (--budget-ms): expected milliseconds > 0, got {self.budget_ms}")
+
+    @property
+    def hop(self) -> float:
+        """The hop the verdict uses: `hop_s`, or the stream's default."""
+        return self.hop_s if self.hop_s is not None else default_hop_s()
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99/max/mean/min of latencies in ms (linear-interpolated percentiles)."""
+    x = np.asarray(samples_ms, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("latency_stats: expected at least one sample, got none")
+    p50, p95, p99 = np.percentile(x, [50, 95, 99])
+    return {
+        "n": int(x.size),
+        "p50": round(float(p50), 3),
+        "p95": round(float(p95), 3),
+        "p99": round(float(p99), 3),
+        "max": round(float(x.max()), 3),
+        "mean": round(float(x.mean()), 3),
+        "min": round(float(x.min()), 3),
+    }
+
+
+def verdict(e2e_ms: dict[str, float], hop_s: float, budget_ms: float | None = None) -> dict[str, Any]:
+    """Does a board with these end-to-end figures keep up with one decision every `hop_s`?
+
+    The stream runs one window at a time, so a window that takes longer than the hop delays
+    the next decision; the limit is therefore min(hop, budget). Status:
+      * "keeps up"   p99 <= limit: at most ~1% of decisions late;
+      * "marginal"   p95 <= limit < p99: a few decisions late, the stream recovers;
+      * "too slow"   p95 > limit; `sustainable` is False as well when the mean exceeds the hop,
+                     i.e. the backlog grows without bound.
+    Headroom is (limit - pXX) / limit; `duty` is mean / hop, the share of the thread budget spent
+    on inference (what is left is for capture, display and radio).
+    """
+    if not (math.isfinite(hop_s) and hop_s > 0):
+        raise ValueError(f"hop_s: expected seconds > 0, got {hop_s}")
+    if budget_ms is not None and not (math.isfinite(budget_ms) and budget_ms > 0):
+        raise ValueError(f"budget_ms: expected milliseconds > 0, got {budget_ms}")
+    hop_ms = 1000.0 * hop_s
+    limit = hop_ms if budget_ms is None else min(hop_ms, budget_ms)
+    p95, p99, mean = e2e_ms["p95"], e2e_ms["p99"], e2e_ms["mean"]
+    if p99 <= limit:
+        status = "keeps up"
+    elif p95 <= limit:
+        status = "marginal"
+    else:
+        status = "too slow"
+    return {
+        "hop_ms": hop_ms,
+        "budget_ms": budget_ms,
+        "limit_ms": limit,
+        "limited_by": "hop" if budget_ms is None or hop_ms <= budget_ms else "budget",
+        "status": status,
+        "sustainable": mean <= hop_ms,
+        "headroom_p95_ms": round(limit - p95, 3),
+        "headroom_p99_ms": round(limit - p99, 3),
+        "headroom_p95": round((limit - p95) / limit, 4),
+        "headroom_p99": round((limit - p99) / limit, 4),
+        "duty": round(mean / hop_ms, 4),
+    }
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text(errors="replace").strip("\x00\n ")
+    except OSError:
+        return None
+
+
+def parse_cpuinfo(text: str) -> dict[str, Any]:
+    """CPU model, the flags that matter for inference, and whether INT8 dot-product instructions exist."""
+    first: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            first.setdefault(key.strip().lower(), value.strip())
+    model = first.get("model name")
+    if not model:
+        part = ARM_PARTS.get((first.get("cpu implementer", ""), first.get("cpu part", "")))
+        model = part or first.get("hardware") or first.get("cpu part")
+    present = set((first.get("flags") or first.get("features") or "").split())
+    known = X86_FLAGS + ARM_FLAGS
+    flags = [f for f in known if f in present]
+    return {
+        "model": model or platform.processor() or "unknown",
+        "flags": flags,
+        "neon": "asimd" in present or "neon" in present,
+        "int8_dot": any(f in present for f in INT8_DOT_FLAGS),
+    }
+
+
+def thermal_state() -> dict[str, Any]:
+    """SoC temperature, clock and (on a Raspberry Pi) `vcgencmd get_throttled`; empty where absent."""
+    out: dict[str, Any] = {}
+    temp = _read("/sys/class/thermal/thermal_zone0/temp")
+    if temp and temp.lstrip("-").isdigit():
+        out["temp_c"] = round(int(temp) / 1000, 1)
+    freq = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
+    if freq and freq.isdigit():
+        out["cpu0_mhz"] = int(freq) // 1000
+    vcgencmd = shutil.which("vcgencmd")
+    if vcgencmd:
+        try:
+            res = subprocess.run([vcgencmd, "get_throttled"], capture_output=True, text=True, timeout=5)
+            out["throttled"] = res.stdout.strip() or res.stderr.strip()
+        except (OSError, subprocess.SubprocessError) as exc:
+            out["throttled"] = f"vcgencmd failed: {exc}"
+    return out
+
+
+def _mem_total_bytes() -> int | None:
+    meminfo = _read("/proc/meminfo") or ""
+    for line in meminfo.splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def environment() -> dict[str, Any]:
+    """What the figures depend on: CPU, cores, memory, OS, library versions, governor, load, thermals."""
+    import onnxruntime
+
+    cpu = parse_cpuinfo(_read("/proc/cpuinfo") or "")
+    env: dict[str, Any] = {
+        "cpu": cpu["model"],
+        "cpu_flags": cpu["flags"],
+        "neon": cpu["neon"],
+        "int8_dot": cpu["int8_dot"],
+        "board": _read("/proc/device-tree/model"),
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "cpu_max_mhz": None,
+        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "memory_bytes": _mem_total_bytes(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "thermal_before": thermal_state(),
+    }
+    max_khz = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    if max_khz and max_khz.isdigit():
+        env["cpu_max_mhz"] = int(max_khz) // 1000
+    from edge_lung import __version__
+
+    env["edge_lung"] = __version__
+    return env
+
+
+# --------------------------------------------------------------------------- the worker (one process per row)
+
+
+def peak_rss_bytes() -> int | None:
+    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def bench_cycles(sample_rate: int, count: int, seed: int) -> list[np.ndarray]:
+    """`count` unpadded respiratory-cycle stand-ins (1-6 s of noise and a tone), float32, made before timing."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        n = int(rng.uniform(1.0, 6.0) * sample_rate)
+        t = np.arange(n) / sample_rate
+        wave = 0.05 * rng.standard_normal(n) + 0.2 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t)
+        out.append(wave.astype(np.float32))
+    return out
+
+
+def _time_windows(
+    infer: Callable[[np.ndarray], np.ndarray], feature_cfg: Any, windows: int, warmup: int, seed: int
+) -> dict[str, Any]:
+    """Cold first window, then `warmup` untimed ones, then `windows` timed: pad + features, model, total."""
+    from edge_lung.artifact import softmax
+    from edge_lung.audio import cyclic_pad
+    from edge_lung.features import window_features
+
+    n = feature_cfg.window_samples
+    cycles = bench_cycles(feature_cfg.sample_rate, 1 + warmup + windows, seed)
+    feat_ms, model_ms, e2e_ms = [], [], []
+    cold: dict[str, float] = {}
+    for i, cycle in enumerate(cycles):
+        t0 = time.perf_counter()
+        feats = window_features(cyclic_pad(cycle, n), feature_cfg)
+        t1 = time.perf_counter()
+        probs = softmax(infer(feats))
+        t2 = time.perf_counter()
+        assert probs.shape[0] == 1 and np.isfinite(probs).all(), "model output is not one finite row"
+        if i == 0:
+            cold = {"cold_ms": 1000 * (t2 - t0), "cold_model_ms": 1000 * (t2 - t1)}
+        elif i > warmup:
+            feat_ms.append(1000 * (t1 - t0))
+            model_ms.append(1000 * (t2 - t1))
+            e2e_ms.append(1000 * (t2 - t0))
+    return {
+        **{k: round(v, 3) for k, v in cold.items()},
+        "features_ms": latency_stats(feat_ms),
+        "model_ms": latency_stats(model_ms),
+        "e2e_ms": latency_stats(e2e_ms),
+        "rtf": round(float(np.mean(e2e_ms)) / (1000 * feature_cfg.window_s), 5),
+        "samples": {
+            "features_ms": [round(x, 3) for x in feat_ms],
+            "model_ms": [round(x, 3) for x in model_ms],
+            "e2e_ms": [round(x, 3) for x in e2e_ms],
+        },
+    }
+
+
+def _memory(baseline: int | None) -> dict[str, Any]:
+    peak = peak_rss_bytes()
+    mb = 1 / 2**20
+    return {
+        "peak_rss_mb": None if peak is None else round(peak * mb, 1),
+        "rss_before_load_mb": None if baseline is None else round(baseline * mb, 1),
+    }
+
+
+def measure_onnx(model: str | Path, threads: int, windows: int, warmup: int, seed: int) -> dict[str, Any]:
+    """Measure one exported MODEL_DIR (or .onnx) at `threads` intra-op threads, in this process."""
+    from edge_lung.artifact import OnnxClassifier, sha256_file
+
+    baseline = peak_rss_bytes()  # numpy + onnxruntime + edge_lung imported, no model yet
+    t0 = time.perf_counter()
+    clf = OnnxClassifier(model, threads=threads)
+    load_ms = 1000 * (time.perf_counter() - t0)
+    info = clf.info
+    timing = _time_windows(clf.logits, info.features, windows, warmup, seed)
+    return {
+        "backend": "onnxruntime",
+        "quantization": info.quantization,
+        "model_file": str(info.path),
+        "size_bytes": info.path.stat().st_size,
+        "sha256": info.manifest.get("sha256") or sha256_file(info.path),
+        "labels": list(info.labels),
+        "window_s": info.features.window_s,
+        "input": [info.features.num_frames, info.features.num_mel_bins],
+        "load_ms": round(load_ms, 3),
+        **timing,
+        **_memory(baseline),
+    }
+
+
+def measure_torch(run_dir: str | Path, threads: int, windows: int, warmup: int, seed: int) -> dict[str, Any]:
+    """Measure a training run in PyTorch eager FP32 (`edge_lung.model.load_run`), in this process."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError(f"--compare-torch needs torch and transformers: {TORCH_INSTALL}") from exc
+    from edge_lung.config import FeatureConfig
+    from edge_lung.model import load_run
+
+    torch.set_num_threads(threads)
+    baseline = peak_rss_bytes()
+    t0 = time.perf_counter()
+    module, cfg = load_run(run_dir)
+    load_ms = 1000 * (time.perf_counter() - t0)
+    features = FeatureConfig.from_dict(cfg["features"])
+
+    def infer(feats: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(feats[None])).float().numpy()
+
+    timing = _time_windows(infer, features, windows, warmup, seed)
+    model_dir = Path(run_dir) / "model"
+    size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file()) if model_dir.is_dir() else None
+    return {
+        "backend": "torch-eager",
+        "quantization": "fp32",
+        "model_file": str(model_dir),
+        "size_bytes": size,
+        "sha256": None,
+        "labels": list(cfg["labels"]),
+        "window_s": features.window_s,
+        "input": [features.num_frames, features.num_mel_bins],
+        "load_ms": round(load_ms, 3),
+        "torch": torch.__version__,
+        **timing,
+        **_memory(baseline),
+    }
+
+
+def worker_main() -> int:
+    """Entry of the measuring subprocess: argv[1] is a JSON spec; the result goes to spec["out"]."""
+    spec = json.loads(sys.argv[1])
+    measure = measure_torch if spec["backend"] == "torch" else measure_onnx
+    try:
+        result = {
+            "ok": True,
+            "result": measure(spec["target"], spec["threads"], spec["windows"], spec["warmup"], spec["seed"]),
+        }
+    except (ValueError, OSError, ImportError, RuntimeError) as exc:  # ArtifactError and RunError are ValueErrors
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    if result["ok"]:
+        result["result"]["thread_env"] = {var: os.environ.get(var) for var in THREAD_ENV}
+    Path(spec["out"]).write_text(json.dumps(result))
+    return 0 if result["ok"] else 1
+
+
+def run_worker(backend: str, target: str | Path, threads: int, cfg: BenchConfig) -> dict[str, Any]:
+    """Measure one row in a fresh interpreter with `threads` for onnxruntime, torch and numpy's BLAS.
+
+    The BLAS variables are set to `threads` too, so that a 1-thread row really uses one core,
+    unless the caller's environment already sets them (then they are kept, and recorded).
+    """
+    env = dict(os.environ)
+    for var in THREAD_ENV:
+        env.setdefault(var, str(threads))
+    with tempfile.TemporaryDirectory(prefix="edge-lung-bench-") as tmp:
+        out = Path(tmp) / "result.json"
+        spec = {
+            "backend": backend,
+            "target": str(target),
+            "threads": threads,
+            "windows": cfg.windows,
+            "warmup": cfg.warmup,
+            "seed": cfg.seed,
+            "out": str(out),
+        }
+        code = "from edge_lung.bench import worker_main; raise SystemExit(worker_main())"
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], env=env, capture_output=True, text=True)
+        if not out.is_file():
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+            killed = " (killed: out of memory?)" if proc.returncode in (-9, 137) else ""
+            raise BenchError(f"{target}: the measuring process exited with {proc.returncode}{killed}:\n{tail}")
+        answer = json.loads(out.read_text())
+    if not answer["ok"]:
+        raise BenchError(f"{target}: {answer['error']}")
+    return answer["result"]
+
+
+# --------------------------------------------------------------------------- the whole run
+
+
+def check_targets(models: Sequence[str | Path], compare_torch: str | Path | None) -> None:
+    """Fail fast, before any timing, on a model dir, .onnx file or run dir that cannot be used."""
+    from edge_lung.artifact import ArtifactError, resolve_model_path
+
+    if not models:
+        raise BenchError("MODEL_DIR: expected at least one exported model directory, got none")
+    for model in models:
+        try:
+            resolve_model_path(model)
+        except ArtifactError as exc:
+            raise BenchError(str(exc)) from exc
+    if compare_torch is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise ImportError(f"--compare-torch {compare_torch}: torch is not installed; {TORCH_INSTALL}")
+        if not (Path(compare_torch) / "config.json").is_file():
+            raise BenchError(
+                f"--compare-torch {compare_torch}: no config.json; expected a run directory written by "
+                "`edge-lung train`"
+            )
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def comparisons(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Torch eager / ONNX ratios per thread count (above 1: ONNX is faster or smaller)."""
+    out = []
+    for t in (r for r in results if r["backend"] == "torch-eager"):
+        for o in (r for r in results if r["backend"] == "onnxruntime" and r["threads"] == t["threads"]):
+            out.append(
+                {
+                    "threads": t["threads"],
+                    "onnx": o["name"],
+                    "torch": t["name"],
+                    "model_p50_ratio": _ratio(t["model_ms"]["p50"], o["model_ms"]["p50"]),
+                    "e2e_p50_ratio": _ratio(t["e2e_ms"]["p50"], o["e2e_ms"]["p50"]),
+                    "peak_rss_ratio": _ratio(t["peak_rss_mb"], o["peak_rss_mb"]),
+                }
+            )
+    return out
+
+
+def run_bench(
+    models: Sequence[str | Path],
+    cfg: BenchConfig,
+    compare_torch: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure every model (then the torch run, if any) at every thread count; the JSON-ready report."""
+    log = log or (lambda _msg: None)
+    check_targets(models, compare_torch)
+    hop_s = cfg.hop
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "settings": {
+            **asdict(cfg),
+            "threads": list(cfg.threads),
+            "hop_s": hop_s,
+            "compare_torch": None if compare_torch is None else str(compare_torch),
+        },
+        "environment": environment(),
+        "results": [],
+    }
+    targets = [("onnx", str(m)) for m in models]
+    if compare_torch is not None:
+        targets.append(("torch", str(compare_torch)))
+    for threads in cfg.threads:
+        for backend, target in targets:
+            log(f"{target}: {threads} thread(s), {cfg.warmup} warm-up + {cfg.windows} timed windows ...")
+            row = {"name": target, "threads": threads, **run_worker(backend, target, threads, cfg)}
+            row["verdict"] = verdict(row["e2e_ms"], hop_s, cfg.budget_ms)
+            report["results"].append(row)
+            e = row["e2e_ms"]
+            log(f"  end-to-end p50 {e['p50']:.1f} ms, p95 {e['p95']:.1f} ms; peak memory {row['peak_rss_mb']} MB")
+    report["comparisons"] = comparisons(report["results"])
+    report["environment"]["thermal_after"] = thermal_state()
+    return report
+
+
+def write_json(report: dict[str, Any], path: str | Path) -> Path:
+    """Write the report atomically (indent 2, keys sorted)."""
+    from edge_lung.artifact import atomic_write_text
+
+    path = Path(path)
+    if path.parent and not path.parent.is_dir():
+        raise BenchError(f"--json {path}: folder {path.parent} does not exist")
+    atomic_write_text(path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------- reading the figures
+
+
+def short_names(rows: list[dict[str, Any]]) -> list[str]:
+    """Each row's model folder name, or its full path where two different models share a name."""
+    base = [Path(r["name"]).name or r["name"] for r in rows]
+    owners: dict[str, set[str]] = {}
+    for r, b in zip(rows, base, strict=True):
+        owners.setdefault(b, set()).add(r["name"])
+    return [r["name"] if len(owners[b]) > 1 else b for r, b in zip(rows, base, strict=True)]
+
+
+def _mb(n: float | None) -> str:
+    return "-" if n is None else f"{n:.0f}"
+
+
+def environment_line(env: dict[str, Any]) -> str:
+    """One line: CPU, cores, memory, flags, versions, load."""
+    mem = env.get("memory_bytes")
+    flags = " ".join(env.get("cpu_flags") or []) or "no SIMD flags read"
+    parts = [
+        env.get("board") or env.get("cpu"),
+        f"{env.get('machine')}, {env.get('usable_cores')}/{env.get('cores')} cores",
+        f"{mem / 2**30:.1f} GiB" if mem else None,
+        f"governor {env['governor']}" if env.get("governor") else None,
+        flags,
+        f"onnxruntime {env.get('onnxruntime')}, numpy {env.get('numpy')}, Python {env.get('python')}",
+        f"load {env['load_avg_1m']}" if env.get("load_avg_1m") is not None else None,
+    ]
+    return " | ".join(p for p in parts if p)
+
+
+def verdict_line(row: dict[str, Any]) -> str:
+    """'model, N threads: keeps up with a decision every 1.0 s: p95 ... (headroom ...)'."""
+    v, e = row["verdict"], row["e2e_ms"]
+    limit = f"a decision every {v['hop_ms'] / 1000:g} s"
+    if v["budget_ms"] is not None:
+        limit += f" within {v['budget_ms']:g} ms"
+    text = (
+        f"{row['name']} ({row['quantization']}), {row['threads']} thread(s): {v['status']} with {limit} "
+        f"(limit {v['limit_ms']:g} ms, by {v['limited_by']}): p95 {e['p95']:.1f} ms ({v['headroom_p95']:+.0%} "
+        f"headroom), p99 {e['p99']:.1f} ms ({v['headroom_p99']:+.0%}); inference uses {v['duty']:.0%} of each hop"
+    )
+    if not v["sustainable"]:
+        text += "; the mean exceeds the hop, so the backlog grows without bound"
+    return text
+
+
+def render(report: dict[str, Any], console: Any) -> None:
+    """Print the environment, a latency table, a footprint table, ratios and verdicts with rich."""
+    from rich.table import Table
+
+    rows = report["results"]
+    console.print(f"[bold]Machine:[/bold] {environment_line(report['environment'])}")
+    s = report["settings"]
+    lat = Table(
+        title=f"Latency per {rows[0]['window_s'] if rows else '?'} s window, ms "
+        f"({s['windows']} timed after {s['warmup']} warm-up)",
+        title_justify="left",
+    )
+    for col in (
+        "model",
+        "quant",
+        "thr",
+        "feat p50",
+        "model p50",
+        "model p95",
+        "e2e p50",
+        "e2e p95",
+        "e2e p99",
+        "e2e max",
+        "RTF",
+    ):
+        lat.add_column(col, justify="left" if col in ("model", "quant") else "right")
+    foot = Table(title="Footprint (each row measured in a fresh process)", title_justify="left")
+    for col in ("model", "thr", "load ms", "cold ms", "peak RSS MB", "RSS before load MB", "file MB"):
+        foot.add_column(col, justify="left" if col == "model" else "right")
+    for r, name in zip(rows, short_names(rows), strict=True):
+        f, m, e = r["features_ms"], r["model_ms"], r["e2e_ms"]
+        lat.add_row(
+            name,
+            r["quantization"],
+            str(r["threads"]),
+            f"{f['p50']:.1f}",
+            f"{m['p50']:.1f}",
+            f"{m['p95']:.1f}",
+            f"{e['p50']:.1f}",
+            f"{e['p95']:.1f}",
+            f"{e['p99']:.1f}",
+            f"{e['max']:.1f}",
+            f"{r['rtf']:.3f}",
+        )
+        size = None if r["size_bytes"] is None else r["size_bytes"] / 1e6
+        foot.add_row(
+            name,
+            str(r["threads"]),
+            f"{r['load_ms']:.0f}",
+            f"{r['cold_ms']:.0f}",
+            _mb(r["peak_rss_mb"]),
+            _mb(r["rss_before_load_mb"]),
+            "-" if size is None else f"{size:.1f}",
+        )
+    console.print(lat)
+    console.print(foot)
+    for c in report.get("comparisons", []):
+        console.print(
+            f"torch eager / ONNX at {c['threads']} thread(s) ({c['onnx']}): model p50 x{c['model_p50_ratio']}, "
+            f"end-to-end p50 x{c['e2e_p50_ratio']}, peak memory x{c['peak_rss_ratio']}"
+        )
+    for r in rows:
+        console.print(verdict_line(r))
+    console.print(
+        "RTF = mean end-to-end time / window length (below 1: faster than real time). Figures from a "
+        "shared or throttled machine are noisy: check load and thermal_after in the JSON."
+    )
+
+
+def results_markdown(paths: Sequence[str | Path]) -> str:
+    """The benchmarks/README.md results table, one row per (model, threads) of each JSON report."""
+    lines = [
+        "| machine | cores | model | quant | threads | e2e p50 ms | e2e p95 ms | e2e p99 ms | RTF | peak RSS MB "
+        "| file MB | JSON |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        path = Path(path)
+        report = json.loads(path.read_text())
+        if report.get("schema") != SCHEMA:
+            raise BenchError(f"{path}: expected a {SCHEMA} report, got schema {report.get('schema')!r}")
+        env = report["environment"]
+        machine = env.get("board") or env.get("cpu")
+        for r in report["results"]:
+            e = r["e2e_ms"]
+            size = "-" if r["size_bytes"] is None else f"{r['size_bytes'] / 1e6:.1f}"
+            lines.append(
+                f"| {machine} | {env.get('usable_cores')} | {Path(r['name']).name} | {r['quantization']} "
+                f"| {r['threads']} | {e['p50']:.0f} | {e['p95']:.0f} | {e['p99']:.0f} | {r['rtf']:.3f} "
+                f"| {_mb(r['peak_rss_mb'])} | {size} | [{path.name}](results/{path.name}) |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(report: dict[str, Any], path: str | Path) -> Path:
+    """PNG: end-to-end latency distribution per model and thread count (box + points), hop and budget lines,
+    and the p50 split between features and model."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError(f"--plot needs matplotlib: {PLOT_INSTALL}") from exc
+    path = Path(path)
+    if path.parent and not path.parent.is_dir():
+        raise BenchError(f"--plot {path}: folder {path.parent} does not exist")
+    rows = report["results"]
+    names = short_names(rows)
+    labels = [f"{name}\n{r['quantization']}, {r['threads']} thr" for r, name in zip(rows, names, strict=True)]
+    fig = Figure(figsize=(12, 1.2 + 0.7 * len(rows)), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax, bx = fig.subplots(1, 2, width_ratios=[3, 1], sharey=True)
+    data = [r["samples"]["e2e_ms"] for r in rows]
+    try:
+        ax.boxplot(data, orientation="horizontal", whis=(1, 99), showfliers=False)
+    except TypeError:  # matplotlib < 3.10 has no `orientation`; `vert` is deprecated after it
+        ax.boxplot(data, vert=False, whis=(1, 99), showfliers=False)
+    rng = np.random.default_rng(0)
+    for i, d in enumerate(data, start=1):
+        ax.plot(d, i + rng.uniform(-0.15, 0.15, len(d)), ".", ms=3, alpha=0.5, color="tab:blue")
+    v = rows[0]["verdict"] if rows else None
+    if v:
+        ax.axvline(v["hop_ms"], color="tab:red", ls="--", label=f"hop {v['hop_ms']:g} ms")
+        if v["budget_ms"] is not None:
+            ax.axvline(v["budget_ms"], color="tab:orange", ls=":", label=f"budget {v['budget_ms']:g} ms")
+        ax.legend(loc="lower right")
+    ax.set_yticks(range(1, len(rows) + 1), labels)
+    ax.set_xlabel("end-to-end latency per window, ms (box: p25-p75, whiskers p1-p99)")
+    ax.set_title(f"edge-lung bench: {report['environment'].get('board') or report['environment'].get('cpu')}")
+    y = np.arange(1, len(rows) + 1)
+    feat = [r["features_ms"]["p50"] for r in rows]
+    model = [r["model_ms"]["p50"] for r in rows]
+    bx.barh(y, feat, color="tab:green", label="features")
+    bx.barh(y, model, left=feat, color="tab:purple", label="model")
+    bx.set_xlabel("p50 split, ms")
+    ax.invert_yaxis()  # first row on top, as in the table (the axes share y)
+    bx.legend(loc="lower right")
+    fig.savefig(path, dpi=110)
+    return path
