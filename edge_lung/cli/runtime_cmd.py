@@ -1,9 +1,120 @@
-"""CLI commands of one stage (see edge_lung/cli/__init__.py)."""
+"""Runtime commands: `devices`, `stream`, `classify` (torch-free; see edge_lung/runtime)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+_HOP = typer.Option(1.0, "--hop", help="Seconds between decisions (each decision looks at the model's last window).")
+_MIN_AUDIO = typer.Option(
+    2.0, "--min-audio", help="Seconds of audio before the first decision; until a full window exists the audio "
+    "so far is cyclic-padded, as training padded short cycles."
+)
+_SMOOTH = typer.Option(5, "--smooth", help="Smoothed label = mean probabilities of the last N windows.")
+_THRESHOLD = typer.Option(
+    0.5, "--threshold", help="Flag a window when P(abnormal) >= this. Lower it for sensitivity, raise it for "
+    "specificity; `edge-lung evaluate` and `classify` on annotated recordings print the curve."
+)
+_THREADS = typer.Option(0, "--threads", help="onnxruntime intra-op threads (0: onnxruntime decides).")
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+    return typer.Exit(2)
+
+
+_USER_ERRORS = (ValueError, OSError, ImportError, TimeoutError, RuntimeError)
+
+
+def devices() -> None:
+    """List audio input devices with their default and supported sample rates; mark likely stethoscopes (USB)."""
+    from rich.console import Console
+
+    from edge_lung.runtime.capture import list_input_devices
+    from edge_lung.runtime.report import devices_table
+
+    try:
+        found = list_input_devices()
+    except _USER_ERRORS as exc:
+        raise _fail(exc) from exc
+    if not found:
+        raise _fail(OSError("no audio input device found: plug in the stethoscope (USB) or a microphone"))
+    Console().print(devices_table(found))
+
+
+def stream(
+    model_dir: Path = typer.Argument(..., help="Exported model directory (or .onnx file) from `edge-lung export`."),
+    device: str = typer.Option(None, "--device", help="Input device index or part of its name (see `edge-lung "
+                               "devices`); default: a likely USB stethoscope, else the system default input."),
+    hop: float = _HOP,
+    min_audio: float = _MIN_AUDIO,
+    smooth: int = _SMOOTH,
+    threshold: float = _THRESHOLD,
+    threads: int = _THREADS,
+    jsonl: Path = typer.Option(None, "--jsonl", help="Write every decision as one JSON line (flushed) to PATH; "
+                               "'-' for stdout."),
+    record: Path = typer.Option(None, "--record", help="Also save the raw captured audio to PATH.flac (flushed "
+                                "every second, readable after a crash)."),
+    replay: Path = typer.Option(None, "--replay", help="Feed this WAV/FLAC file through the live path instead "
+                                "of a device."),
+    realtime: bool = typer.Option(False, "--realtime", help="With --replay: pace the file in real time "
+                                  "(default: as fast as inference allows, nothing skipped)."),
+    serial: str = typer.Option(None, "--serial", help="Read framed PCM from this serial port (firmware_host/"
+                               "PROTOCOL.md), e.g. /dev/ttyACM0."),
+    duration: float = typer.Option(None, "--duration", help="Stop after this many seconds of audio."),
+    quiet: bool = typer.Option(False, "--quiet", help="No live table (use with --jsonl)."),
+) -> None:
+    """Stream from a USB stethoscope (or --replay FILE, or --serial PORT) and print a decision every hop."""
+    from rich.console import Console
+
+    from edge_lung.runtime.report import summary_line
+    from edge_lung.runtime.session import StreamOptions, load_classifier, stream_session
+    from edge_lung.runtime.stream import StreamConfig
+
+    try:
+        opts = StreamOptions(device, replay, realtime, serial, jsonl, record, duration, display=not quiet)
+        classifier = load_classifier(model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads)
+        summary = stream_session(classifier, opts)
+    except _USER_ERRORS as exc:
+        raise _fail(exc) from exc
+    Console(stderr=True).print(summary_line(summary), highlight=False)
+
+
+def classify(
+    model_dir: Path = typer.Argument(..., help="Exported model directory (or .onnx file) from `edge-lung export`."),
+    files: list[Path] = typer.Argument(..., help="WAV/FLAC files (any sample rate) or directories of them. ICBHI "
+                                       "annotations (<stem>.txt) beside a file add cycle agreement."),
+    hop: float = _HOP,
+    min_audio: float = _MIN_AUDIO,
+    smooth: int = _SMOOTH,
+    threshold: float = _THRESHOLD,
+    threads: int = _THREADS,
+    jsonl: Path = typer.Option(None, "--jsonl", help="Write every window decision and a per-file summary as "
+                               "JSON lines to PATH; '-' for stdout."),
+) -> None:
+    """Classify files with the same windowing as `stream` (as fast as the CPU allows) and report per file."""
+    from rich.console import Console
+
+    from edge_lung.runtime.report import classify_table, pooled_lines
+    from edge_lung.runtime.session import classify_session, load_classifier
+    from edge_lung.runtime.stream import StreamConfig
+
+    try:
+        classifier = load_classifier(model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads)
+        results, pooled = classify_session(classifier, files, jsonl)
+    except _USER_ERRORS as exc:
+        raise _fail(exc) from exc
+    console = Console(stderr=jsonl is not None and str(jsonl) == "-")
+    console.print(classify_table(results, classifier.labels, threshold))
+    for line in pooled_lines(pooled) if pooled else []:
+        console.print(line, highlight=False)
+    if any(r.note.startswith("error") for r in results):
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to `app`."""
+    app.command("devices")(devices)
+    app.command("stream")(stream)
+    app.command("classify")(classify)

@@ -166,7 +166,7 @@ class _Loop:
     def _gap(self, samples: int, seconds: float, new_rate: int | None) -> None:
         self.counters.gaps += 1
         self.counters.gap_s += seconds
-        self._submit(self.stream.mark_gap(samples, new_rate))
+        self._submit(self.stream.gap(samples, new_rate))
         if new_rate is not None:
             self.rate = new_rate
 

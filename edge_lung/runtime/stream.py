@@ -35,6 +35,7 @@ class StreamConfig:
     min_audio_s: float = 2.0
     smooth: int = 5
     threshold: float = 0.5
+    fill_gap_s: float = 0.5  # gaps up to this long are filled with silence; longer ones restart the windowing
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.hop_s) and self.hop_s > 0):
@@ -45,6 +46,8 @@ class StreamConfig:
             raise ValueError(f"smooth (--smooth): expected a whole number of windows >= 1, got {self.smooth}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold (--threshold): expected a probability in [0, 1], got {self.threshold}")
+        if not (math.isfinite(self.fill_gap_s) and self.fill_gap_s >= 0):
+            raise ValueError(f"fill_gap_s: expected seconds >= 0, got {self.fill_gap_s}")
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,19 @@ class WindowStream:
         out = self._end_segment()
         self._finished = True
         return out
+
+    def gap(self, gap_input_samples: int, new_input_rate: int | None = None) -> list[Window]:
+        """A discontinuity in the input: short ones (<= `fill_gap_s`, known length) become silence so the
+        windowing carries on (a few lost serial frames); others restart it via `mark_gap`."""
+        n = int(gap_input_samples)
+        if new_input_rate is None and 0 < n <= self.cfg.fill_gap_s * self.input_rate:
+            out: list[Window] = []
+            chunk = np.zeros(min(n, self.input_rate), dtype=np.float32)
+            while n > 0:
+                out += self.accept_waveform(chunk[: min(n, chunk.shape[0])])
+                n -= chunk.shape[0]
+            return out
+        return self.mark_gap(n, new_input_rate)
 
     def mark_gap(self, gap_input_samples: int, new_input_rate: int | None = None) -> list[Window]:
         """A discontinuity of `gap_input_samples` (input rate): close the segment, restart windowing after it.

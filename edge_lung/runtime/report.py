@@ -1,0 +1,97 @@
+"""Rich tables for the runtime commands' terminal output."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.table import Table
+
+from edge_lung.runtime.classify import FileResult
+from edge_lung.runtime.live import LiveSummary
+
+
+def devices_table(devices: list) -> Table:
+    """`edge-lung devices`: index, name, host API, channels, default and supported rates, stethoscope mark."""
+    table = Table(title="Audio input devices", title_justify="left")
+    for col in ("#", "name", "host API", "ch", "default Hz", "supported Hz", "capture Hz", "stethoscope?"):
+        table.add_column(col)
+    for d in devices:
+        table.add_row(
+            f"{d.index}{'*' if d.is_default else ''}",
+            d.name,
+            d.hostapi,
+            str(d.channels),
+            str(d.default_rate),
+            ", ".join(str(r) for r in d.supported_rates) or "-",
+            str(d.capture_rate),
+            "[bold green]likely (USB audio)[/]" if d.likely_stethoscope else "",
+        )
+    table.caption = "* = system default input.  Use `edge-lung stream MODEL_DIR --device <# or name part>`."
+    table.caption_justify = "left"
+    return table
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+
+
+def classify_table(results: list[FileResult], labels: tuple[str, ...], threshold: float) -> Table:
+    """`edge-lung classify`: one row per file; annotated recordings add cycle agreement columns."""
+    annotated = any(r.cycles is not None for r in results)
+    notes = any(r.note for r in results)
+    table = Table(title=f"Windows per recording (flag: P(abnormal) >= {threshold:.2f})", title_justify="left")
+    cols = ["file", "Hz", "sec", "win", "flag", "maxP"]
+    cols += ["cycles", "agree%", "Se%", "Sp%"] if annotated else []
+    cols += ["note"] if notes else []
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    for r in results:
+        s = r.summary(labels)
+        row = [r.path.name, str(r.input_rate), f"{r.duration_s:.1f}", str(s["windows"]), str(s["flagged_windows"])]
+        row.append("-" if not r.decisions else f"{s['max_p_abnormal']:.2f}")
+        if annotated:
+            row += [
+                str(s.get("cycles", "-")),
+                _pct(s.get("class_agreement")),
+                _pct(s.get("screening_sensitivity")),
+                _pct(s.get("screening_specificity")),
+            ]
+        if notes:
+            row.append(r.note)
+        table.add_row(*row)
+    table.caption = "win: windows decided; flag: windows flagged abnormal; maxP: highest P(abnormal)"
+    if annotated:
+        table.caption += "; agree/Se/Sp: annotated cycles vs overlapping windows"
+    table.caption_justify = "left"
+    return table
+
+
+def pooled_lines(pooled: dict[str, Any]) -> list[str]:
+    """Cycle agreement over all annotated recordings, with the screening curve to pick --threshold."""
+    lines = [
+        f"Annotated cycles: {pooled['cycles']} ({pooled['cycles_covered']} overlapped by a window)",
+    ]
+    if "screening_sensitivity" in pooled:
+        lines.append(
+            f"Screening at the chosen threshold: Se {pooled['screening_sensitivity']:.1f}%  "
+            f"Sp {pooled['screening_specificity']:.1f}%  ({pooled['abnormal_cycles']} abnormal cycles)"
+        )
+    if "class_agreement" in pooled:
+        lines.append(f"4-class agreement {pooled['class_agreement']:.1f}%  ICBHI score {pooled['icbhi_score']:.1f}")
+    if "screening_curve" in pooled:
+        lines.append("Threshold  Se%    Sp%   (cycle level, windows' overlap-weighted mean)")
+        for row in pooled["screening_curve"][::2]:
+            lines.append(f"  {row['threshold']:.2f}   {row['sensitivity']:5.1f}  {row['specificity']:5.1f}")
+    return lines
+
+
+def summary_line(summary: LiveSummary) -> str:
+    c = summary.counters
+    speed = summary.seconds / summary.wall_s if summary.wall_s > 0 else float("nan")
+    return (
+        f"{summary.source}: {summary.seconds:.1f} s of audio at {summary.input_rate} Hz in {summary.wall_s:.1f} s "
+        f"({speed:.1f}x real time), {summary.windows} windows, {summary.flagged} flagged; "
+        f"overflows {c.overflows}, lost samples {c.lost_samples}, gaps {c.gaps} ({c.gap_s:.1f} s), "
+        f"skipped windows {c.skipped}, reconnects {summary.reconnects}; stopped: {summary.stopped_by}"
+    )

@@ -1,0 +1,142 @@
+"""One library function per runtime command (`devices`, `stream`, `classify`), so the CLI stays thin."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_lung.runtime.classify import FileResult, classify_files, overall_agreement
+from edge_lung.runtime.events import JsonlWriter, LiveDisplay
+from edge_lung.runtime.live import LiveSummary, run_live
+from edge_lung.runtime.sources import ReplaySource, SerialSource, Source
+from edge_lung.runtime.stream import StreamConfig, StreamingClassifier
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+def load_classifier(model_dir: str | Path, cfg: StreamConfig, threads: int | None) -> StreamingClassifier:
+    """OnnxClassifier (onnxruntime only) wrapped with the stream settings."""
+    from edge_lung.artifact import OnnxClassifier
+
+    if threads is not None and threads < 0:
+        raise ValueError(f"--threads: expected 0 (onnxruntime decides) or a positive count, got {threads}")
+    return StreamingClassifier(OnnxClassifier(model_dir, threads=threads or None), cfg)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """Where `edge-lung stream` gets audio and where its events go."""
+
+    device: str | None = None
+    replay: Path | None = None
+    realtime: bool = False
+    serial: str | None = None
+    jsonl: Path | None = None
+    record: Path | None = None
+    duration_s: float | None = None
+    display: bool = True
+
+    def __post_init__(self) -> None:
+        chosen = [name for name, v in (("--device", self.device), ("--replay", self.replay), ("--serial", self.serial))
+                  if v is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"expected one audio source, got {' and '.join(chosen)}")
+        if self.realtime and self.replay is None:
+            raise ValueError("--realtime: expected together with --replay FILE")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise ValueError(f"--duration: expected seconds > 0, got {self.duration_s}")
+        if self.record is not None and Path(self.record).suffix.lower() != ".flac":
+            raise ValueError(f"--record {self.record}: expected a path ending in .flac")
+
+
+def make_source(opts: StreamOptions) -> Source:
+    if opts.replay is not None:
+        return ReplaySource(opts.replay, realtime=opts.realtime)
+    if opts.serial is not None:
+        return SerialSource(opts.serial)
+    from edge_lung.runtime.capture import SoundDeviceSource
+
+    return SoundDeviceSource(opts.device)
+
+
+def stream_session(
+    classifier: StreamingClassifier,
+    opts: StreamOptions,
+    stop: threading.Event | None = None,
+    source: Source | None = None,
+) -> LiveSummary:
+    """`edge-lung stream`: run the live path with the display, JSON lines and recorder the options ask for."""
+    from contextlib import ExitStack
+
+    source = source or make_source(opts)
+    on_decision: list[Callable] = []
+    on_audio: list[Callable] = []
+    with ExitStack() as stack:
+        jsonl = stack.enter_context(JsonlWriter(opts.jsonl)) if opts.jsonl is not None else None
+        if jsonl is not None:
+            on_decision.append(jsonl)
+        if opts.record is not None:
+            on_audio.append(_LazyRecorder(opts.record, stack))
+        if opts.display:
+            title = f"edge-lung stream  {source.name}  (threshold {classifier.cfg.threshold:.2f}, Ctrl-C stops)"
+            on_decision.append(stack.enter_context(LiveDisplay(title)))
+        backpressure = opts.replay is not None and not opts.realtime
+        summary = run_live(
+            classifier, source, on_decision, on_audio, backpressure=backpressure, stop=stop, duration_s=opts.duration_s
+        )
+        if jsonl is not None:
+            jsonl.write(summary.as_dict())
+    return summary
+
+
+class _LazyRecorder:
+    """Opens the FLAC file at the first block, when the capture rate is known (serial links learn it late)."""
+
+    def __init__(self, path: Path, stack) -> None:
+        self.path, self.stack, self.recorder = path, stack, None
+
+    def __call__(self, block, rate: int) -> None:
+        if self.recorder is None:
+            from edge_lung.runtime.recorder import FlacRecorder
+
+            self.recorder = self.stack.enter_context(FlacRecorder(self.path, rate))
+        self.recorder.write(block, rate)
+
+
+def expand_audio_paths(paths: list[Path]) -> list[Path]:
+    """Files as given; directories become their .wav/.flac files (sorted). ValueError for missing paths."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise ValueError(f"{p}: directory holds no {'/'.join(AUDIO_SUFFIXES)} files")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ValueError(f"{p}: no such file or directory")
+    return out
+
+
+def classify_session(
+    classifier: StreamingClassifier, paths: list[Path], jsonl: Path | None = None
+) -> tuple[list[FileResult], dict[str, Any] | None]:
+    """`edge-lung classify`: every file through the streaming windowing; optional JSON lines."""
+    files = expand_audio_paths(paths)
+    writer = JsonlWriter(jsonl) if jsonl is not None else None
+    try:
+        results = classify_files(classifier, files, on_decision=writer)
+        pooled = overall_agreement(results, classifier.labels)
+        if writer is not None:
+            for r in results:
+                writer.write({"type": "file", **r.summary(classifier.labels)})
+            if pooled is not None:
+                writer.write({"type": "annotated_total", **pooled})
+    finally:
+        if writer is not None:
+            writer.close()
+    return results, pooled
