@@ -1,9 +1,63 @@
-"""CLI commands of one stage (see edge_lung/cli/__init__.py)."""
+"""`edge-lung export RUN_DIR --out MODEL_DIR [--int8]`: the model directory a device ships."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def export(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `edge-lung train` (config.json + model/)."),
+    out: Path = typer.Option(..., "--out", "-o", help="MODEL_DIR to write (built in a temp dir, then renamed)."),
+    int8: bool = typer.Option(False, "--int8", help="Ship an INT8 model (model.int8.onnx) instead of FP32."),
+    quant: str = typer.Option(
+        "dynamic", "--quant", help="INT8 mode: 'dynamic' (needs no data) or 'static' (QDQ, calibrated on train cycles)."
+    ),
+    calibration_size: int = typer.Option(
+        64, "--calibration-size", help="Train cycles (class-balanced) used to calibrate --quant static."
+    ),
+    preset: str = typer.Option(
+        "x86-avx2",
+        "--preset",
+        help="Target CPU for INT8: x86-avx2, x86-avx512-vnni, arm64 (Raspberry Pi), or a preset .json path "
+        "(see export/presets/).",
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="Database for calibration and parity (default: the one the run was trained on)."
+    ),
+    parity_size: int = typer.Option(0, "--parity-size", help="Validation cycles for parity; 0 = all of them."),
+    threads: int | None = typer.Option(None, "--threads", help="onnxruntime threads for the parity runs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing, non-empty MODEL_DIR."),
+) -> None:
+    """Export a trained run to ONNX (FP32 or INT8) with metadata, manifest, model card and measured parity.
+
+    Fails with a non-zero status, writing nothing, if FP32 ONNX differs from PyTorch by 1e-4 or more.
+    """
+    from edge_lung.export import ExportConfig, ExportError, export_model
+
+    try:
+        cfg = ExportConfig(
+            int8=int8,
+            quant=quant,
+            calibration_size=calibration_size,
+            preset=preset,
+            parity_size=parity_size,
+            data_dir=str(data) if data else None,
+            overwrite=overwrite,
+            threads=threads,
+        )
+        record = export_model(run_dir, out, cfg, log=typer.echo)
+    except ExportError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except ValueError as exc:  # option values rejected by ExportConfig / load_preset
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    shipped = "int8" if int8 else "fp32"
+    typer.echo(f"wrote {out} ({shipped}, {record['export_seconds']} s); parity in {out / 'parity.json'}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to `app`."""
+    app.command("export")(export)

@@ -1,0 +1,52 @@
+"""Evaluate an exported MODEL_DIR on a database split through onnxruntime (no torch).
+
+`edge-lung evaluate MODEL_DIR --data DB --split test` lands here when the path holds
+manifest.json. The cycles, their model input and the scoring are the ones the training run's own
+evaluation uses (`edge_lung.evaluate.load_split` / `evaluate_cycles`, both torch-free), with the
+feature settings read from the model's metadata, so FP32 figures match `evaluate_run` exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_lung.artifact import MANIFEST_NAME, OnnxClassifier
+
+
+def is_model_dir(path: str | Path) -> bool:
+    """True for a directory written by `edge-lung export` (it holds manifest.json)."""
+    return (Path(path) / MANIFEST_NAME).is_file()
+
+
+def evaluate_model_dir(
+    model_dir: str | Path,
+    db_dir: str | Path,
+    split: str = "test",
+    threads: int | None = None,
+    batch_size: int = 16,
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """ICBHI report of the exported model on `split` of the database in `db_dir`.
+
+    Same keys as `edge_lung.evaluate.evaluate_run` (so `format_report` prints it), plus
+    "quantization" and "seconds". The validation slice uses the fraction and seed the run was
+    trained with, as recorded in the model's metadata.
+    """
+    from edge_lung.evaluate import evaluate_cycles, load_split
+
+    clf = OnnxClassifier(model_dir, threads=threads)
+    info = clf.info
+    run = info.run
+    cycles = load_split(db_dir, split, info.features, run.get("val_fraction", 0.2), run.get("val_seed", 0), cache_dir)
+    t0 = time.perf_counter()
+    report = evaluate_cycles(cycles, info.features, clf.logits, batch_size, labels=info.labels)
+    report.update(
+        model=str(model_dir),
+        data=str(db_dir),
+        split=split,
+        quantization=info.quantization,
+        seconds=round(time.perf_counter() - t0, 2),
+    )
+    return report

@@ -1,0 +1,336 @@
+"""Export stage (issue #4): FP32 parity with PyTorch, INT8 modes, the artifact contract, bad input.
+
+A tiny AST with LungAdapter adapters is trained for a few epochs on the synthetic database
+(module-scoped, ~10 s) and exported once per mode; the tests read the figures the export measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_lung.artifact import ArtifactError, OnnxClassifier
+from edge_lung.config import LABELS, FeatureConfig
+from edge_lung.export import AIMS, ExportConfig, ExportError, ParityError, export_model
+from edge_lung.quantize import QuantPreset, available_presets, load_preset
+
+QUIET = dict(log=lambda *_: None)
+
+
+def make_run(run_dir: Path, db_dir: Path, features: FeatureConfig, epochs: int = 6, seed: int = 0) -> Path:
+    """A small trained run in the layout `edge_lung.model.load_run` reads (tiny AST + LungAdapter)."""
+    import torch
+
+    from edge_lung import model as M
+    from edge_lung.data import Database, load_cycles
+    from edge_lung.export import cycles_to_features
+
+    db = Database.scan(db_dir)
+    x, y = cycles_to_features(load_cycles(db, ("train",), features.sample_rate), features)
+    torch.manual_seed(seed)
+    base = M.load_backbone("tiny", features, len(LABELS))
+    run_dir.mkdir(parents=True)
+    M.save_backbone(base, run_dir)
+    model = M.attach_adapter(base, "lung")
+    net = M.LogitsModel(model)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xt)).split(16):
+            loss = torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    M.save_trained(model, run_dir)
+    config = {
+        "labels": list(LABELS),
+        "features": features.to_dict(),
+        "data": str(db_dir),
+        "adapter": "lung",
+        "backbone": "tiny",
+        "best": {"score": 50.0, "sensitivity": 40.0, "specificity": 60.0},
+        "train": {"val_fraction": 0.2, "val_seed": 0},
+    }
+    (run_dir / "config.json").write_text(json.dumps(config))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory, synth_db: Path) -> Path:
+    with pytest.MonkeyPatch.context() as mp:  # module-scoped: the autouse cache fixture is not active yet
+        mp.setenv("EDGE_LUNG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "decode-cache"))
+        root = tmp_path_factory.mktemp("export")
+        make_run(root / "run", synth_db, FeatureConfig())
+        for name, cfg in {
+            "fp32": ExportConfig(),
+            "dynamic": ExportConfig(int8=True, quant="dynamic"),
+            "static": ExportConfig(int8=True, quant="static", calibration_size=32, preset="arm64"),
+        }.items():
+            export_model(root / "run", root / name, cfg, **QUIET)
+    return root
+
+
+def parity(model_dir: Path) -> dict:
+    return json.loads((model_dir / "parity.json").read_text())
+
+
+@pytest.mark.slow
+def test_fp32_onnx_matches_pytorch(work: Path) -> None:
+    import onnx
+
+    p = parity(work / "fp32")
+    assert p["num_cycles"] > 0 and p["split"] == "val"
+    assert p["fp32_vs_torch"]["max_abs_logit_diff"] < 1e-4
+    assert p["fp32_vs_torch"]["argmax_agreement"] == 100.0
+    assert p["scores"]["fp32"]["score"] == p["scores"]["torch"]["score"]
+    assert sorted(os.listdir(work / "fp32")) == ["manifest.json", "model.onnx", "model_card.md", "parity.json"]
+    onnx.checker.check_model(str(work / "fp32" / "model.onnx"), full_check=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_int8_parity_within_aims(work: Path, mode: str) -> None:
+    p = parity(work / mode)
+    q = p["int8_vs_fp32"]
+    assert q["mode"] == mode
+    assert q["argmax_agreement"] >= AIMS["int8_argmax_agreement"], q
+    assert q["score_diff"] >= -AIMS["int8_score_loss"], q
+    # The tiny model's weights are mostly positional embeddings and the patch convolution, which stay
+    # float, so its INT8 file cannot reach 30% of FP32; the base-size ratio is checked below and in
+    # benchmarks/bench_export.py. Here: it shrinks, and the aim's outcome is recorded, not hidden.
+    assert q["size_int8_bytes"] < q["size_fp32_bytes"]
+    assert q["aims"]["size_ratio"]["met"] == (q["size_ratio"] <= AIMS["int8_size_ratio"])
+    assert sorted(os.listdir(work / mode)) == ["manifest.json", "model.int8.onnx", "model_card.md", "parity.json"]
+    info = OnnxClassifier(work / mode).info
+    assert info.quantization == f"int8-{mode}"
+    assert info.run["quantization"]["mode"] == mode
+
+
+@pytest.mark.slow
+def test_metadata_carries_everything_the_device_needs(work: Path) -> None:
+    info = OnnxClassifier(work / "dynamic").info
+    assert info.labels == LABELS
+    assert info.features == FeatureConfig()
+    assert info.metrics["score"] == 50.0  # the run's validation metrics
+    manifest = json.loads((work / "dynamic" / "manifest.json").read_text())
+    assert manifest["model_file"] == "model.int8.onnx"
+    assert manifest["parity"]["argmax_agreement"] == parity(work / "dynamic")["int8_vs_fp32"]["argmax_agreement"]
+    assert "int8-dynamic" in (work / "dynamic" / "model_card.md").read_text()
+
+
+@pytest.mark.slow
+def test_int8_model_runs_without_torch(work: Path, synth_db: Path) -> None:
+    """The device side: load, classify and evaluate the INT8 model with torch, transformers, optimum absent."""
+    code = f"""
+import sys
+from edge_lung.artifact import OnnxClassifier
+from edge_lung.onnx_eval import evaluate_model_dir
+clf = OnnxClassifier({str(work / "static")!r}, threads=1)
+report = evaluate_model_dir({str(work / "static")!r}, {str(synth_db)!r}, split="test", threads=1)
+assert report["num_cycles"] > 0 and 0 <= report["score"] <= 100, report
+bad = [m for m in ("torch", "transformers", "optimum") if m in sys.modules]
+assert not bad, bad
+print("ok", report["score"])
+"""
+    env = {**os.environ, "EDGE_LUNG_CACHE_DIR": str(work / "cache-subprocess")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("ok")
+
+
+@pytest.mark.slow
+def test_onnx_evaluation_matches_the_runs_own(work: Path, synth_db: Path) -> None:
+    from edge_lung.evaluate import evaluate_run
+    from edge_lung.onnx_eval import evaluate_model_dir, is_model_dir
+
+    assert is_model_dir(work / "fp32") and not is_model_dir(work / "run")
+    onnx_report = evaluate_model_dir(work / "fp32", synth_db, split="test")
+    torch_report = evaluate_run(work / "run", synth_db, split="test")
+    assert onnx_report["confusion_matrix"] == torch_report["confusion_matrix"]
+    assert onnx_report["score"] == torch_report["score"]
+    assert abs(onnx_report["loss"] - torch_report["loss"]) < 1e-4
+    val = evaluate_model_dir(work / "fp32", synth_db, split="val")
+    assert val["num_cycles"] == parity(work / "fp32")["num_cycles"]  # same validation slice as the run
+
+
+@pytest.mark.slow
+def test_corrupt_truncated_or_foreign_models_are_refused(work: Path, tmp_path: Path) -> None:
+    import onnx
+
+    bad = tmp_path / "truncated"
+    shutil.copytree(work / "dynamic", bad)
+    data = (bad / "model.int8.onnx").read_bytes()
+    (bad / "model.int8.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactError, match="SHA-256"):
+        OnnxClassifier(bad)
+    flipped = tmp_path / "flipped"
+    shutil.copytree(work / "dynamic", flipped)
+    blob = bytearray(data)
+    blob[len(blob) // 2] ^= 0xFF
+    (flipped / "model.int8.onnx").write_bytes(bytes(blob))
+    with pytest.raises(ArtifactError, match="SHA-256"):
+        OnnxClassifier(flipped)
+    model = onnx.load(str(work / "fp32" / "model.onnx"))
+    del model.metadata_props[:]
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(model, str(foreign))
+    with pytest.raises(ArtifactError, match="not an edge-lung model"):
+        OnnxClassifier(foreign)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(data[:1000])
+    with pytest.raises(ArtifactError, match="cannot load"):
+        OnnxClassifier(garbage)
+
+
+@pytest.mark.slow
+def test_runtime_follows_feature_settings_changed_at_training(tmp_path: Path, synth_db: Path) -> None:
+    """Train with 4 s windows and 64 mel bins: the exported model tells the device so; nothing is hard-coded."""
+    from edge_lung.audio import cyclic_pad
+    from edge_lung.features import window_features
+
+    features = FeatureConfig(window_s=4.0, num_mel_bins=64)
+    make_run(tmp_path / "run", synth_db, features, epochs=1)
+    export_model(tmp_path / "run", tmp_path / "model", ExportConfig(int8=True), **QUIET)
+    clf = OnnxClassifier(tmp_path / "model")
+    assert clf.info.features == features
+    assert (clf.info.features.num_frames, clf.info.features.num_mel_bins) == (398, 64)
+    wave = np.random.default_rng(0).standard_normal(20000).astype(np.float32) * 0.1
+    cfg = clf.info.features
+    x = window_features(cyclic_pad(wave, cfg.window_samples), cfg)
+    assert clf.probabilities(x).shape == (1, 4)
+    with pytest.raises(ValueError, match="expected features"):
+        clf.logits(np.zeros((1, 798, 128), np.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: clear errors, nothing half-written
+
+
+def leftovers(parent: Path, name: str) -> list[str]:
+    return [p.name for p in parent.iterdir() if p.name == name or p.name.startswith(f".{name}.")]
+
+
+@pytest.mark.slow
+def test_run_dir_without_model(tmp_path: Path, work: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text((work / "run" / "config.json").read_text())
+    with pytest.raises(ExportError, match="RUN_DIR.*cannot load the trained model"):
+        export_model(run, tmp_path / "out", **QUIET)
+    with pytest.raises(ExportError, match="no such directory"):
+        export_model(tmp_path / "missing", tmp_path / "out", **QUIET)
+    assert leftovers(tmp_path, "out") == []
+
+
+@pytest.mark.slow
+def test_empty_calibration_set(tmp_path: Path, work: Path, synth_db: Path) -> None:
+    """A database without train cycles cannot calibrate static INT8: clear error, no MODEL_DIR."""
+    db = tmp_path / "db"
+    shutil.copytree(synth_db, db)
+    split_file = db / "ICBHI_challenge_train_test.txt"
+    split_file.write_text(split_file.read_text().replace("\ttrain", "\ttest"))
+    cfg = ExportConfig(int8=True, quant="static", data_dir=str(db), parity_split="test")
+    with pytest.raises(ExportError, match="empty calibration set"):
+        export_model(work / "run", tmp_path / "out", cfg, **QUIET)
+    assert leftovers(tmp_path, "out") == []
+    from edge_lung.quantize import quantize_model
+
+    with pytest.raises(ValueError, match="calibration window"):
+        quantize_model(work / "fp32" / "model.onnx", tmp_path / "q.onnx", "static", load_preset("arm64"),
+                       np.zeros((0, 798, 128), np.float32))
+
+
+@pytest.mark.slow
+def test_unwritable_or_occupied_output_dir(tmp_path: Path, work: Path) -> None:
+    if os.geteuid() == 0:
+        unwritable = Path("/sys/edge-lung-model")  # root ignores file modes; sysfs refuses new entries
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        unwritable = locked / "model"
+    with pytest.raises(ExportError, match="cannot write"):
+        export_model(work / "run", unwritable, **QUIET)
+    with pytest.raises(ExportError, match="does not exist"):
+        export_model(work / "run", tmp_path / "no" / "such" / "model", **QUIET)
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="--overwrite"):
+        export_model(work / "run", occupied, **QUIET)
+    assert (occupied / "keep.txt").read_text() == "mine"
+    assert leftovers(tmp_path, "occupied") == ["occupied"]
+
+
+@pytest.mark.slow
+def test_failure_midway_leaves_nothing(tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import edge_lung.export as export_mod
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export_mod, "quantize_model", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_model(work / "run", tmp_path / "out", ExportConfig(int8=True), **QUIET)
+    assert leftovers(tmp_path, "out") == []
+    # An existing MODEL_DIR survives a failed --overwrite untouched.
+    shutil.copytree(work / "fp32", tmp_path / "out")
+    before = (tmp_path / "out" / "manifest.json").read_text()
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_model(work / "run", tmp_path / "out", ExportConfig(int8=True, overwrite=True), **QUIET)
+    assert (tmp_path / "out" / "manifest.json").read_text() == before
+    assert leftovers(tmp_path, "out") == ["out"]
+
+
+@pytest.mark.slow
+def test_fp32_parity_failure_is_fatal(tmp_path: Path, work: Path) -> None:
+    with pytest.raises(ParityError, match="differs from PyTorch"):
+        export_model(work / "run", tmp_path / "out", ExportConfig(fp32_tolerance=1e-12), **QUIET)
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_cli_reports_errors_with_nonzero_status(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edge_lung.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", str(tmp_path / "missing"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 1
+    assert "no such directory" in result.output
+    result = runner.invoke(app, ["export", str(tmp_path), "--out", str(tmp_path / "m"), "--quant", "fast"])
+    assert result.exit_code == 2
+    assert "--quant: expected one of" in result.output
+    result = runner.invoke(app, ["export", str(tmp_path), "--out", str(tmp_path / "m"), "--int8", "--preset", "z80"])
+    assert result.exit_code == 2
+    assert "x86-avx2" in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets and options (fast)
+
+
+@pytest.mark.parametrize("name", ["x86-avx2", "x86-avx512-vnni", "arm64"])
+def test_shipped_presets_load(name: str) -> None:
+    preset = load_preset(name)
+    assert preset.name == name and preset.per_channel
+    assert name in available_presets()
+
+
+def test_preset_and_option_validation(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="weight_type: expected one of"):
+        QuantPreset(name="x", weight_type="int4")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "bad", "bits": 4}))
+    with pytest.raises(ValueError, match="unknown preset keys"):
+        load_preset(bad)
+    with pytest.raises(ValueError, match="--calibration-size: expected >= 1"):
+        ExportConfig(calibration_size=0)
+    with pytest.raises(ValueError, match="--quant: expected one of"):
+        ExportConfig(quant="int4")
