@@ -291,17 +291,30 @@ class VirtualStethoscope:
         audio, rate = load_audio(path)
         return cls(audio, rate, **kwargs)
 
-    def open(self) -> str:
-        """Create the pty and start playing; returns the port path (e.g. /dev/pts/5)."""
+    def open(self, start: bool = True) -> str:
+        """Create the pty and (unless `start=False`) start playing; returns the port path (e.g. /dev/pts/5).
+
+        A reader that opens the port after playing started misses the first frames, as with
+        real hardware (pyserial flushes input on open); open with `start=False`, connect, then
+        `start()` to get every frame.
+        """
         import tty
 
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # no newline translation or echo: bytes pass unchanged
         os.set_blocking(self._master, False)
         self.port = os.ttyname(self._slave)
-        self._thread = threading.Thread(target=self._play, name="virtual-stethoscope", daemon=True)
-        self._thread.start()
+        if start:
+            self.start()
         return self.port
+
+    def start(self) -> None:
+        """Start playing on the opened pty."""
+        if self._master is None:
+            raise RuntimeError("VirtualStethoscope.start: call open() first")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._play, name="virtual-stethoscope", daemon=True)
+            self._thread.start()
 
     def _play(self) -> None:
         try:

@@ -82,3 +82,12 @@ def make_signal(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
     x += np.where(seg == 3, 0.3 * np.sin(2 * np.pi * 5000.0 * t), 0.0)
     x += 0.01 * rng.standard_normal(n)
     return x.astype(np.float32)
+
+
+def write_signal(path: str | Path, seconds: float, rate: int, seed: int = 0, subtype: str = "FLOAT") -> np.ndarray:
+    """Write `make_signal` to a WAV/FLAC file; returns the samples as written (FLOAT keeps them exact)."""
+    import soundfile as sf
+
+    x = make_signal(seconds, rate, seed)
+    sf.write(str(path), x, rate, subtype=subtype)
+    return sf.read(str(path), dtype="float32")[0]

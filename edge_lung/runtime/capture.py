@@ -202,7 +202,7 @@ class SoundDeviceSource(Source):
         self._stream = stream
         self._last_callback = time.monotonic()
 
-    def start(self) -> None:
+    def _start(self) -> None:
         self._open(self.device.index)
         self._thread = threading.Thread(target=self._supervise, name="capture-supervisor", daemon=True)
         self._thread.start()

@@ -103,11 +103,18 @@ class Source:
         self.finished = threading.Event()  # no more samples will come
         self.error: BaseException | None = None
         self._stop = threading.Event()
+        self._started = False
 
     def _make_buffer(self, rate: int) -> None:
         self.buffer = CaptureBuffer(max(1, int(self.capacity_s * rate)))
 
     def start(self) -> None:
+        """Begin capturing (idempotent: a source started early is not started twice)."""
+        if not self._started:
+            self._start()
+            self._started = True
+
+    def _start(self) -> None:
         raise NotImplementedError
 
     def stop(self) -> None:
@@ -145,7 +152,7 @@ class ReplaySource(Source):
         self._thread: threading.Thread | None = None
         self.samples_played = 0
 
-    def start(self) -> None:
+    def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="replay-source", daemon=True)
         self._thread.start()
 
@@ -196,7 +203,7 @@ class SerialSource(Source):
         self._thread: threading.Thread | None = None
         self._rate_ready = threading.Event()
 
-    def start(self) -> None:
+    def _start(self) -> None:
         from edge_lung.serial_link import open_serial
 
         self._serial = open_serial(self.port)  # fails loudly at start: wrong port, permissions
