@@ -286,6 +286,8 @@ def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> di
         cycles = [cycles[i] for i in pick_balanced(all_labels, cfg.parity_size, cfg.seed)]
     x_par, y_par = cycles_to_features(cycles, features)
     log(f"parity set: {len(cycles)} {cfg.parity_split} cycles from {data_dir}")
+    # Checked before any slow step, so an empty calibration set fails at once.
+    calibration = _calibration_windows(run_config, cfg, features, log) if cfg.int8 and cfg.quant == "static" else None
 
     fp32_path = tmp / FP32_NAME
     export_fp32(module, fp32_path, features, cfg.opset)
@@ -332,9 +334,6 @@ def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> di
     if cfg.int8:
         quantization = f"int8-{cfg.quant}"
         shipped = tmp / INT8_NAME
-        calibration = None
-        if cfg.quant == "static":
-            calibration = _calibration_windows(run_config, cfg, features, log)
         qrec = quantize_model(fp32_path, shipped, cfg.quant, preset, calibration)
         run_info["quantization"] = {k: v for k, v in qrec.items() if k != "excluded_nodes"}
         run_info["quantization"]["excluded_nodes"] = len(qrec["excluded_nodes"])
@@ -397,6 +396,14 @@ def _int8_parity(int8_path: Path, fp32_path: Path, fp32: np.ndarray, x: np.ndarr
         "size_ratio": size_int8 / size_fp32,
         "scores_int8": s_int8,
     }
+    # Context for the agreement figure: a flip needs a top-2 gap under 2 x the logit error, so an
+    # undertrained model with near-tied logits loses agreement that says little about the INT8 model.
+    top2 = np.sort(fp32, axis=1)[:, -2:] if fp32.shape[1] > 1 else np.zeros((len(fp32), 2), np.float32)
+    margin = top2[:, 1] - top2[:, 0]
+    flipped = int8.argmax(1) != fp32.argmax(1)
+    out["fp32_median_top2_margin"] = float(np.median(margin)) if len(margin) else float("nan")
+    out["flipped_cycles"] = int(flipped.sum())
+    out["fp32_top2_margin_of_flipped"] = [round(float(m), 6) for m in margin[flipped]]
     out["aims"] = {
         "argmax_agreement": {"aim": f">= {AIMS['int8_argmax_agreement']}",
                              "met": out["argmax_agreement"] >= AIMS["int8_argmax_agreement"]},
@@ -464,11 +471,12 @@ def model_card(manifest: dict, record: dict) -> str:
             f"{q['excluded_nodes']} nodes kept in float"
         )
     best = manifest.get("metrics") or {}
+    val = best.get("val", best)  # train.py records {"epoch": N, "val": report}
     lines += ["", "## Figures", ""]
-    if best:
+    if val:
         lines.append(
-            "Run validation (PyTorch): "
-            + ", ".join(f"{k} {best[k]:.2f}" for k in ("score", "sensitivity", "specificity") if k in best)
+            f"Run validation (PyTorch{', epoch ' + str(best['epoch']) if 'epoch' in best else ''}): "
+            + ", ".join(f"{k} {val[k]:.2f}" for k in ("score", "sensitivity", "specificity") if k in val)
         )
     fp = record["fp32_vs_torch"]
     lines += [

@@ -1,7 +1,8 @@
 """Export stage (issue #4): FP32 parity with PyTorch, INT8 modes, the artifact contract, bad input.
 
-A tiny AST with LungAdapter adapters is trained for a few epochs on the synthetic database
-(module-scoped, ~10 s) and exported once per mode; the tests read the figures the export measured.
+A tiny AST with LungAdapter adapters is trained for a few epochs on the synthetic database by the
+real training code (module-scoped) and exported once per mode; the tests read the figures the
+export measured.
 """
 
 from __future__ import annotations
@@ -24,42 +25,22 @@ from edge_lung.quantize import QuantPreset, available_presets, load_preset
 QUIET = dict(log=lambda *_: None)
 
 
-def make_run(run_dir: Path, db_dir: Path, features: FeatureConfig, epochs: int = 6, seed: int = 0) -> Path:
-    """A small trained run in the layout `edge_lung.model.load_run` reads (tiny AST + LungAdapter)."""
-    import torch
+def make_run(run_dir: Path, db_dir: Path, features: FeatureConfig, epochs: int = 4, max_cycles: int | None = None,
+             cache_dir: Path | None = None) -> Path:
+    """A small run trained by `edge_lung.train.train` (tiny AST + LungAdapter adapters, CPU).
 
-    from edge_lung import model as M
-    from edge_lung.data import Database, load_cycles
-    from edge_lung.export import cycles_to_features
+    AdamW without label smoothing or SpecAugment, so that a few epochs give decisive logits: with
+    the default SAM + smoothing, 3 epochs leave the top-2 logits ~0.01 apart (a near-tie that any
+    rounding flips), and INT8 agreement would measure the model's indecision, not the quantisation.
+    """
+    from edge_lung.train import TrainConfig, train
 
-    db = Database.scan(db_dir)
-    x, y = cycles_to_features(load_cycles(db, ("train",), features.sample_rate), features)
-    torch.manual_seed(seed)
-    base = M.load_backbone("tiny", features, len(LABELS))
-    run_dir.mkdir(parents=True)
-    M.save_backbone(base, run_dir)
-    model = M.attach_adapter(base, "lung")
-    net = M.LogitsModel(model)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(xt)).split(16):
-            loss = torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    M.save_trained(model, run_dir)
-    config = {
-        "labels": list(LABELS),
-        "features": features.to_dict(),
-        "data": str(db_dir),
-        "adapter": "lung",
-        "backbone": "tiny",
-        "best": {"score": 50.0, "sensitivity": 40.0, "specificity": 60.0},
-        "train": {"val_fraction": 0.2, "val_seed": 0},
-    }
-    (run_dir / "config.json").write_text(json.dumps(config))
-    return run_dir
+    cfg = TrainConfig(
+        data=str(db_dir), out=str(run_dir), backbone="tiny", adapter="lung", optimizer="adamw", lr=3e-3,
+        label_smoothing=0.0, spec_augment=False, epochs=epochs, batch_size=16, max_cycles=max_cycles,
+        device="cpu", progress=False, features=features.to_dict(), cache_dir=str(cache_dir) if cache_dir else None,
+    )
+    return train(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +48,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, synth_db: Path) -> Path:
     with pytest.MonkeyPatch.context() as mp:  # module-scoped: the autouse cache fixture is not active yet
         mp.setenv("EDGE_LUNG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "decode-cache"))
         root = tmp_path_factory.mktemp("export")
-        make_run(root / "run", synth_db, FeatureConfig())
+        make_run(root / "run", synth_db, FeatureConfig(), cache_dir=tmp_path_factory.getbasetemp() / "decode-cache")
         for name, cfg in {
             "fp32": ExportConfig(),
             "dynamic": ExportConfig(int8=True, quant="dynamic"),
@@ -118,7 +99,8 @@ def test_metadata_carries_everything_the_device_needs(work: Path) -> None:
     info = OnnxClassifier(work / "dynamic").info
     assert info.labels == LABELS
     assert info.features == FeatureConfig()
-    assert info.metrics["score"] == 50.0  # the run's validation metrics
+    run_config = json.loads((work / "run" / "config.json").read_text())
+    assert info.metrics == run_config["best"]  # the run's validation metrics
     manifest = json.loads((work / "dynamic" / "manifest.json").read_text())
     assert manifest["model_file"] == "model.int8.onnx"
     assert manifest["parity"]["argmax_agreement"] == parity(work / "dynamic")["int8_vs_fp32"]["argmax_agreement"]
@@ -196,8 +178,8 @@ def test_runtime_follows_feature_settings_changed_at_training(tmp_path: Path, sy
     from edge_lung.features import window_features
 
     features = FeatureConfig(window_s=4.0, num_mel_bins=64)
-    make_run(tmp_path / "run", synth_db, features, epochs=1)
-    export_model(tmp_path / "run", tmp_path / "model", ExportConfig(int8=True), **QUIET)
+    make_run(tmp_path / "run", synth_db, features, epochs=1, max_cycles=16)
+    export_model(tmp_path / "run", tmp_path / "model", ExportConfig(int8=True, parity_size=8), **QUIET)
     clf = OnnxClassifier(tmp_path / "model")
     assert clf.info.features == features
     assert (clf.info.features.num_frames, clf.info.features.num_mel_bins) == (398, 64)
@@ -277,13 +259,13 @@ def test_failure_midway_leaves_nothing(tmp_path: Path, work: Path, monkeypatch: 
 
     monkeypatch.setattr(export_mod, "quantize_model", boom)
     with pytest.raises(RuntimeError, match="disk full"):
-        export_model(work / "run", tmp_path / "out", ExportConfig(int8=True), **QUIET)
+        export_model(work / "run", tmp_path / "out", ExportConfig(int8=True, parity_size=4), **QUIET)
     assert leftovers(tmp_path, "out") == []
     # An existing MODEL_DIR survives a failed --overwrite untouched.
     shutil.copytree(work / "fp32", tmp_path / "out")
     before = (tmp_path / "out" / "manifest.json").read_text()
     with pytest.raises(RuntimeError, match="disk full"):
-        export_model(work / "run", tmp_path / "out", ExportConfig(int8=True, overwrite=True), **QUIET)
+        export_model(work / "run", tmp_path / "out", ExportConfig(int8=True, overwrite=True, parity_size=4), **QUIET)
     assert (tmp_path / "out" / "manifest.json").read_text() == before
     assert leftovers(tmp_path, "out") == ["out"]
 
@@ -291,7 +273,7 @@ def test_failure_midway_leaves_nothing(tmp_path: Path, work: Path, monkeypatch: 
 @pytest.mark.slow
 def test_fp32_parity_failure_is_fatal(tmp_path: Path, work: Path) -> None:
     with pytest.raises(ParityError, match="differs from PyTorch"):
-        export_model(work / "run", tmp_path / "out", ExportConfig(fp32_tolerance=1e-12), **QUIET)
+        export_model(work / "run", tmp_path / "out", ExportConfig(fp32_tolerance=1e-12, parity_size=4), **QUIET)
     assert leftovers(tmp_path, "out") == []
 
 
