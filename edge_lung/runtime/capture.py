@@ -218,7 +218,7 @@ class SoundDeviceSource(Source):
             if self._alive():
                 continue
             log.warning("audio device %s stopped delivering audio; reconnecting", self.device.name)
-            lost_at = time.monotonic()
+            lost_at = self._last_callback  # audio stopped then, not when the watchdog noticed
             self._close_stream()
             if not self._reconnect():
                 return
