@@ -1,4 +1,4 @@
-"""Sound-card capture against a fake sounddevice: listing, rate choice, downmix, overflows, unplug/replug, no PortAudio."""
+"""Sound-card capture against a fake sounddevice: listing, rates, downmix, overflows, unplug/replug, no PortAudio."""
 
 from __future__ import annotations
 
