@@ -64,6 +64,13 @@ SIZES: dict[str, dict[str, int]] = {
 }
 
 
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What loading a checkpoint raises for missing, corrupt or mismatched files."""
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, RuntimeError, KeyError, SafetensorError)
+
+
 class BackboneError(ValueError):
     """A backbone that cannot be loaded, with the source named and what to do about it."""
 
@@ -174,7 +181,7 @@ def _load_checkpoint(backbone: str, kind: str, allow_download: bool) -> nn.Modul
                 f"--backbone DIR, or pass --allow-download to fetch it now"
             ) from exc
         raise BackboneError(f"--backbone {backbone}: cannot load an AST checkpoint from it ({exc})") from exc
-    except (ValueError, RuntimeError, KeyError) as exc:  # wrong model type, corrupt weights, bad config
+    except _load_errors() as exc:  # wrong model type, corrupt weights, bad config
         raise BackboneError(
             f"--backbone {backbone}: not a usable ASTForAudioClassification checkpoint ({exc})"
         ) from exc
@@ -373,7 +380,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
     backbone_dir = run_dir / MODEL_DIR / BACKBONE_DIR
     try:
         base = ASTForAudioClassification.from_pretrained(backbone_dir, local_files_only=True)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except _load_errors() as exc:
         raise RunError(f"{backbone_dir}: cannot load the saved model ({type(exc).__name__}: {exc})") from exc
     bcfg = base.config
     if bcfg.max_length != features.num_frames or bcfg.num_mel_bins != features.num_mel_bins:
@@ -387,10 +394,12 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
     if cfg["adapter"] != "none":
         from peft import PeftModel
 
+        from edge_lung import adapters  # noqa: F401  registers the LUNG_ADAPTER PEFT type
+
         adapter_dir = run_dir / MODEL_DIR / ADAPTER_DIR
         try:
             model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=False)
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        except _load_errors() as exc:
             raise RunError(f"{adapter_dir}: cannot load the saved adapter ({type(exc).__name__}: {exc})") from exc
         model = unwrap_peft(model)
     wrapped = LogitsModel(model).to(device).eval()

@@ -57,7 +57,8 @@ class SAM(Optimizer):
                 if p.grad is None:
                     continue
                 g = p.grad * p.abs() if group["adaptive"] else p.grad
-                norms.append(torch.linalg.vector_norm(g.float()))
+                # at least float32 (bf16 grads), never below the parameter's own precision
+                norms.append(torch.linalg.vector_norm(g.to(torch.promote_types(g.dtype, torch.float32))))
         if not norms:
             raise RuntimeError("SAM.first_step: no parameter has a gradient; call backward() first")
         device = norms[0].device
@@ -73,7 +74,7 @@ class SAM(Optimizer):
                 if p.grad is None:
                     continue
                 self.state[p]["old_p"] = p.detach().clone()
-                e_w = (p * p if group["adaptive"] else 1.0) * p.grad * scale.to(p.device)
+                e_w = (p * p if group["adaptive"] else 1.0) * p.grad * scale.to(p.device, p.dtype)
                 p.add_(e_w.to(p.dtype))
         if zero_grad:
             self.zero_grad()

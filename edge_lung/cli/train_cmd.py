@@ -1,9 +1,142 @@
-"""CLI commands of one stage (see edge_lung/cli/__init__.py)."""
+"""`edge-lung train` and `edge-lung evaluate` (torch is imported inside the commands only)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+_MULTI_GPU = (
+    "Multi-GPU: run the same command under accelerate or torchrun, e.g. "
+    '`accelerate launch --multi_gpu --num_processes 4 "$(which edge-lung)" train --data DB ...`; '
+    "--batch-size is the global batch, split across processes."
+)
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected comma-separated integers like 0,1,2, got {text!r}") from exc
+    if not seeds:
+        raise typer.BadParameter(f"expected at least one seed, got {text!r}")
+    return seeds
+
+
+def train_command(
+    data: Path = typer.Option(..., "--data", help="ICBHI-layout database folder (e.g. from `edge-lung data synth`)."),
+    out: Path = typer.Option(None, "--out", help="Run directory to create (default runs/<backbone>-...). "
+                             "With several --seeds, the parent of one run per seed."),
+    backbone: str = typer.Option("tiny", help="tiny | small | base (from scratch), a save_pretrained directory, or "
+                                 "a hub id such as MIT/ast-finetuned-audioset-10-10-0.4593 (local cache only "
+                                 "unless --allow-download)."),
+    allow_download: bool = typer.Option(False, help="Let a hub id download from the Hugging Face hub."),
+    adapter: str = typer.Option("auto", help="lung (bottleneck adapters, frozen backbone) | lora | none (full "
+                                "fine-tune) | auto (lung for checkpoints, none for named sizes)."),
+    adapter_width: int = typer.Option(64, help="Adapter bottleneck width."),
+    adapter_scale: float = typer.Option(0.1, help="Multiplier of the adapter branch."),
+    adapter_placement: str = typer.Option("both", help="Adapters parallel to: both | attention | mlp."),
+    lora_rank: int = typer.Option(8, help="LoRA rank (--adapter lora)."),
+    optimizer: str = typer.Option("sam", help="sam | asam | adamw (SAM wraps AdamW)."),
+    rho: float = typer.Option(None, help="SAM neighbourhood size (default 0.05 for sam, 2.0 for asam)."),
+    lr: float = typer.Option(None, help="Peak learning rate (default: 1e-3 adapters/tiny, 3e-4 small/base from "
+                             "scratch, 5e-5 full fine-tune of a checkpoint)."),
+    min_lr_ratio: float = typer.Option(0.01, help="Final learning rate of the cosine schedule, as a share of --lr."),
+    weight_decay: float = typer.Option(0.01, help="AdamW weight decay."),
+    epochs: int = typer.Option(30, help="Training epochs."),
+    warmup_epochs: float = typer.Option(1.0, help="Linear warm-up length in epochs."),
+    batch_size: int = typer.Option(32, help="Global batch size."),
+    grad_clip: float = typer.Option(1.0, help="Clip the gradient norm to this (0 = off)."),
+    label_smoothing: float = typer.Option(0.1, help="Label smoothing of the cross-entropy."),
+    sampler: str = typer.Option("wrs", help="wrs (weighted random sampler, weight 1/class count) | uniform."),
+    class_weighted_loss: bool = typer.Option(False, help="Weight the loss by inverse class frequency."),
+    spec_augment: bool = typer.Option(True, help="SpecAugment frequency and time masks."),
+    freq_mask: int = typer.Option(24, help="SpecAugment: widest frequency mask (mel bins)."),
+    time_mask: int = typer.Option(96, help="SpecAugment: widest time mask (frames)."),
+    num_masks: int = typer.Option(1, help="SpecAugment: masks of each kind per sample."),
+    waveform_aug: bool = typer.Option(False, help="Random gain and noise on the waveform (features recomputed "
+                                      "every epoch; off = features computed once and cached)."),
+    gain_db: float = typer.Option(6.0, help="Waveform aug: gain drawn in +-gain_db."),
+    noise_snr_min_db: float = typer.Option(20.0, help="Waveform aug: lowest SNR of the added noise."),
+    noise_snr_max_db: float = typer.Option(40.0, help="Waveform aug: highest SNR of the added noise."),
+    val_fraction: float = typer.Option(0.2, help="Share of train cycles (whole patients) held out for validation."),
+    val_seed: int = typer.Option(0, help="Seed of the patient-grouped validation split."),
+    max_cycles: int = typer.Option(None, help="Use at most this many cycles per split (quick checks)."),
+    seeds: str = typer.Option("0", help="Comma-separated seeds; several train one run each and report mean/std."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16."),
+    num_threads: int = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+    cache_dir: Path = typer.Option(None, help="Decoded-audio cache (default ~/.cache/edge-lung)."),
+    resume: bool = typer.Option(False, help="Continue the interrupted run in --out from its last checkpoint; "
+                                "the settings must match."),
+    progress: bool = typer.Option(True, help="Show the live progress bar."),
+) -> None:
+    """Train an AST classifier on the cycles of an ICBHI-layout database and select it on validation."""
+    from edge_lung.train import TrainConfig, train, train_seeds
+
+    seed_list = _parse_seeds(seeds)
+    try:
+        cfg = TrainConfig(
+            data=str(data), out=str(out) if out else None, backbone=backbone, allow_download=allow_download,
+            adapter=adapter, adapter_width=adapter_width, adapter_scale=adapter_scale,
+            adapter_placement=adapter_placement, lora_rank=lora_rank, optimizer=optimizer, rho=rho, lr=lr,
+            min_lr_ratio=min_lr_ratio, weight_decay=weight_decay, epochs=epochs, warmup_epochs=warmup_epochs,
+            batch_size=batch_size, grad_clip=grad_clip, label_smoothing=label_smoothing, sampler=sampler,
+            class_weighted_loss=class_weighted_loss, spec_augment=spec_augment, freq_mask=freq_mask,
+            time_mask=time_mask, num_masks=num_masks, waveform_aug=waveform_aug, gain_db=gain_db,
+            noise_snr_min_db=noise_snr_min_db, noise_snr_max_db=noise_snr_max_db, val_fraction=val_fraction,
+            val_seed=val_seed, max_cycles=max_cycles, seed=seed_list[0], device=device, precision=precision,
+            num_threads=num_threads, cache_dir=str(cache_dir) if cache_dir else None, resume=resume,
+            progress=progress,
+        )
+        if len(seed_list) == 1:
+            train(cfg)
+            return
+        runs, summary = train_seeds(cfg, seed_list)
+    except ValueError as exc:  # TrainError, BackboneError, DataError and config validation
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"{len(runs)} seeds {seed_list}, validation (selected epoch per run), mean +- std:")
+    for key, name in (("score", "ICBHI Score"), ("sensitivity", "Se (exact)"), ("specificity", "Sp"),
+                      ("score_relaxed_2class", "Score (relaxed 2-class)")):
+        typer.echo(f"  {name:24s} {summary['mean'][key]:6.2f} +- {summary['std'][key]:5.2f}")
+
+
+def evaluate_command(
+    path: Path = typer.Argument(..., help="A run directory from `edge-lung train`, or an exported MODEL_DIR "
+                                "(has manifest.json) from `edge-lung export`."),
+    data: Path = typer.Option(None, "--data", help="Database folder (default: the one the run was trained on)."),
+    split: str = typer.Option("test", help="test | val (val = the patient-grouped split used for selection)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    device: str = typer.Option("cpu", help="Run directories only: cpu | cuda."),
+    threads: int = typer.Option(None, help="Exported models only: onnxruntime threads."),
+    batch_size: int = typer.Option(16, help="Cycles per forward pass."),
+) -> None:
+    """Official ICBHI Sp / Se (exact class) / Score, the relaxed 2-class figures, and the 4x4 confusion matrix."""
+    from edge_lung.evaluate import format_report
+
+    if split not in ("test", "val"):
+        typer.echo(f"error: --split: expected 'test' or 'val', got {split!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        if (path / "manifest.json").is_file():
+            from edge_lung.onnx_eval import evaluate_model_dir
+
+            if data is None:
+                raise ValueError(f"{path}: an exported model needs --data DB_DIR")
+            report = evaluate_model_dir(path, data, split, threads=threads, batch_size=batch_size)
+        else:
+            from edge_lung.evaluate import evaluate_run
+
+            report = evaluate_run(path, data, split, device=device, batch_size=batch_size)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to `app`."""
+    app.command("train", help=train_command.__doc__ + "\n\n" + _MULTI_GPU)(train_command)
+    app.command("evaluate")(evaluate_command)

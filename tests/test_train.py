@@ -1,0 +1,215 @@
+"""Training stage: schedule, sampler, augmentation, run directory, evaluation agreement, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge_lung.config import LABELS  # noqa: E402
+from edge_lung.train import (  # noqa: E402
+    CHECKPOINT,
+    TrainConfig,
+    TrainError,
+    augment_waveform,
+    lr_at,
+    sample_order,
+    spec_augment,
+    train,
+    train_seeds,
+)
+
+
+def test_lr_at_warmup_then_cosine() -> None:
+    total, warm, base, low = 100, 10, 1e-3, 1e-5
+    lrs = [lr_at(s, total, warm, base, low) for s in range(total)]
+    assert lrs == [lr_at(s, total, warm, base, low) for s in range(total)]  # pure
+    assert all(a < b for a, b in zip(lrs[:warm], lrs[1:warm], strict=False))  # linear warm-up
+    assert math.isclose(lrs[warm - 1], base) and math.isclose(lrs[warm], base)
+    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1 :], strict=False))  # cosine decay
+    assert math.isclose(lr_at(total, total, warm, base, low), low)
+    assert math.isclose(lr_at(warm + (total - warm) // 2, total, warm, base, low), (base + low) / 2)
+    assert lr_at(0, 10, 0, base) == base  # no warm-up
+
+
+def test_weighted_sampler_matches_class_weights() -> None:
+    counts = [4000, 2000, 1200, 800]  # imbalanced like ICBHI
+    labels = np.repeat(np.arange(4), counts)
+    order = sample_order(labels, "wrs", torch.Generator().manual_seed(0), 4)
+    assert order.shape == labels.shape
+    freq = np.bincount(labels[order], minlength=4) / len(order)
+    # weight 1/count per sample: every class is drawn with probability 1/4
+    np.testing.assert_allclose(freq, 0.25, atol=0.015)
+    again = sample_order(labels, "wrs", torch.Generator().manual_seed(0), 4)
+    np.testing.assert_array_equal(order, again)  # fixed seed, same draw
+    uniform = sample_order(labels, "uniform", torch.Generator().manual_seed(0), 4)
+    np.testing.assert_array_equal(np.sort(uniform), np.arange(len(labels)))
+
+
+def test_spec_augment_masks_bands_and_spans() -> None:
+    x = torch.ones(64, 798, 128)
+    out = spec_augment(x, freq_mask=24, time_mask=96, num_masks=1, generator=torch.Generator().manual_seed(0))
+    zero = out == 0
+    freq_masked = zero.all(dim=1).sum(dim=1)  # bins masked over all frames
+    time_masked = zero.all(dim=2).sum(dim=1)
+    assert int(freq_masked.max()) <= 24 and int(time_masked.max()) <= 96
+    assert int(freq_masked.sum()) > 0 and int(time_masked.sum()) > 0
+    # masked samples are exactly a union of one band and one span
+    expected_zeros = freq_masked * 798 + time_masked * 128 - freq_masked * time_masked
+    assert torch.equal(zero.sum(dim=(1, 2)), expected_zeros)
+    same = spec_augment(x, 24, 96, 1, torch.Generator().manual_seed(0))
+    assert torch.equal(out, same)
+    assert torch.equal(spec_augment(x, 0, 0, 1, torch.Generator()), x)
+
+
+def test_waveform_augmentation_gain_and_noise() -> None:
+    cfg = TrainConfig(data="unused", gain_db=6.0, noise_snr_min_db=30.0, noise_snr_max_db=30.0)
+    audio = np.sin(np.linspace(0, 200, 16000)).astype(np.float32)
+    out = augment_waveform(audio, np.random.default_rng(0), cfg)
+    assert out.dtype == np.float32 and out.shape == audio.shape
+    ratio = np.sqrt(np.mean(out**2) / np.mean(audio**2))
+    assert 10 ** (-6.5 / 20) < ratio < 10 ** (6.5 / 20)
+    again = augment_waveform(audio, np.random.default_rng(0), cfg)
+    np.testing.assert_array_equal(out, again)
+
+
+def test_config_validation_names_the_option() -> None:
+    with pytest.raises(ValueError, match="optimizer: expected one of"):
+        TrainConfig(data="db", optimizer="sgd")
+    with pytest.raises(ValueError, match="epochs: expected a positive integer"):
+        TrainConfig(data="db", epochs=0)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        TrainConfig(data="db", label_smoothing=1.0)
+    with pytest.raises(ValueError, match="noise_snr"):
+        TrainConfig(data="db", noise_snr_min_db=40, noise_snr_max_db=20)
+    cfg = TrainConfig(data="db", epochs=3)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_bad_data_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(TrainError, match="no such directory"):
+        train(TrainConfig(data=str(tmp_path / "missing"), out=str(tmp_path / "run"), progress=False))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="'train' split has no cycles"):
+        train(TrainConfig(data=str(tmp_path / "empty"), out=str(tmp_path / "run"), progress=False))
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def _quick(db: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=str(db), out=str(out), backbone="tiny", adapter="lung", adapter_width=8, epochs=2,
+                batch_size=8, max_cycles=16, eval_batch_size=16, progress=False, num_threads=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _strip_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in e.items() if k not in ("seconds", "samples_per_s")} for e in history]
+
+
+@pytest.mark.slow
+def test_run_dir_evaluate_agrees_and_resume_is_identical(synth_db: Path, tmp_path: Path) -> None:
+    from edge_lung.evaluate import evaluate_run
+    from edge_lung.model import load_run
+
+    cfg = _quick(synth_db, tmp_path / "a")
+    run_a = train(cfg)
+    for name in ("config.json", "metrics.json", "confusion_matrix.png", "training_curve.png", CHECKPOINT,
+                 "model/backbone/model.safetensors", "model/adapter/adapter_model.safetensors"):
+        assert (run_a / name).is_file(), name
+    config = json.loads((run_a / "config.json").read_text())
+    assert config["labels"] == list(LABELS) and config["status"] == "done"
+    assert config["train"]["optimizer"] == "sam" and config["rho"] == 0.05 and config["adapter"] == "lung"
+    assert config["data"] == str(synth_db.resolve())
+    history = json.loads((run_a / "metrics.json").read_text())
+    assert [e["epoch"] for e in history] == [1, 2]
+    best = config["best"]
+    assert best["val"]["score"] == max(e["val"]["score"] for e in history)
+
+    # evaluate on val reproduces the figures that selected the checkpoint
+    report = evaluate_run(run_a, None, "val")
+    assert report["confusion_matrix"] == best["val"]["confusion_matrix"]
+    assert report["score"] == pytest.approx(best["val"]["score"])
+    model, run_cfg = load_run(run_a)
+    assert {"labels", "features", "data", "best"} <= set(run_cfg)
+    x = torch.zeros(2, 798, 128)
+    assert model(x).shape == (2, len(LABELS)) and not model.training
+
+    # interrupted after epoch 1, then resumed: identical to the uninterrupted run
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first(epoch: int, entry: dict) -> None:
+        if epoch == 1:
+            raise Interrupt
+
+    cfg_b = dataclasses.replace(cfg, out=str(tmp_path / "b"))
+    with pytest.raises(Interrupt):
+        train(cfg_b, on_epoch_end=stop_after_first)
+    assert len(json.loads((tmp_path / "b" / "metrics.json").read_text())) == 1
+    run_b = train(dataclasses.replace(cfg_b, resume=True))
+    assert _strip_timing(json.loads((run_b / "metrics.json").read_text())) == _strip_timing(history)
+    wa = torch.load(run_a / CHECKPOINT, weights_only=False)["trainable"]
+    wb = torch.load(run_b / CHECKPOINT, weights_only=False)["trainable"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    # resuming with other settings, or training into an existing run, fails and changes nothing
+    before = (run_b / "config.json").read_text()
+    with pytest.raises(TrainError, match="lr"):
+        train(dataclasses.replace(cfg_b, resume=True, lr=0.5))
+    with pytest.raises(TrainError, match="already exists"):
+        train(cfg_b)
+    assert (run_b / "config.json").read_text() == before
+
+    # a corrupt checkpoint is reported, not loaded
+    (run_b / CHECKPOINT).write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainError, match="corrupt checkpoint"):
+        train(dataclasses.replace(cfg_b, resume=True))
+
+
+@pytest.mark.slow
+def test_cli_train_seeds_and_evaluate(synth_db: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edge_lung.cli import app
+
+    out = tmp_path / "seeds"
+    args = ["train", "--data", str(synth_db), "--out", str(out), "--backbone", "tiny", "--adapter", "none",
+            "--optimizer", "adamw", "--epochs", "1", "--batch-size", "8", "--max-cycles", "12", "--seeds", "0,1",
+            "--no-progress", "--num-threads", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "mean +- std" in result.output
+    summary = json.loads((out / "seeds_summary.json").read_text())
+    assert len(summary["runs"]) == 2 and set(summary["mean"]) >= {"score", "sensitivity", "specificity"}
+
+    result = CliRunner().invoke(app, ["evaluate", str(out / "seed0"), "--split", "test"])
+    assert result.exit_code == 0, result.output
+    assert "ICBHI official" in result.output and "Relaxed 2-class" in result.output
+    result = CliRunner().invoke(app, ["evaluate", str(out / "seed0"), "--split", "val", "--json"])
+    report = json.loads(result.output)
+    assert report["split"] == "val" and len(report["confusion_matrix"]) == 4
+
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "nothing"), "--split", "test"])
+    assert result.exit_code == 2 and "config.json" in result.output
+
+
+def test_train_seeds_rejects_duplicates(tmp_path) -> None:
+    with pytest.raises(TrainError, match="distinct"):
+        train_seeds(TrainConfig(data=str(tmp_path)), [1, 1])
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_real_subset_trains_and_evaluates(icbhi_dir: Path, tmp_path: Path) -> None:
+    from edge_lung.evaluate import evaluate_run
+
+    run = train(_quick(icbhi_dir, tmp_path / "real", adapter="none", optimizer="adamw", epochs=1, max_cycles=24))
+    report = evaluate_run(run, None, "val")  # the subset holds official-train recordings only: no test split
+    assert report["num_cycles"] > 0 and 0.0 <= report["score"] <= 100.0
+    assert sum(map(sum, report["confusion_matrix"])) == report["num_cycles"]
