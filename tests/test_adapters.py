@@ -58,7 +58,7 @@ def test_placements(placement: str, wrapped: set[str]) -> None:
 def test_save_and_reload_gives_identical_logits(tmp_path) -> None:
     model = attach_adapter(_tiny(), "lung", width=16, scale=0.5)
     with torch.no_grad():  # move away from the zero init so that the adapter matters
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))
     model.eval()
