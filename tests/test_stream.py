@@ -255,3 +255,27 @@ def test_cli_rejects_bad_options_with_clear_messages(model_dir_8s, tmp_path):
     assert res.exit_code == 2 and "missing.wav: no such file" in res.output
     res = runner.invoke(app, ["stream", str(model_dir_8s), "--replay", "x.wav", "--record", str(tmp_path / "a.wav")])
     assert res.exit_code == 2 and "expected a path ending in .flac" in res.output
+
+
+@pytest.mark.real_data
+def test_classify_real_icbhi_recordings_lines_up_cycles(model_4s, icbhi_dir):
+    """Real files (4 kHz and 44.1 kHz, 16- and 24-bit) with their annotations: every cycle is matched."""
+    import soundfile as sf
+
+    wavs = sorted((icbhi_dir / "ICBHI_final_database").glob("*.wav"))
+    picked = {}
+    for wav in wavs:
+        info = sf.info(str(wav))
+        picked.setdefault((info.samplerate, info.subtype), wav)
+    classifier = StreamingClassifier(model_4s)
+    for wav in picked.values():
+        result = classify_file(classifier, wav)
+        assert result.cycles, f"{wav.name}: annotations beside it were not read"
+        inside = [m for m in result.cycles if m.cycle.start_s < result.duration_s - 0.1]
+        assert all(m.windows > 0 for m in inside), f"{wav.name}: a cycle inside the recording has no window"
+        assert len(result.decisions) >= int(result.duration_s) - 2
+    path = next(iter(picked.values()))
+    live = []
+    run_live(classifier, ReplaySource(path), on_decision=[live.append], backpressure=True)
+    offline = classify_file(classifier, path).decisions
+    assert np.array_equal(np.stack([d.probabilities for d in live]), np.stack([d.probabilities for d in offline]))
