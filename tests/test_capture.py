@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -184,3 +185,24 @@ def test_missing_portaudio_is_a_clear_message(monkeypatch):
         import_sounddevice()
     res = CliRunner().invoke(app, ["devices"])
     assert res.exit_code == 2 and "PortAudio library not found" in res.output
+
+
+def test_cli_devices_and_stream_from_a_device(monkeypatch, tmp_path):
+    import edge_lung.runtime.capture as capture
+
+    sd = FakeSoundDevice()
+    monkeypatch.setattr(capture, "import_sounddevice", lambda: sd)
+    runner = CliRunner()
+    res = runner.invoke(app, ["devices"])
+    assert res.exit_code == 0, res.output
+    assert "Eko CORE" in res.output and "likely" in res.output and "HDMI" not in res.output
+    model_dir = build_tiny_model(tmp_path / "model", FeatureConfig(window_s=4.0))
+    args = ["stream", str(model_dir), "--device", "eko", "--duration", "3", "--quiet"]
+    res = runner.invoke(app, [*args, "--jsonl", str(tmp_path / "e.jsonl"), "--record", str(tmp_path / "r.flac")])
+    assert res.exit_code == 0, res.output
+    events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [e["end_s"] for e in events if e["type"] == "window"] == [2.0, 3.0]
+    assert events[-1]["type"] == "summary" and events[-1]["input_rate"] == 16000
+    import soundfile as sf
+
+    assert sf.info(str(tmp_path / "r.flac")).frames == 3 * 16000

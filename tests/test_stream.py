@@ -279,3 +279,12 @@ def test_classify_real_icbhi_recordings_lines_up_cycles(model_4s, icbhi_dir):
     run_live(classifier, ReplaySource(path), on_decision=[live.append], backpressure=True)
     offline = classify_file(classifier, path).decisions
     assert np.array_equal(np.stack([d.probabilities for d in live]), np.stack([d.probabilities for d in offline]))
+
+
+def test_realtime_replay_is_paced(model_4s, tmp_path):
+    path = tmp_path / "short.wav"
+    write_signal(path, 1.6, 16000)
+    classifier = StreamingClassifier(model_4s, StreamConfig(min_audio_s=1.0, hop_s=0.5))
+    summary = run_live(classifier, ReplaySource(path, realtime=True))
+    assert summary.wall_s >= 1.5 and summary.windows == 2  # at 1.0 s and 1.5 s
+    assert summary.counters.lost_samples == 0

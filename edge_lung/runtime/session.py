@@ -72,9 +72,11 @@ def stream_session(
     from contextlib import ExitStack
 
     source = source or make_source(opts)
+    source.start()  # fail on a wrong port or device before drawing the live table
     on_decision: list[Callable] = []
     on_audio: list[Callable] = []
     with ExitStack() as stack:
+        stack.callback(source.stop)
         jsonl = stack.enter_context(JsonlWriter(opts.jsonl)) if opts.jsonl is not None else None
         if jsonl is not None:
             on_decision.append(jsonl)
