@@ -268,54 +268,82 @@ def _val_split(run_config: dict) -> tuple[float, int]:
 
 
 def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> dict:
-    import onnxruntime
-    import torch
-    import transformers
-
+    """Every step of the export, writing into `tmp`; returns the parity record."""
     t0 = time.perf_counter()
     module, run_config = load_trained(run_dir)
     features = FeatureConfig.from_dict(run_config["features"])
-    labels = list(run_config["labels"])
-
-    # Parity (and, for INT8 static, calibration) data: real cycles of the run's own database.
-    cycles, data_dir = _load_split_cycles(run_config, cfg, features, cfg.parity_split)
-    if not cycles:
-        raise ExportError(f"database {data_dir}: no {cfg.parity_split!r} cycles to measure parity on")
-    all_labels = np.array([c.label for c in cycles])
-    if cfg.parity_size:
-        cycles = [cycles[i] for i in pick_balanced(all_labels, cfg.parity_size, cfg.seed)]
-    x_par, y_par = cycles_to_features(cycles, features)
-    log(f"parity set: {len(cycles)} {cfg.parity_split} cycles from {data_dir}")
+    x_par, y_par, data_dir = _parity_set(run_config, cfg, features, log)
     # Checked before any slow step, so an empty calibration set fails at once.
     calibration = _calibration_windows(run_config, cfg, features, log) if cfg.int8 and cfg.quant == "static" else None
 
     fp32_path = tmp / FP32_NAME
     export_fp32(module, fp32_path, features, cfg.opset)
-    ref = torch_logits(module, x_par)
     fp32 = onnx_logits(fp32_path, x_par, cfg.threads)
+    record = _fp32_parity(module, fp32, x_par, y_par, cfg, run_dir, log)
+    record.update(split=cfg.parity_split, data=str(data_dir), num_cycles=len(y_par),
+                  sizes_bytes={"fp32": fp32_path.stat().st_size})
+
+    run_info = _run_info(run_dir, run_config, data_dir, cfg)
+    shipped, quantization = fp32_path, "fp32"
+    if cfg.int8:
+        shipped, quantization = tmp / INT8_NAME, f"int8-{cfg.quant}"
+        qrec = quantize_model(fp32_path, shipped, cfg.quant, preset, calibration)
+        run_info["quantization"] = {**qrec, "excluded_nodes": len(qrec["excluded_nodes"])}
+        record["int8_vs_fp32"] = _int8_parity(shipped, fp32_path, fp32, x_par, y_par, cfg, log)
+        fp32_path.unlink()
+
+    metrics = run_config.get("best") or {}
+    set_metadata(shipped, build_metadata(list(run_config["labels"]), features, quantization, metrics, run_info))
+    if cfg.int8:
+        import onnx
+
+        onnx.checker.check_model(str(shipped), full_check=True)  # FP32 was checked right after tracing
+    record["sizes_bytes"][quantization] = shipped.stat().st_size
+    record["sha256"] = sha256_file(shipped)
+    record["export_seconds"] = round(time.perf_counter() - t0, 1)
+    _write_files(tmp, shipped, record)
+    return record
+
+
+def _parity_set(run_config: dict, cfg: ExportConfig, features: FeatureConfig, log) -> tuple:
+    """(inputs float32[N, T, M], labels int64[N], database dir) of the parity split."""
+    cycles, data_dir = _load_split_cycles(run_config, cfg, features, cfg.parity_split)
+    if not cycles:
+        raise ExportError(f"database {data_dir}: no {cfg.parity_split!r} cycles to measure parity on")
+    if cfg.parity_size:
+        cycles = [cycles[i] for i in pick_balanced(np.array([c.label for c in cycles]), cfg.parity_size, cfg.seed)]
+    log(f"parity set: {len(cycles)} {cfg.parity_split} cycles from {data_dir}")
+    x, y = cycles_to_features(cycles, features)
+    return x, y, data_dir
+
+
+def _fp32_parity(module: Any, fp32: np.ndarray, x: np.ndarray, y: np.ndarray, cfg: ExportConfig, run_dir: Path,
+                 log) -> dict:
+    """FP32 ONNX against PyTorch; `ParityError` when the logits differ by `fp32_tolerance` or more."""
+    ref = torch_logits(module, x)
     diff = float(np.abs(fp32 - ref).max())
-    fp32_vs_torch = {
-        "max_abs_logit_diff": diff,
-        "limit": cfg.fp32_tolerance,
-        "argmax_agreement": _agreement(fp32, ref),
-        "passed": diff < cfg.fp32_tolerance,
-    }
-    log(f"FP32 ONNX vs PyTorch: max |logit diff| {diff:.2e}, argmax agreement {fp32_vs_torch['argmax_agreement']:.2f}%")
-    if not fp32_vs_torch["passed"]:
+    agreement = _agreement(fp32, ref)
+    log(f"FP32 ONNX vs PyTorch: max |logit diff| {diff:.2e}, argmax agreement {agreement:.2f}%")
+    if not diff < cfg.fp32_tolerance:
         raise ParityError(
             f"RUN_DIR {run_dir}: FP32 ONNX differs from PyTorch by {diff:.3e} (limit {cfg.fp32_tolerance:.0e}); "
             "the exported graph does not reproduce the model, nothing was written"
         )
-    record: dict[str, Any] = {
-        "split": cfg.parity_split,
-        "data": str(data_dir),
-        "num_cycles": len(cycles),
-        "scores": {"torch": score_predictions(y_par, ref.argmax(1)), "fp32": score_predictions(y_par, fp32.argmax(1))},
-        "fp32_vs_torch": fp32_vs_torch,
-        "sizes_bytes": {"fp32": fp32_path.stat().st_size},
+    return {
+        "fp32_vs_torch": {"max_abs_logit_diff": diff, "limit": cfg.fp32_tolerance, "argmax_agreement": agreement,
+                          "passed": True},
+        "scores": {"torch": score_predictions(y, ref.argmax(1)), "fp32": score_predictions(y, fp32.argmax(1))},
     }
 
-    run_info = {
+
+def _run_info(run_dir: Path, run_config: dict, data_dir: str, cfg: ExportConfig) -> dict:
+    """Provenance written into the metadata (`edge_lung.run`)."""
+    import onnxruntime
+    import torch
+    import transformers
+
+    val_fraction, val_seed = _val_split(run_config)
+    return {
         "run_dir": str(run_dir.absolute()),
         "data": str(data_dir),
         "exporter": f"torch.onnx.export (TorchScript tracer, opset {cfg.opset})",
@@ -324,39 +352,23 @@ def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> di
         "onnxruntime": onnxruntime.__version__,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": f"{platform.system()}-{platform.machine()}",
-        "val_fraction": _val_split(run_config)[0],
-        "val_seed": _val_split(run_config)[1],
+        "val_fraction": val_fraction,
+        "val_seed": val_seed,
         **{k: run_config[k] for k in ("backbone", "adapter") if k in run_config},
     }
-    metrics = run_config.get("best") or {}
-    shipped = fp32_path
-    quantization = "fp32"
-    if cfg.int8:
-        quantization = f"int8-{cfg.quant}"
-        shipped = tmp / INT8_NAME
-        qrec = quantize_model(fp32_path, shipped, cfg.quant, preset, calibration)
-        run_info["quantization"] = {k: v for k, v in qrec.items() if k != "excluded_nodes"}
-        run_info["quantization"]["excluded_nodes"] = len(qrec["excluded_nodes"])
-        record["int8_vs_fp32"] = _int8_parity(shipped, fp32_path, fp32, x_par, y_par, cfg, log)
-        fp32_path.unlink()
 
-    set_metadata(shipped, build_metadata(labels, features, quantization, metrics, run_info))
-    record["sizes_bytes"][quantization] = shipped.stat().st_size
-    record["sha256"] = sha256_file(shipped)
-    record["export_seconds"] = round(time.perf_counter() - t0, 1)
-    from edge_lung.artifact import atomic_write_text
+
+def _write_files(tmp: Path, shipped: Path, record: dict) -> None:
+    """parity.json, manifest.json, model_card.md; then load it back the way the device will."""
+    from edge_lung.artifact import OnnxClassifier, atomic_write_text
 
     atomic_write_text(tmp / "parity.json", json.dumps(record, indent=2, sort_keys=True))
     manifest = write_manifest(tmp, shipped, {"parity": _parity_summary(record)})
     atomic_write_text(tmp / "model_card.md", model_card(manifest, record))
     try:
-        # The artifact must load the way the device loads it before it is moved into place.
-        from edge_lung.artifact import OnnxClassifier
-
         OnnxClassifier(tmp)
     except ArtifactError as exc:
         raise ExportError(f"exported model does not load back: {exc}") from exc
-    return record
 
 
 def _calibration_windows(run_config: dict, cfg: ExportConfig, features: FeatureConfig, log) -> np.ndarray:

@@ -89,6 +89,9 @@ def test_int8_parity_within_aims(work: Path, mode: str) -> None:
     assert q["size_int8_bytes"] < q["size_fp32_bytes"]
     assert q["aims"]["size_ratio"]["met"] == (q["size_ratio"] <= AIMS["int8_size_ratio"])
     assert sorted(os.listdir(work / mode)) == ["manifest.json", "model.int8.onnx", "model_card.md", "parity.json"]
+    import onnx
+
+    onnx.checker.check_model(str(work / mode / "model.int8.onnx"), full_check=True)
     info = OnnxClassifier(work / mode).info
     assert info.quantization == f"int8-{mode}"
     assert info.run["quantization"]["mode"] == mode
