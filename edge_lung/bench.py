@@ -402,6 +402,7 @@ def measure_onnx(model: str | Path, threads: int, windows: int, warmup: int, see
         "size_bytes": info.path.stat().st_size,
         "sha256": info.manifest.get("sha256") or sha256_file(info.path),
         "labels": list(info.labels),
+        "run_dir": info.run.get("run_dir"),
         "window_s": info.features.window_s,
         "input": [info.features.num_frames, info.features.num_mel_bins],
         "load_ms": round(load_ms, 3),
@@ -440,6 +441,7 @@ def measure_torch(run_dir: str | Path, threads: int, windows: int, warmup: int, 
         "size_bytes": size,
         "sha256": None,
         "labels": list(cfg["labels"]),
+        "run_dir": str(Path(run_dir).absolute()),
         "window_s": features.window_s,
         "input": [features.num_frames, features.num_mel_bins],
         "load_ms": round(load_ms, 3),
@@ -524,12 +526,17 @@ def check_targets(models: Sequence[str | Path], compare_torch: str | Path | None
             )
 
 
+def _same_path(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
 def comparisons(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Torch eager / ONNX ratios per thread count (above 1: ONNX is faster or smaller)."""
+    """Torch eager / ONNX ratios per thread count (above 1: ONNX is faster or smaller); `same_run` is True
+    where the ONNX model was exported from the torch run measured."""
     out = []
     for t in (r for r in results if r["backend"] == "torch-eager"):
         for o in (r for r in results if r["backend"] == "onnxruntime" and r["threads"] == t["threads"]):
@@ -538,6 +545,7 @@ def comparisons(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "threads": t["threads"],
                     "onnx": o["name"],
                     "torch": t["name"],
+                    "same_run": _same_path(o.get("run_dir"), t["run_dir"]),
                     "model_p50_ratio": _ratio(t["model_ms"]["p50"], o["model_ms"]["p50"]),
                     "e2e_p50_ratio": _ratio(t["e2e_ms"]["p50"], o["e2e_ms"]["p50"]),
                     "peak_rss_ratio": _ratio(t["peak_rss_mb"], o["peak_rss_mb"]),
@@ -598,6 +606,11 @@ def write_json(report: dict[str, Any], path: str | Path) -> Path:
 # --------------------------------------------------------------------------- reading the figures
 
 
+def runtime_label(row: dict[str, Any]) -> str:
+    """'onnx int8-dynamic', 'onnx fp32' or 'torch fp32': what ran, in a few characters."""
+    return f"{'torch' if row['backend'] == 'torch-eager' else 'onnx'} {row['quantization']}"
+
+
 def short_names(rows: list[dict[str, Any]]) -> list[str]:
     """Each row's model folder name, or its full path where two different models share a name."""
     base = [Path(r["name"]).name or r["name"] for r in rows]
@@ -609,6 +622,12 @@ def short_names(rows: list[dict[str, Any]]) -> list[str]:
 
 def _mb(n: float | None) -> str:
     return "-" if n is None else f"{n:.0f}"
+
+
+def _file_mb(size_bytes: int | None) -> str:
+    if size_bytes is None:
+        return "-"
+    return f"{size_bytes / 1e6:.1f}" if size_bytes >= 1e6 else f"{size_bytes / 1e6:.3f}"
 
 
 def environment_line(env: dict[str, Any]) -> str:
@@ -634,7 +653,7 @@ def verdict_line(row: dict[str, Any]) -> str:
     if v["budget_ms"] is not None:
         limit += f" within {v['budget_ms']:g} ms"
     text = (
-        f"{row['name']} ({row['quantization']}), {row['threads']} thread(s): {v['status']} with {limit} "
+        f"{row['name']} ({runtime_label(row)}), {row['threads']} thread(s): {v['status']} with {limit} "
         f"(limit {v['limit_ms']:g} ms, by {v['limited_by']}): p95 {e['p95']:.1f} ms ({v['headroom_p95']:+.0%} "
         f"headroom), p99 {e['p99']:.1f} ms ({v['headroom_p99']:+.0%}); inference uses {v['duty']:.0%} of each hop"
     )
@@ -657,7 +676,7 @@ def render(report: dict[str, Any], console: Any) -> None:
     )
     for col in (
         "model",
-        "quant",
+        "runtime",
         "thr",
         "feat p50",
         "model p50",
@@ -668,7 +687,7 @@ def render(report: dict[str, Any], console: Any) -> None:
         "e2e max",
         "RTF",
     ):
-        lat.add_column(col, justify="left" if col in ("model", "quant") else "right")
+        lat.add_column(col, justify="left" if col in ("model", "runtime") else "right")
     foot = Table(title="Footprint (each row measured in a fresh process)", title_justify="left")
     for col in ("model", "thr", "load ms", "cold ms", "peak RSS MB", "RSS before load MB", "file MB"):
         foot.add_column(col, justify="left" if col == "model" else "right")
@@ -676,7 +695,7 @@ def render(report: dict[str, Any], console: Any) -> None:
         f, m, e = r["features_ms"], r["model_ms"], r["e2e_ms"]
         lat.add_row(
             name,
-            r["quantization"],
+            runtime_label(r),
             str(r["threads"]),
             f"{f['p50']:.1f}",
             f"{m['p50']:.1f}",
@@ -687,7 +706,6 @@ def render(report: dict[str, Any], console: Any) -> None:
             f"{e['max']:.1f}",
             f"{r['rtf']:.3f}",
         )
-        size = None if r["size_bytes"] is None else r["size_bytes"] / 1e6
         foot.add_row(
             name,
             str(r["threads"]),
@@ -695,13 +713,14 @@ def render(report: dict[str, Any], console: Any) -> None:
             f"{r['cold_ms']:.0f}",
             _mb(r["peak_rss_mb"]),
             _mb(r["rss_before_load_mb"]),
-            "-" if size is None else f"{size:.1f}",
+            _file_mb(r["size_bytes"]),
         )
     console.print(lat)
     console.print(foot)
     for c in report.get("comparisons", []):
         console.print(
-            f"torch eager / ONNX at {c['threads']} thread(s) ({c['onnx']}): model p50 x{c['model_p50_ratio']}, "
+            f"torch eager / ONNX at {c['threads']} thread(s) ({c['onnx']}"
+            f"{', exported from this run' if c['same_run'] else ', another run'}): model p50 x{c['model_p50_ratio']}, "
             f"end-to-end p50 x{c['e2e_p50_ratio']}, peak memory x{c['peak_rss_ratio']}"
         )
     for r in rows:
@@ -715,7 +734,7 @@ def render(report: dict[str, Any], console: Any) -> None:
 def results_markdown(paths: Sequence[str | Path]) -> str:
     """The benchmarks/README.md results table, one row per (model, threads) of each JSON report."""
     lines = [
-        "| machine | cores | model | quant | threads | e2e p50 ms | e2e p95 ms | e2e p99 ms | RTF | peak RSS MB "
+        "| machine | cores | model | runtime | threads | e2e p50 ms | e2e p95 ms | e2e p99 ms | RTF | peak RSS MB "
         "| file MB | JSON |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -728,11 +747,10 @@ def results_markdown(paths: Sequence[str | Path]) -> str:
         machine = env.get("board") or env.get("cpu")
         for r in report["results"]:
             e = r["e2e_ms"]
-            size = "-" if r["size_bytes"] is None else f"{r['size_bytes'] / 1e6:.1f}"
             lines.append(
-                f"| {machine} | {env.get('usable_cores')} | {Path(r['name']).name} | {r['quantization']} "
+                f"| {machine} | {env.get('usable_cores')} | {Path(r['name']).name} | {runtime_label(r)} "
                 f"| {r['threads']} | {e['p50']:.0f} | {e['p95']:.0f} | {e['p99']:.0f} | {r['rtf']:.3f} "
-                f"| {_mb(r['peak_rss_mb'])} | {size} | [{path.name}](results/{path.name}) |"
+                f"| {_mb(r['peak_rss_mb'])} | {_file_mb(r['size_bytes'])} | [{path.name}](results/{path.name}) |"
             )
     return "\n".join(lines) + "\n"
 
@@ -750,7 +768,7 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
         raise BenchError(f"--plot {path}: folder {path.parent} does not exist")
     rows = report["results"]
     names = short_names(rows)
-    labels = [f"{name}\n{r['quantization']}, {r['threads']} thr" for r, name in zip(rows, names, strict=True)]
+    labels = [f"{name}\n{runtime_label(r)}, {r['threads']} thr" for r, name in zip(rows, names, strict=True)]
     fig = Figure(figsize=(12, 1.2 + 0.7 * len(rows)), layout="constrained")
     FigureCanvasAgg(fig)
     ax, bx = fig.subplots(1, 2, width_ratios=[3, 1], sharey=True)
