@@ -201,7 +201,6 @@ class SerialSource(Source):
         self.crc_errors = 0
         self._serial = None
         self._thread: threading.Thread | None = None
-        self._rate_ready = threading.Event()
 
     def _start(self) -> None:
         from edge_lung.serial_link import open_serial
@@ -210,11 +209,6 @@ class SerialSource(Source):
         self._thread = threading.Thread(target=self._run, name="serial-source", daemon=True)
         self._thread.start()
 
-    def wait_rate(self, timeout: float) -> int | None:
-        """Block until the first good frame told us the sample rate."""
-        self._rate_ready.wait(timeout)
-        return self.rate
-
     def _run(self) -> None:
         import serial
 
@@ -222,6 +216,7 @@ class SerialSource(Source):
 
         reader = FrameReader()
         crc_before = 0
+        last_rx = time.monotonic()
         try:
             while not self._stop.is_set():
                 try:
@@ -229,7 +224,7 @@ class SerialSource(Source):
                 except (serial.SerialException, OSError) as exc:
                     log.warning("%s: lost (%s); retrying", self.port, exc)
                     self._close()
-                    lost_at = time.monotonic()
+                    lost_at = last_rx  # the audio stopped with the last bytes received
                     self._serial = self._reopen(open_serial)
                     if self._serial is None:
                         return
@@ -240,6 +235,8 @@ class SerialSource(Source):
                     reader.reset()
                     self.reconnects += 1
                     continue
+                if data:
+                    last_rx = time.monotonic()
                 for frame in reader.feed(data):
                     self._deliver(frame)
                 self.crc_errors = crc_before + reader.stats.crc_errors
@@ -251,7 +248,6 @@ class SerialSource(Source):
         if self.rate is None:
             self.rate = frame.sample_rate
             self._make_buffer(self.rate)
-            self._rate_ready.set()
         elif frame.sample_rate != self.rate:
             self.buffer.mark_gap(0, 0.0, f"sample rate changed {self.rate} -> {frame.sample_rate}", frame.sample_rate)
             self.rate = frame.sample_rate
