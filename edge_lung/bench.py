@@ -526,6 +526,18 @@ def check_targets(models: Sequence[str | Path], compare_torch: str | Path | None
             )
 
 
+def check_outputs(json_path: str | Path | None, plot_path: str | Path | None) -> None:
+    """Fail before a long run, not after it: output folders exist, and matplotlib is there for --plot."""
+    for option, path in (("--json", json_path), ("--plot", plot_path)):
+        if path is not None and not Path(path).absolute().parent.is_dir():
+            raise BenchError(f"{option} {path}: folder {Path(path).absolute().parent} does not exist")
+    if plot_path is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ImportError(f"--plot needs matplotlib: {PLOT_INSTALL}")
+
+
 def _same_path(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
 

@@ -188,6 +188,8 @@ def test_bad_options(tmp_path: Path, tiny_dir: Path) -> None:
     ):
         res = runner.invoke(app, ["bench", str(tiny_dir), *args])
         assert res.exit_code == 2 and text in res.output, (args, res.output)
+    res = runner.invoke(app, ["bench", str(tiny_dir), "--json", str(tmp_path / "no" / "r.json")])
+    assert res.exit_code == 1 and "--json" in res.output and "does not exist" in res.output
     res = runner.invoke(app, ["bench", str(tiny_dir), "--compare-torch", str(tmp_path / "norun")])
     assert res.exit_code == 1 and "norun" in res.output
     with pytest.raises(ValueError, match="each count once"):

@@ -53,7 +53,16 @@ def bench(
     """
     from rich.console import Console
 
-    from edge_lung.bench import BenchConfig, BenchError, parse_threads, plot_report, render, run_bench, write_json
+    from edge_lung.bench import (
+        BenchConfig,
+        BenchError,
+        check_outputs,
+        parse_threads,
+        plot_report,
+        render,
+        run_bench,
+        write_json,
+    )
 
     console = Console()
     if not console.is_terminal:  # piped or logged: do not squeeze the tables to 80 columns
@@ -61,6 +70,7 @@ def bench(
     try:
         kwargs = {} if threads is None else {"threads": parse_threads(threads)}
         cfg = BenchConfig(windows=windows, warmup=warmup, hop_s=hop, budget_ms=budget_ms, seed=seed, **kwargs)
+        check_outputs(json_path, plot)
         report = run_bench(models, cfg, compare_torch=compare_torch, log=lambda msg: console.print(msg, markup=False))
         render(report, console)
         if json_path is not None:
