@@ -119,8 +119,9 @@ def cycle_agreement(matches: list[CycleMatch], labels: tuple[str, ...]) -> dict[
     truth = np.array([m.cycle.label for m in covered])
     flags = np.array([bool(m.flag) for m in covered])
     abnormal = truth > 0
-    out["screening_sensitivity"] = 100.0 * float((flags & abnormal).sum()) / max(int(abnormal.sum()), 1)
-    out["screening_specificity"] = 100.0 * float((~flags & ~abnormal).sum()) / max(int((~abnormal).sum()), 1)
+    n_abn, n_norm = int(abnormal.sum()), int((~abnormal).sum())  # None: no cycle of that kind to score
+    out["screening_sensitivity"] = 100.0 * float((flags & abnormal).sum()) / n_abn if n_abn else None
+    out["screening_specificity"] = 100.0 * float((~flags & ~abnormal).sum()) / n_norm if n_norm else None
     out["abnormal_cycles"] = int(abnormal.sum())
     if tuple(labels) == LABELS:
         scores = score_predictions(truth, np.array([m.predicted for m in covered]))

@@ -74,8 +74,8 @@ def pooled_lines(pooled: dict[str, Any]) -> list[str]:
     ]
     if "screening_sensitivity" in pooled:
         lines.append(
-            f"Screening at the chosen threshold: Se {pooled['screening_sensitivity']:.1f}%  "
-            f"Sp {pooled['screening_specificity']:.1f}%  ({pooled['abnormal_cycles']} abnormal cycles)"
+            f"Screening at the chosen threshold: Se {_pct(pooled['screening_sensitivity'])}%  "
+            f"Sp {_pct(pooled['screening_specificity'])}%  ({pooled['abnormal_cycles']} abnormal cycles)"
         )
     if "class_agreement" in pooled:
         lines.append(f"4-class agreement {pooled['class_agreement']:.1f}%  ICBHI score {pooled['icbhi_score']:.1f}")
