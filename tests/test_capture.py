@@ -163,13 +163,14 @@ def test_unplugged_device_is_retried_with_backoff_and_the_gap_recorded(classifie
         sd.plugged.set()
 
     threading.Thread(target=unplug_then_replug, daemon=True).start()
-    decisions = []
-    summary = run_live(classifier, source, on_decision=[decisions.append], duration_s=5.0)
+    decisions, gaps = [], []
+    summary = run_live(classifier, source, on_decision=[decisions.append], on_gap=[gaps.append], duration_s=5.0)
     assert summary.reconnects == 1 and sd.opened >= 2
     assert summary.counters.gaps == 1 and summary.counters.gap_s > 0.7
     gap = source.buffer.gap_log[0]
     assert "lost" in gap.reason and gap.samples == round(gap.seconds * 16000)
     assert any(d.window.segment == 1 for d in decisions)  # decisions resumed after the gap
+    assert len(gaps) == 1 and not gaps[0]["filled_with_silence"] and gaps[0]["seconds"] > 0.7
 
 
 def test_missing_portaudio_is_a_clear_message(monkeypatch):

@@ -143,8 +143,9 @@ def test_stream_serial_through_the_live_path(classifier):
     safety = threading.Timer(30, stop.set)  # never hang the suite if frames stop coming
     safety.start()
     try:
+        gaps = []
         summary = run_live(
-            classifier, source, on_decision=[decisions.append], backpressure=True, duration_s=8.0, stop=stop
+            classifier, source, [decisions.append], on_gap=[gaps.append], backpressure=True, duration_s=8.0, stop=stop
         )
     finally:
         safety.cancel()
@@ -153,6 +154,8 @@ def test_stream_serial_through_the_live_path(classifier):
     assert source.lost_frames == lost > 0
     assert summary.counters.gaps == len({s for s in steth.log.damaged if s - 1 not in steth.log.damaged})
     assert summary.counters.gap_s == pytest.approx(lost * 256 / 16000)
+    assert len(gaps) == summary.counters.gaps and all(g["filled_with_silence"] for g in gaps)  # short gaps
+    assert sum(g["input_samples"] for g in gaps) == lost * 256 and "serial frame" in gaps[0]["reason"]
     assert summary.stopped_by == "duration"
     assert [d.window.end_s for d in decisions if not d.window.final] == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
 

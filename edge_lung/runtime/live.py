@@ -60,6 +60,7 @@ def run_live(
     source: Source,
     on_decision: Sequence[Callable[[Decision], None]] = (),
     on_audio: Sequence[Callable[[np.ndarray, int], None]] = (),
+    on_gap: Sequence[Callable[[dict[str, Any]], None]] = (),
     backpressure: bool = False,
     stop: threading.Event | None = None,
     duration_s: float | None = None,
@@ -71,7 +72,8 @@ def run_live(
 
     `backpressure=True` makes the pipeline wait for inference instead of skipping windows
     (replay without real-time pacing); live sources use the default and count skips.
-    `on_audio(samples, rate)` receives the raw captured audio (for `--record`).
+    `on_audio(samples, rate)` receives the raw captured audio (for `--record`); `on_gap(event)`
+    a JSON-ready record of every discontinuity (device lost, serial frames lost, buffer overrun).
     """
     stop = stop or threading.Event()
     summary = LiveSummary(source=source.name)
@@ -83,7 +85,7 @@ def run_live(
             summary.stopped_by = "no audio"
             return summary
         summary.input_rate = rate
-        _Loop(classifier, source, on_decision, on_audio, backpressure, summary).run(
+        _Loop(classifier, source, on_decision, on_audio, on_gap, backpressure, summary).run(
             stop, duration_s, poll_s, max_block_s
         )
     finally:
@@ -110,9 +112,9 @@ def _wait_for_rate(source: Source, stop: threading.Event, timeout_s: float) -> i
 class _Loop:
     """State of one `run_live` call (kept out of the function so each step stays short)."""
 
-    def __init__(self, classifier, source, on_decision, on_audio, backpressure, summary: LiveSummary) -> None:
+    def __init__(self, classifier, source, on_decision, on_audio, on_gap, backpressure, summary: LiveSummary) -> None:
         self.classifier, self.source = classifier, source
-        self.on_decision, self.on_audio = list(on_decision), list(on_audio)
+        self.on_decision, self.on_audio, self.on_gap = list(on_decision), list(on_audio), list(on_gap)
         self.summary = summary
         self.counters = summary.counters
         self.rate = source.rate
@@ -138,7 +140,7 @@ class _Loop:
                 block, gap = buffer.read(max_n)
                 self._account_lost(buffer)
                 if gap is not None:
-                    self._gap(gap.samples, gap.seconds, gap.new_rate)
+                    self._gap(gap.samples, gap.seconds, gap.new_rate, gap.reason)
                 elif block.shape[0]:
                     self._audio(block)
                 elif self.source.finished.is_set() and not buffer.pending:
@@ -161,12 +163,26 @@ class _Loop:
             delta = lost - self._lost_seen
             self._lost_seen = lost
             self.counters.lost_samples = lost
-            self._gap(delta, delta / self.rate, None)
+            self._gap(delta, delta / self.rate, None, "capture buffer overrun: the pipeline fell behind")
 
-    def _gap(self, samples: int, seconds: float, new_rate: int | None) -> None:
+    def _gap(self, samples: int, seconds: float, new_rate: int | None, reason: str) -> None:
         self.counters.gaps += 1
         self.counters.gap_s += seconds
+        at = self.stream.total_samples  # model-rate index where the missing audio starts
+        filled = self.stream.fills(samples, new_rate)
         self._submit(self.stream.gap(samples, new_rate))
+        event = {
+            "type": "gap",
+            "at": at,
+            "at_s": round(at / self.stream.rate, 4),
+            "input_samples": samples,
+            "seconds": round(seconds, 4),
+            "reason": reason,
+            "time": round(time.time(), 3),
+            "filled_with_silence": filled,
+        }
+        for sink in self.on_gap:
+            sink(event)
         if new_rate is not None:
             self.rate = new_rate
 

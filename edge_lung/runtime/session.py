@@ -75,11 +75,13 @@ def stream_session(
     source.start()  # fail on a wrong port or device before drawing the live table
     on_decision: list[Callable] = []
     on_audio: list[Callable] = []
+    on_gap: list[Callable] = []
     with ExitStack() as stack:
         stack.callback(source.stop)
         jsonl = stack.enter_context(JsonlWriter(opts.jsonl)) if opts.jsonl is not None else None
         if jsonl is not None:
             on_decision.append(jsonl)
+            on_gap.append(jsonl.write)
         if opts.record is not None:
             on_audio.append(_LazyRecorder(opts.record, stack))
         if opts.display:
@@ -87,7 +89,7 @@ def stream_session(
             on_decision.append(stack.enter_context(LiveDisplay(title)))
         backpressure = opts.replay is not None and not opts.realtime
         summary = run_live(
-            classifier, source, on_decision, on_audio, backpressure=backpressure, stop=stop, duration_s=opts.duration_s
+            classifier, source, on_decision, on_audio, on_gap, backpressure, stop=stop, duration_s=opts.duration_s
         )
         if jsonl is not None:
             jsonl.write(summary.as_dict())

@@ -156,11 +156,15 @@ class WindowStream:
         self._finished = True
         return out
 
+    def fills(self, gap_input_samples: int, new_input_rate: int | None = None) -> bool:
+        """Whether `gap()` would fill this gap with silence (True) or restart the windowing (False)."""
+        return new_input_rate is None and 0 < int(gap_input_samples) <= self.cfg.fill_gap_s * self.input_rate
+
     def gap(self, gap_input_samples: int, new_input_rate: int | None = None) -> list[Window]:
         """A discontinuity in the input: short ones (<= `fill_gap_s`, known length) become silence so the
         windowing carries on (a few lost serial frames); others restart it via `mark_gap`."""
         n = int(gap_input_samples)
-        if new_input_rate is None and 0 < n <= self.cfg.fill_gap_s * self.input_rate:
+        if self.fills(n, new_input_rate):
             out: list[Window] = []
             chunk = np.zeros(min(n, self.input_rate), dtype=np.float32)
             while n > 0:
