@@ -88,6 +88,8 @@ def run_live(
         _Loop(classifier, source, on_decision, on_audio, on_gap, backpressure, summary).run(
             stop, duration_s, poll_s, max_block_s
         )
+    except KeyboardInterrupt:  # Ctrl-C before the first audio arrived
+        summary.stopped_by = "interrupted"
     finally:
         source.stop()
         summary.wall_s = time.monotonic() - t0

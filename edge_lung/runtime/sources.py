@@ -58,10 +58,13 @@ class CaptureBuffer:
         If the reader was lapped, the samples it lost are skipped (see `ring.lost`) and a
         marker inside them is delivered late, right after the surviving samples.
         """
+        end = self.ring.end  # first: the writer queues a marker before the samples after it
         pos = self.ring.read_position
         if self._gaps and self._gaps[0].position <= pos:
             return _EMPTY, self._gaps.popleft()
-        limit = max_samples if not self._gaps else min(max_samples, self._gaps[0].position - pos)
+        limit = min(max_samples, end - pos)
+        if self._gaps:
+            limit = min(limit, self._gaps[0].position - pos)
         return self.ring.read(limit), None
 
     @property
