@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -193,3 +194,35 @@ def test_serial_port_lost_and_back_is_retried_and_recorded_as_gap(classifier, tm
     assert summary.reconnects == 1
     assert summary.counters.gaps >= 1 and summary.counters.gap_s > 0.5
     assert any(d.window.segment == 1 for d in decisions)  # windowing resumed after the outage
+
+
+def test_virtual_stethoscope_launcher_script(tmp_path):
+    import serial
+    import soundfile as sf
+
+    wav = tmp_path / "v.wav"
+    sf.write(str(wav), make_signal(3.0, 16000), 16000, subtype="PCM_16")
+    script = ROOT / "firmware_host" / "virtual_stethoscope.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(wav), "--fast", "--frame-samples", "128"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = proc.stdout.readline().strip()
+        assert port.startswith("/dev/"), proc.stderr.read()
+        ser = open_serial(port)
+        reader, frames = FrameReader(), []
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                frames += reader.feed(ser.read(max(1, ser.in_waiting)))
+            except serial.SerialException:  # the script closed its pty: the "device" went away
+                break
+        ser.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert frames and reader.stats.crc_errors == 0 and reader.stats.lost_frames == 0
+    assert frames[-1].sequence == 3 * 16000 // 128 - 1 + (1 if 3 * 16000 % 128 else 0)
