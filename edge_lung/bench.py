@@ -601,6 +601,8 @@ def run_bench(
             log(f"  end-to-end p50 {e['p50']:.1f} ms, p95 {e['p95']:.1f} ms; peak memory {row['peak_rss_mb']} MB")
     report["comparisons"] = comparisons(report["results"])
     report["environment"]["thermal_after"] = thermal_state()
+    if hasattr(os, "getloadavg"):  # other work during the run shows here, not in the start figure
+        report["environment"]["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     return report
 
 
