@@ -743,6 +743,12 @@ def render(report: dict[str, Any], console: Any) -> None:
         "RTF = mean end-to-end time / window length (below 1: faster than real time). Figures from a "
         "shared or throttled machine are noisy: check load and thermal_after in the JSON."
     )
+    env = report["environment"]
+    if env.get("load_avg_1m") is not None and env.get("load_avg_1m_after") is not None:
+        console.print(
+            f"Load average (1 min) {env['load_avg_1m']} at the start, {env['load_avg_1m_after']} at the end, "
+            f"on {env['cores']} cores (a load above {env['cores']}: other work competed for them)."
+        )
 
 
 def results_markdown(paths: Sequence[str | Path]) -> str:
