@@ -218,9 +218,10 @@ def test_classify_aligns_windows_with_annotated_cycles(model_4s, tmp_path):
     assert summary["cycles"] == 3 and summary["cycles_covered"] == 3
     assert 0 <= summary["class_agreement"] <= 100
     bad = tmp_path / "bad.txt"
-    bad.write_text("0.5 oops 0 0\n")
-    with pytest.raises(ValueError, match=r"bad.txt:1: expected 'start end crackle wheeze'"):
-        read_annotations(bad)
+    bad.write_text("0.5 oops 0 0\n1.0 2.0 0 1\n3.0 2.0 0 0\n")
+    cycles, problems = read_annotations(bad)
+    assert [c.label for c in cycles] == [2]
+    assert problems[0].startswith("bad.txt:1: expected 'start end crackle wheeze'") and "bad.txt:3" in problems[1]
 
 
 def test_cli_classify_and_stream_replay_agree(model_dir_8s, tmp_path):

@@ -64,24 +64,29 @@ class FileResult:
         return out
 
 
-def read_annotations(path: str | Path) -> list[AnnotatedCycle]:
-    """ICBHI cycle annotations: `start end crackle wheeze` per line; ValueError naming file and line."""
+def read_annotations(path: str | Path) -> tuple[list[AnnotatedCycle], list[str]]:
+    """ICBHI cycle annotations (`start end crackle wheeze` per line) and the problems found.
+
+    A malformed line is skipped and reported (file and line named), never fatal: one bad
+    annotation file must not stop `classify` on the others.
+    """
     path = Path(path)
-    cycles = []
+    cycles, problems = [], []
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
         try:
             start, end, crackle, wheeze = float(parts[0]), float(parts[1]), int(parts[2]), int(parts[3])
-        except (ValueError, IndexError) as exc:
-            raise ValueError(
-                f"{path}:{lineno}: expected 'start end crackle wheeze' (numbers), got {line.strip()!r}"
-            ) from exc
+        except (ValueError, IndexError):
+            problems.append(f"{path.name}:{lineno}: expected 'start end crackle wheeze', got {line.strip()!r}; skipped")
+            continue
         if not (0 <= start < end) or crackle not in (0, 1) or wheeze not in (0, 1):
-            raise ValueError(f"{path}:{lineno}: expected 0 <= start < end and 0/1 flags, got {line.strip()!r}")
+            problems.append(f"{path.name}:{lineno}: expected 0 <= start < end and 0/1 flags, got {line.strip()!r}; "
+                            "skipped")
+            continue
         cycles.append(AnnotatedCycle(start, end, label_of(bool(crackle), bool(wheeze))))
-    return cycles
+    return cycles, problems
 
 
 def annotation_for(audio_path: str | Path) -> Path | None:
@@ -163,7 +168,10 @@ def classify_file(
     txt = annotation_for(path)
     if txt is not None:
         abnormal = list(classifier.model.info.abnormal_indices)
-        result.cycles = align_cycles(result.decisions, read_annotations(txt), abnormal)
+        cycles, problems = read_annotations(txt)
+        result.cycles = align_cycles(result.decisions, cycles, abnormal)
+        if problems:
+            result.note = "; ".join([result.note, *problems] if result.note else problems)
     return result
 
 
