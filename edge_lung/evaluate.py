@@ -114,8 +114,11 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Score a training run on `split` of `db_dir` (default: the database it was trained on)."""
     import torch
+    from transformers.utils import logging as hf_logging
 
     from edge_lung.model import load_run
+
+    hf_logging.disable_progress_bar()  # keep stdout/stderr to the report
 
     model, cfg = load_run(run_dir, device=device)
     features = FeatureConfig.from_dict(cfg["features"])

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -81,6 +82,8 @@ class TrainError(ValueError):
 class TrainConfig:
     """Every option of `edge-lung train`; recorded in the run's config.json.
 
+    `max_cycles` trains on a random subset (quick checks); validation always uses the whole
+    split, so `edge-lung evaluate RUN --split val` reproduces the selection figures.
     `adapter="auto"` means LungAdapter for a checkpoint backbone and a full fine-tune for a
     named size (adapters on a frozen random backbone learn little). `lr=None` and `rho=None`
     resolve to per-setting defaults, recorded in config.json.
@@ -406,7 +409,7 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
         return None  # interrupted before the first epoch finished: start over in the same directory
     try:
         return torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise TrainError(f"{ckpt_path}: corrupt checkpoint ({type(exc).__name__}: {exc}); cannot resume") from exc
 
 
@@ -500,6 +503,7 @@ def train(
 ) -> Path:
     """Train one run as `cfg` says; returns the run directory (see the module docstring)."""
     dist = _setup_dist()
+    _quiet_transformers()
     adapter = resolve_adapter(cfg)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg, adapter)
     checkpoint = prepare_run_dir(cfg, run_dir)
@@ -519,7 +523,6 @@ def train(
         val_cycles = load_split(cfg.data, "val", feature_cfg, cfg.val_fraction, cfg.val_seed, cfg.cache_dir)
     except ValueError as exc:
         raise TrainError(f"{exc}; model selection needs a validation split (raise --val-fraction)") from exc
-    val_cycles = _subset(val_cycles, cfg.max_cycles, cfg.seed)
     labels = list(LABELS)
     data = CycleSet(train_cycles, feature_cfg, cfg)
     counts = data.class_counts(len(labels))
@@ -648,6 +651,13 @@ def train(
         _write_json(run_dir / RUN_CONFIG, run_config)
     reporter.finish(run_dir, run_config)
     return run_dir
+
+
+def _quiet_transformers() -> None:
+    """transformers' own tqdm bars ("Writing model shards") would tear through our progress display."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _restore(net: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: dict[str, Any], run_dir: Path) -> None:

@@ -192,7 +192,7 @@ def test_cli_train_seeds_and_evaluate(synth_db: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "ICBHI official" in result.output and "Relaxed 2-class" in result.output
     result = CliRunner().invoke(app, ["evaluate", str(out / "seed0"), "--split", "val", "--json"])
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["split"] == "val" and len(report["confusion_matrix"]) == 4
 
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "nothing"), "--split", "test"])
