@@ -62,7 +62,8 @@ def train_command(
     noise_snr_max_db: float = typer.Option(40.0, help="Waveform aug: highest SNR of the added noise."),
     val_fraction: float = typer.Option(0.2, help="Share of train cycles (whole patients) held out for validation."),
     val_seed: int = typer.Option(0, help="Seed of the patient-grouped validation split."),
-    max_cycles: int = typer.Option(None, help="Train on at most this many cycles (quick checks); validation always uses the whole split."),
+    max_cycles: int = typer.Option(None, help="Train on at most this many cycles (quick checks); validation "
+                                   "always uses the whole split."),
     seeds: str = typer.Option("0", help="Comma-separated seeds; several train one run each and report mean/std."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16."),
