@@ -27,9 +27,11 @@ Decisions, measured (figures in export/README.md and benchmarks/bench_export.py)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -77,6 +79,7 @@ class ExportConfig:
     opset: int = OPSET
     fp32_tolerance: float = FP32_TOLERANCE
     seed: int = 0
+    keep_float: tuple[str, ...] = ()  # extra node-name regexes kept in float, on top of the preset's
 
     def __post_init__(self) -> None:
         if self.quant not in QUANT_MODES:
@@ -93,6 +96,11 @@ class ExportConfig:
             raise ValueError(f"opset: expected 13..21, got {self.opset}")
         if self.fp32_tolerance <= 0:
             raise ValueError(f"fp32_tolerance: expected > 0, got {self.fp32_tolerance}")
+        for pattern in self.keep_float:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"--keep-float: expected a regular expression, got {pattern!r} ({exc})") from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,6 +206,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, cfg: ExportConfig | N
     """
     cfg = cfg or ExportConfig()
     preset = load_preset(cfg.preset) if cfg.int8 else None
+    if preset is not None and cfg.keep_float:
+        preset = dataclasses.replace(preset, exclude=preset.exclude + tuple(cfg.keep_float))
     out_dir = Path(out_dir).expanduser().absolute()
     tmp = _make_temp_dir(out_dir, cfg.overwrite)
     try:
@@ -402,6 +412,8 @@ def _int8_parity(int8_path: Path, fp32_path: Path, fp32: np.ndarray, x: np.ndarr
         "preset": cfg.preset,
         "argmax_agreement": _agreement(int8, fp32),
         "max_abs_logit_diff": float(np.abs(int8 - fp32).max()),
+        "mean_abs_logit_diff": float(np.abs(int8 - fp32).mean()),
+        "fp32_logit_std": float(fp32.std()),
         "score_fp32": s_fp32["score"],
         "score_int8": s_int8["score"],
         "score_diff": s_int8["score"] - s_fp32["score"],

@@ -23,6 +23,10 @@ def export(
         help="Target CPU for INT8: x86-avx2, x86-avx512-vnni, arm64 (Raspberry Pi), or a preset .json path "
         "(see export/presets/).",
     ),
+    keep_float: list[str] = typer.Option(
+        [], "--keep-float", help="Regex of graph node names to leave in float (repeatable), on top of the preset's "
+        "(the classifier head); use it for nodes that parity.json shows are sensitive."
+    ),
     data: Path | None = typer.Option(
         None, "--data", help="Database for calibration and parity (default: the one the run was trained on)."
     ),
@@ -46,6 +50,7 @@ def export(
             data_dir=str(data) if data else None,
             overwrite=overwrite,
             threads=threads,
+            keep_float=tuple(keep_float),
         )
         record = export_model(run_dir, out, cfg, log=typer.echo)
     except ExportError as exc:
