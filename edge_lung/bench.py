@@ -752,11 +752,15 @@ def render(report: dict[str, Any], console: Any) -> None:
 
 
 def results_markdown(paths: Sequence[str | Path]) -> str:
-    """The benchmarks/README.md results table, one row per (model, threads) of each JSON report."""
+    """The benchmarks/README.md results table, one row per (model, threads) of each JSON report.
+
+    `load` is the 1-minute load average at the start of the run: above the core count, other work
+    shared the cores and the latencies are not the machine's alone.
+    """
     lines = [
-        "| machine | cores | model | runtime | threads | e2e p50 ms | e2e p95 ms | e2e p99 ms | RTF | peak RSS MB "
-        "| file MB | JSON |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| machine | cores | load | model | runtime | threads | e2e p50 ms | e2e p95 ms | e2e p99 ms | RTF "
+        "| peak RSS MB | file MB | JSON |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for path in paths:
         path = Path(path)
@@ -764,11 +768,12 @@ def results_markdown(paths: Sequence[str | Path]) -> str:
         if report.get("schema") != SCHEMA:
             raise BenchError(f"{path}: expected a {SCHEMA} report, got schema {report.get('schema')!r}")
         env = report["environment"]
-        machine = env.get("board") or env.get("cpu")
+        machine = f"{env.get('board') or env.get('cpu')} ({env.get('machine')})"
+        load = "-" if env.get("load_avg_1m") is None else f"{env['load_avg_1m']:.1f}"
         for r in report["results"]:
             e = r["e2e_ms"]
             lines.append(
-                f"| {machine} | {env.get('usable_cores')} | {Path(r['name']).name} | {runtime_label(r)} "
+                f"| {machine} | {env.get('usable_cores')} | {load} | {Path(r['name']).name} | {runtime_label(r)} "
                 f"| {r['threads']} | {e['p50']:.0f} | {e['p95']:.0f} | {e['p99']:.0f} | {r['rtf']:.3f} "
                 f"| {_mb(r['peak_rss_mb'])} | {_file_mb(r['size_bytes'])} | [{path.name}](results/{path.name}) |"
             )
