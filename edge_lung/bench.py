@@ -351,7 +351,8 @@ def _time_windows(
         t1 = time.perf_counter()
         probs = softmax(infer(feats))
         t2 = time.perf_counter()
-        assert probs.shape[0] == 1 and np.isfinite(probs).all(), "model output is not one finite row"
+        if probs.shape[0] != 1 or not np.isfinite(probs).all():
+            raise RuntimeError(f"model output: expected one finite row of probabilities, got {probs!r}")
         if i == 0:
             cold = {"cold_ms": 1000 * (t2 - t0), "cold_model_ms": 1000 * (t2 - t1)}
         elif i > warmup:

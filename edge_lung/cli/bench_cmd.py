@@ -83,6 +83,9 @@ def bench(
     except ValueError as exc:  # option values rejected by BenchConfig
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    except KeyboardInterrupt as exc:  # the running worker is killed by subprocess.run
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from exc
 
 
 def register(app: typer.Typer) -> None:
