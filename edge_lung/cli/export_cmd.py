@@ -30,7 +30,10 @@ def export(
     data: Path | None = typer.Option(
         None, "--data", help="Database for calibration and parity (default: the one the run was trained on)."
     ),
-    parity_size: int = typer.Option(0, "--parity-size", help="Validation cycles for parity; 0 = all of them."),
+    parity_size: int = typer.Option(
+        0, "--parity-size", help="Validation cycles (class-balanced) for the parity check; 0 = all of them. "
+        "A base-size model takes ~1-3 s per cycle on a small CPU."
+    ),
     threads: int | None = typer.Option(None, "--threads", help="onnxruntime threads for the parity runs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing, non-empty MODEL_DIR."),
 ) -> None:
