@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 from collections import Counter, defaultdict
@@ -206,6 +207,15 @@ def read_diagnosis_file(path: Path) -> dict[str, str]:
     return out
 
 
+def parse_annotation(path: str | Path, duration_s: float = math.inf) -> tuple[list[CycleSpec], list[Problem]]:
+    """Cycles of one annotation file and the problems found (never raises on a bad line).
+
+    The one parser of ICBHI annotations: the database reader and `edge-lung classify` both use it.
+    """
+    problems = _Problems(strict=False)
+    return read_annotation(Path(path), duration_s, problems), problems.items
+
+
 def read_annotation(path: Path, duration_s: float, problems: _Problems) -> list[CycleSpec]:
     """Parse a cycle annotation, clipping or skipping cycles beyond the audio (each reported)."""
     cycles: list[CycleSpec] = []
@@ -216,10 +226,12 @@ def read_annotation(path: Path, duration_s: float, problems: _Problems) -> list[
         try:
             start, end, crackle, wheeze = float(parts[0]), float(parts[1]), int(parts[2]), int(parts[3])
         except (ValueError, IndexError):
-            problems.add(path, f"line {lineno}: expected 'start end crackles wheezes', got {line!r}; cycle skipped")
+            problems.add(path, f"line {lineno}: expected 'start end crackles wheezes', got {line.strip()!r}; skipped")
             continue
         if crackle not in (0, 1) or wheeze not in (0, 1) or end <= start or start < 0:
-            problems.add(path, f"line {lineno}: invalid cycle {line!r} (need 0 <= start < end, flags 0/1); skipped")
+            problems.add(
+                path, f"line {lineno}: expected 0 <= start < end and 0/1 flags, got {line.strip()!r}; skipped"
+            )
             continue
         if start >= duration_s:
             problems.add(

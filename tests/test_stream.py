@@ -14,6 +14,7 @@ from edge_lung.artifact import OnnxClassifier
 from edge_lung.audio import cyclic_pad, resample
 from edge_lung.cli import app
 from edge_lung.config import FeatureConfig
+from edge_lung.data import parse_annotation
 from edge_lung.features import window_features
 from edge_lung.runtime import (
     Decider,
@@ -24,7 +25,6 @@ from edge_lung.runtime import (
     classify_file,
     run_live,
 )
-from edge_lung.runtime.classify import read_annotations
 from edge_lung.runtime.worker import InferenceWorker
 
 FEATURES_4S = FeatureConfig(window_s=4.0)
@@ -219,9 +219,11 @@ def test_classify_aligns_windows_with_annotated_cycles(model_4s, tmp_path):
     assert 0 <= summary["class_agreement"] <= 100
     bad = tmp_path / "bad.txt"
     bad.write_text("0.5 oops 0 0\n1.0 2.0 0 1\n3.0 2.0 0 0\n")
-    cycles, problems = read_annotations(bad)
+    cycles, problems = parse_annotation(bad)
     assert [c.label for c in cycles] == [2]
-    assert problems[0].startswith("bad.txt:1: expected 'start end crackle wheeze'") and "bad.txt:3" in problems[1]
+    assert [p.file for p in problems] == [str(bad), str(bad)]
+    assert problems[0].reason.startswith("line 1: expected 'start end crackles wheezes'")
+    assert problems[1].reason.startswith("line 3: expected 0 <= start < end")
 
 
 def test_cli_classify_and_stream_replay_agree(model_dir_8s, tmp_path):

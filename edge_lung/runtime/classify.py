@@ -16,23 +16,17 @@ from typing import Any
 import numpy as np
 
 from edge_lung.audio import AudioError, load_audio
-from edge_lung.config import LABELS, label_of
+from edge_lung.config import LABELS
+from edge_lung.data import CycleSpec, parse_annotation
 from edge_lung.metrics import score_predictions, screening_curve
 from edge_lung.runtime.stream import Decision, StreamingClassifier
-
-
-@dataclass(frozen=True)
-class AnnotatedCycle:
-    start_s: float
-    end_s: float
-    label: int  # 0 normal, 1 crackle, 2 wheeze, 3 both
 
 
 @dataclass(frozen=True)
 class CycleMatch:
     """One annotated cycle and the decision of the windows overlapping it (overlap-weighted mean)."""
 
-    cycle: AnnotatedCycle
+    cycle: CycleSpec
     windows: int
     predicted: int | None  # None: no window overlaps the cycle
     p_abnormal: float | None
@@ -64,38 +58,13 @@ class FileResult:
         return out
 
 
-def read_annotations(path: str | Path) -> tuple[list[AnnotatedCycle], list[str]]:
-    """ICBHI cycle annotations (`start end crackle wheeze` per line) and the problems found.
-
-    A malformed line is skipped and reported (file and line named), never fatal: one bad
-    annotation file must not stop `classify` on the others.
-    """
-    path = Path(path)
-    cycles, problems = [], []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            start, end, crackle, wheeze = float(parts[0]), float(parts[1]), int(parts[2]), int(parts[3])
-        except (ValueError, IndexError):
-            problems.append(f"{path.name}:{lineno}: expected 'start end crackle wheeze', got {line.strip()!r}; skipped")
-            continue
-        if not (0 <= start < end) or crackle not in (0, 1) or wheeze not in (0, 1):
-            problems.append(f"{path.name}:{lineno}: expected 0 <= start < end and 0/1 flags, got {line.strip()!r}; "
-                            "skipped")
-            continue
-        cycles.append(AnnotatedCycle(start, end, label_of(bool(crackle), bool(wheeze))))
-    return cycles, problems
-
-
 def annotation_for(audio_path: str | Path) -> Path | None:
     """The ICBHI annotation file beside a recording (same stem, `.txt`), if there is one."""
     txt = Path(audio_path).with_suffix(".txt")
     return txt if txt.is_file() else None
 
 
-def align_cycles(decisions: list[Decision], cycles: list[AnnotatedCycle], abnormal: list[int]) -> list[CycleMatch]:
+def align_cycles(decisions: list[Decision], cycles: list[CycleSpec], abnormal: list[int]) -> list[CycleMatch]:
     """Match each annotated cycle with the windows that overlap it, weighting by overlap length."""
     out = []
     for cycle in cycles:
@@ -168,10 +137,11 @@ def classify_file(
     txt = annotation_for(path)
     if txt is not None:
         abnormal = list(classifier.model.info.abnormal_indices)
-        cycles, problems = read_annotations(txt)
+        cycles, problems = parse_annotation(txt)
         result.cycles = align_cycles(result.decisions, cycles, abnormal)
         if problems:
-            result.note = "; ".join([result.note, *problems] if result.note else problems)
+            notes = [f"{Path(p.file).name}: {p.reason}" for p in problems if p.kind == "error"]
+            result.note = "; ".join([result.note, *notes] if result.note else notes)
     return result
 
 
