@@ -138,6 +138,10 @@ def session_options(threads: int | None = None):
         opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Prepacked weight copies cost the base INT8 model ~58 MB of peak memory at 2+ threads
+    # (323 vs 267 MB) with no latency difference measurable on x86-64 (benchmarks/README.md);
+    # re-check on each new board with `edge-lung bench`.
+    opts.add_session_config_entry("session.disable_prepacking", "1")
     return opts
 
 
