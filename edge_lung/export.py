@@ -21,8 +21,8 @@ Decisions, measured (figures in export/README.md and benchmarks/bench_export.py)
   (``onnxruntime.transformers.optimizer``, model type vit) fuses BiasGelu and SkipLayerNorm but not
   attention on this graph, and measured 0.94x-1.08x of plain FP32 on base-size AST: no gain, not kept.
 - Quantisation: onnxruntime.quantization directly (see edge_lung/quantize.py for why not
-  ORTQuantizer). Default `dynamic`: on base-size AST it ran 2.0-2.3x faster than FP32 ONNX and
-  2.3-3.1x faster than PyTorch eager, static QDQ 1.55-1.8x / 1.7-2.4x (two benchmark runs).
+  ORTQuantizer). Default `dynamic`: on base-size AST it ran 1.9-2.3x faster than FP32 ONNX and
+  2.3-3.7x faster than PyTorch eager, static QDQ 1.55-1.8x / 1.7-3.1x (three benchmark runs).
 """
 
 from __future__ import annotations
