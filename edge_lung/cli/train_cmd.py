@@ -49,9 +49,10 @@ def train_command(
     batch_size: int = typer.Option(16, help="Global batch size."),
     grad_clip: float = typer.Option(1.0, help="Clip the gradient norm to this (0 = off)."),
     label_smoothing: float = typer.Option(0.1, help="Label smoothing of the cross-entropy."),
-    sampler: str = typer.Option("wrs", help="wrs (weighted random sampler, weight 1/class count) | uniform."),
+    sampler: str = typer.Option("uniform", help="uniform | wrs (weighted random sampler, weight 1/class "
+                                "count; the LungAdapter recipe on real data)."),
     class_weighted_loss: bool = typer.Option(False, help="Weight the loss by inverse class frequency."),
-    spec_augment: bool = typer.Option(True, help="SpecAugment frequency and time masks."),
+    spec_augment: bool = typer.Option(False, help="SpecAugment frequency and time masks (real-data recipe)."),
     freq_mask: int = typer.Option(24, help="SpecAugment: widest frequency mask (mel bins)."),
     time_mask: int = typer.Option(96, help="SpecAugment: widest time mask (frames)."),
     num_masks: int = typer.Option(1, help="SpecAugment: masks of each kind per sample."),
