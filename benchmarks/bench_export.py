@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=7, help="timed rounds (after one warm-up round)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--preset", default="x86-avx2", help="INT8 preset (export/presets/NAME.json)")
+    ap.add_argument("--preset", default="x86-avx2", help="INT8 preset (edge_lung/presets/NAME.json)")
     ap.add_argument("--calibration-size", type=int, default=16)
     ap.add_argument("--no-fusion", action="store_true", help="skip the transformer-fusion FP32 variant")
     ap.add_argument("--keep", action="store_true", help="keep the ONNX files in the temp dir")

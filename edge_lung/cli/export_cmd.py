@@ -21,7 +21,7 @@ def export(
         "x86-avx2",
         "--preset",
         help="Target CPU for INT8: x86-avx2, x86-avx512-vnni, arm64 (Raspberry Pi), or a preset .json path "
-        "(see export/presets/).",
+        "(see edge_lung/presets/).",
     ),
     keep_float: list[str] = typer.Option(
         [], "--keep-float", help="Regex of graph node names to leave in float (repeatable), on top of the preset's "
