@@ -116,10 +116,88 @@ class Demo:
             self.console.print(ascii_spectrogram(feats), highlight=False)
         return save_feature_png(panels, self.out / "features.png", cfg.frame_shift_ms)
 
+    # -- step 2 ---------------------------------------------------------------------------
+    def train(self) -> dict[str, Path]:
+        from edge_lung.train import TrainConfig, train
+
+        run_dir = self.out / "run"
+        epochs = self.cfg.epochs or (3 if self.cfg.quick else DEMO_EPOCHS)
+        cfg = TrainConfig(
+            data=str(self.artifacts["database"]), out=str(run_dir), backbone="tiny", adapter="lung",
+            optimizer="sam", sampler="wrs", epochs=epochs, seed=self.cfg.seed, device="cpu",
+            max_cycles=48 if self.cfg.quick else None, progress=True,
+        )
+        if run_dir.exists():  # a demo re-run starts its run afresh; the database and cache are kept
+            _remove_tree(run_dir)
+        train(cfg, console=self.console)
+        return {"run": run_dir, "run_config": run_dir / "config.json", "metrics": run_dir / "metrics.json",
+                "training_curve": run_dir / "training_curve.png", "confusion_matrix": run_dir / "confusion_matrix.png"}
+
+    # -- step 3 ---------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, Path]:
+        from edge_lung.evaluate import evaluate_run, format_report
+
+        report = evaluate_run(self.artifacts["run"], self.artifacts["database"], split="test")
+        path = self.out / "eval_test_pytorch.json"
+        path.write_text(json.dumps(report, indent=2))
+        self.console.print(format_report(report), highlight=False)
+        return {"eval_test_pytorch": path}
+
+    # -- step 4 ---------------------------------------------------------------------------
+    def export(self) -> dict[str, Path]:
+        from edge_lung.evaluate import format_report
+        from edge_lung.export import ExportConfig, export_model
+        from edge_lung.onnx_eval import evaluate_model_dir
+
+        model_dir = self.out / "model-int8"
+        export_model(self.artifacts["run"], model_dir, ExportConfig(int8=True, quant="dynamic", overwrite=True),
+                     log=self.console.print)
+        report = evaluate_model_dir(model_dir, self.artifacts["database"], split="test")
+        path = self.out / "eval_test_int8.json"
+        path.write_text(json.dumps(report, indent=2))
+        self.console.print("[bold]INT8 ONNX on the test split:[/bold]")
+        self.console.print(format_report(report), highlight=False)
+        return {"model": model_dir, "parity": model_dir / "parity.json", "manifest": model_dir / "manifest.json",
+                "eval_test_int8": path}
+
+    # -- step 5 ---------------------------------------------------------------------------
+    def replay(self) -> dict[str, Path]:
+        from edge_lung.data import Database
+        from edge_lung.runtime.session import StreamOptions, load_classifier, stream_session
+        from edge_lung.runtime.stream import StreamConfig
+
+        db = Database.scan(self.artifacts["database"])
+        held_out = db.split_recordings("test") or db.split_recordings("val")
+        if not held_out:
+            raise ValueError(f"{db.root}: no test or validation recording to replay")
+        rec = max(held_out, key=lambda r: (len(r.cycles), r.stem))  # the most annotated held-out recording
+        jsonl = self.out / "replay.jsonl"
+        classifier = load_classifier(self.artifacts["model"], StreamConfig(), threads=None)
+        self.console.print(f"Replaying {rec.wav.name} ({rec.duration_s:.1f} s, {rec.sample_rate} Hz, "
+                           f"{len(rec.cycles)} annotated cycles) through the streaming path")
+        stream_session(classifier, StreamOptions(replay=rec.wav, jsonl=jsonl, display=False))
+        return {"replay_recording": rec.wav, "replay_events": jsonl}
+
+    # -- step 6 ---------------------------------------------------------------------------
+    def bench(self) -> dict[str, Path]:
+        from edge_lung.bench import BenchConfig, render, run_bench, usable_cores, write_json
+
+        threads = tuple(t for t in self.cfg.threads if t <= usable_cores()) or (1,)
+        windows = 5 if self.cfg.quick else self.cfg.bench_windows
+        report = run_bench([self.artifacts["model"]], BenchConfig(threads=threads, windows=windows, warmup=2))
+        path = write_json(report, self.out / "bench.json")
+        render(report, self.console)
+        return {"bench": path}
+
     # -- run ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
         self._step("database and features", self.database)
+        self._step("train tiny AST + LungAdapter, SAM, WRS (CPU)", self.train)
+        self._step("evaluate on the test split (PyTorch)", self.evaluate)
+        self._step("export INT8 ONNX with parity", self.export)
+        self._step("replay a held-out recording through the streaming runtime", self.replay)
+        self._step("benchmark the exported model", self.bench)
         summary = self.summary()
         path = self.out / "summary.json"
         path.write_text(json.dumps(summary, indent=2, default=str))
@@ -127,27 +205,97 @@ class Demo:
         return summary
 
     def summary(self) -> dict[str, Any]:
-        data = json.loads(Path(self.artifacts["data_summary"]).read_text())
+        """Every figure read back from the artifact it belongs to."""
+        a = self.artifacts
+        data = _read_json(a["data_summary"])
+        run_cfg = _read_json(a["run_config"])
+        pt = _read_json(a["eval_test_pytorch"])
+        q8 = _read_json(a["eval_test_int8"])
+        parity = _read_json(a["parity"])
+        bench = _read_json(a["bench"])
+        events = [json.loads(line) for line in Path(a["replay_events"]).read_text().splitlines() if line.strip()]
+        decisions = [e for e in events if e.get("type") == "window"]
+        stream_summary = next((e for e in reversed(events) if e.get("type") == "summary"), {})
         return {
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.cfg).items()},
             "steps": [asdict(s) for s in self.steps],
             "data": {"recordings": data["recordings"], "cycles": data["cycles"],
                      "cycles_per_class": data["cycles_per_class"], "problems": data["problem_count"]},
-            "artifacts": {k: str(v) for k, v in self.artifacts.items()},
+            "train": {"best_epoch": run_cfg["best"]["epoch"], "val": _scores(run_cfg["best"]["val"]),
+                      "trainable_percent": run_cfg["parameters"]["trainable_percent"],
+                      "seconds": run_cfg.get("train_seconds")},
+            "test_pytorch": _scores(pt),
+            "test_int8": _scores(q8),
+            "parity": {"fp32_max_abs_logit_diff": parity["fp32_vs_torch"]["max_abs_logit_diff"],
+                       "int8_argmax_agreement": parity["int8_vs_fp32"]["argmax_agreement"],
+                       "int8_score_diff": parity["int8_vs_fp32"]["score_diff"],
+                       "int8_size_ratio": parity["int8_vs_fp32"]["size_ratio"],
+                       "split": parity["split"], "cycles": parity["num_cycles"]},
+            "replay": {"recording": str(a["replay_recording"]), "windows": len(decisions),
+                       "flagged": sum(1 for d in decisions if d.get("flag")),
+                       "lost_samples": stream_summary.get("lost_samples"),
+                       "skipped_windows": stream_summary.get("skipped")},
+            "bench": [{"threads": r["threads"], "e2e_p50_ms": r["e2e_ms"]["p50"], "e2e_p95_ms": r["e2e_ms"]["p95"],
+                       "peak_rss_mb": r["peak_rss_mb"]} for r in bench["results"]],
+            "artifacts": {k: str(v) for k, v in a.items()},
         }
 
     def print_summary(self, s: dict[str, Any]) -> None:
-        table = Table(title="edge-lung demo: summary (every figure read from the files listed)")
+        a = s["artifacts"]
+        table = Table(title="edge-lung demo: summary (every figure read from the file named beside it)")
         table.add_column("what")
         table.add_column("figure")
-        table.add_column("from")
+        table.add_column("from", overflow="fold")
         d = s["data"]
         table.add_row("database", f"{d['recordings']} recordings, {d['cycles']} cycles, {d['problems']} problems",
-                      s["artifacts"]["data_summary"])
-        for step in s["steps"]:
-            table.add_row(f"time: {step['name']}", f"{step['seconds']:.1f} s", "")
+                      a["data_summary"])
+        t = s["train"]
+        table.add_row("validation (selected epoch)", f"epoch {t['best_epoch']}: {_fmt_scores(t['val'])}",
+                      a["run_config"])
+        table.add_row("trainable parameters", f"{t['trainable_percent']:.1f}%", a["run_config"])
+        table.add_row("test, PyTorch", _fmt_scores(s["test_pytorch"]), a["eval_test_pytorch"])
+        table.add_row("test, INT8 ONNX", _fmt_scores(s["test_int8"]), a["eval_test_int8"])
+        p = s["parity"]
+        table.add_row(
+            "parity",
+            f"FP32 vs torch max |dlogit| {p['fp32_max_abs_logit_diff']:.1e}; INT8 agrees on "
+            f"{p['int8_argmax_agreement']:.1f}% of {p['cycles']} {p['split']} cycles, "
+            f"Score {p['int8_score_diff']:+.2f}, size {100 * p['int8_size_ratio']:.0f}% of FP32",
+            a["parity"],
+        )
+        r = s["replay"]
+        table.add_row("streaming replay", f"{r['windows']} windows, {r['flagged']} flagged abnormal, "
+                      f"{r['lost_samples']} lost samples, {r['skipped_windows']} skipped", a["replay_events"])
+        for b in s["bench"]:
+            table.add_row(f"bench, {b['threads']} thread(s)", f"end-to-end p50 {b['e2e_p50_ms']:.1f} ms, "
+                          f"p95 {b['e2e_p95_ms']:.1f} ms, peak memory {b['peak_rss_mb']} MB", a["bench"])
+        total = sum(step["seconds"] for step in s["steps"])
+        table.add_row("wall time", f"{total:.0f} s in {len(s['steps'])} steps", "")
         self.console.print(table)
-        self.console.print(f"Artifacts under {self.out}")
+        self.console.print(f"Artifacts under {self.out}; the device needs only {a['model']}")
+
+
+DEMO_EPOCHS = 12
+
+
+def _read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _scores(report: dict[str, Any]) -> dict[str, float]:
+    keys = ("specificity", "sensitivity", "score", "sensitivity_relaxed_2class", "score_relaxed_2class")
+    return {k: report[k] for k in keys}
+
+
+def _fmt_scores(s: dict[str, float]) -> str:
+    return (f"Sp {s['specificity']:.1f}  Se {s['sensitivity']:.1f}  Score {s['score']:.1f} (official); "
+            f"relaxed 2-class Score {s['score_relaxed_2class']:.1f}")
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path)
 
 
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
