@@ -1,0 +1,39 @@
+"""The main job at a reduced size: every artifact exists and the summary's figures are the files'."""
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from edge_lung.pipeline import DemoConfig, run_demo
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path):
+    console = Console(record=True, width=160, force_terminal=False)
+    summary = run_demo(DemoConfig(out_dir=tmp_path / "demo", quick=True, threads=(1,)), console=console)
+    artifacts = {k: Path(v) for k, v in summary["artifacts"].items()}
+    for name, path in artifacts.items():
+        assert path.exists(), f"{name}: {path} missing"
+    assert json.loads((tmp_path / "demo" / "summary.json").read_text()) == json.loads(json.dumps(summary))
+
+    def read(name):
+        return json.loads(artifacts[name].read_text())
+
+    data = read("data_summary")
+    assert summary["data"]["cycles"] == data["cycles"] and summary["data"]["recordings"] == data["recordings"]
+    best = read("run_config")["best"]
+    assert summary["train"]["val"]["score"] == best["val"]["score"]
+    assert summary["test_pytorch"]["score"] == read("eval_test_pytorch")["score"]
+    assert summary["test_int8"]["score"] == read("eval_test_int8")["score"]
+    parity = read("parity")
+    assert summary["parity"]["int8_argmax_agreement"] == parity["int8_vs_fp32"]["argmax_agreement"]
+    assert summary["parity"]["fp32_max_abs_logit_diff"] < 1e-4
+    bench = read("bench")
+    assert [b["e2e_p95_ms"] for b in summary["bench"]] == [r["e2e_ms"]["p95"] for r in bench["results"]]
+    events = [json.loads(x) for x in artifacts["replay_events"].read_text().splitlines()]
+    assert summary["replay"]["windows"] == sum(e["type"] == "window" for e in events) > 0
+    assert summary["replay"]["lost_samples"] == 0
+    text = console.export_text()
+    assert "Score" in text and "relaxed 2-class" in text and str(artifacts["model"]) in text
