@@ -488,7 +488,7 @@ def _setup_dist() -> _Dist:
         from accelerate import Accelerator
     except ImportError as exc:
         raise ImportError("multi-process training needs accelerate: pip install 'edge-lung[train]'") from exc
-    acc = Accelerator()
+    acc = Accelerator(mixed_precision="no")  # bf16 autocast is ours; never accelerate's fp16 without a scaler
     return _Dist(acc, acc.process_index, acc.num_processes)
 
 
@@ -521,19 +521,20 @@ def train(
     if not Path(cfg.data).is_dir():
         raise TrainError(f"--data {cfg.data}: no such directory; expected an ICBHI-layout database")
 
+    labels = list(LABELS)
+    torch.manual_seed(cfg.seed)  # the initial weights of a named size depend on the seed only
+    base = load_backbone(cfg.backbone, feature_cfg, len(labels), allow_download=cfg.allow_download)
+
     train_cycles = _subset(load_split(cfg.data, "train", feature_cfg, cfg.val_fraction, cfg.val_seed, cfg.cache_dir),
                            cfg.max_cycles, cfg.seed)
     try:
         val_cycles = load_split(cfg.data, "val", feature_cfg, cfg.val_fraction, cfg.val_seed, cfg.cache_dir)
     except ValueError as exc:
         raise TrainError(f"{exc}; model selection needs a validation split (raise --val-fraction)") from exc
-    labels = list(LABELS)
     data = CycleSet(train_cycles, feature_cfg, cfg)
     counts = data.class_counts(len(labels))
     val_features = stack_features(val_cycles, feature_cfg)
 
-    torch.manual_seed(cfg.seed)
-    base = load_backbone(cfg.backbone, feature_cfg, len(labels), allow_download=cfg.allow_download)
     lr = resolve_lr(cfg, adapter)
     rho = None if cfg.optimizer == "adamw" else (cfg.rho if cfg.rho is not None else DEFAULT_RHO[cfg.optimizer])
     run_dir.mkdir(parents=True, exist_ok=True)
