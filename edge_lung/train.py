@@ -660,9 +660,13 @@ def train(
 
 def _quiet_transformers() -> None:
     """transformers' own tqdm bars ("Writing model shards") would tear through our progress display."""
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    # peft 0.21 calls a transformers 5 method that warns about its own rename on every wrap
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def _restore(net: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: dict[str, Any], run_dir: Path) -> None:

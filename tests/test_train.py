@@ -199,6 +199,25 @@ def test_cli_train_seeds_and_evaluate(synth_db: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "config.json" in result.output
 
 
+@pytest.mark.slow
+def test_checkpoint_backbone_trains_lung_adapter_by_default(synth_db: Path, tmp_path: Path) -> None:
+    from transformers import ASTConfig, ASTForAudioClassification
+
+    from edge_lung.evaluate import evaluate_run
+
+    torch.manual_seed(0)
+    ckpt = ASTForAudioClassification(ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                               intermediate_size=64, max_length=1024, num_labels=5))
+    ckpt.save_pretrained(tmp_path / "ckpt")  # an AudioSet-shaped checkpoint (12 x 101 grid)
+    run = train(_quick(synth_db, tmp_path / "run", backbone=str(tmp_path / "ckpt"), adapter="auto", epochs=1,
+                       max_cycles=8))
+    config = json.loads((run / "config.json").read_text())
+    assert config["adapter"] == "lung" and config["backbone_kind"] == "dir"
+    assert config["parameters"]["trainable"] < config["parameters"]["total"]
+    report = evaluate_run(run, None, "val")
+    assert report["score"] == pytest.approx(config["best"]["val"]["score"])
+
+
 def test_train_seeds_rejects_duplicates(tmp_path) -> None:
     with pytest.raises(TrainError, match="distinct"):
         train_seeds(TrainConfig(data=str(tmp_path)), [1, 1])
