@@ -12,11 +12,14 @@ Everything is vectorised over frames; the mel matrix and window are cached per c
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
 
 from edge_lung.config import FeatureConfig, num_frames_for
+
+_CHUNK_FRAMES = 128
 
 
 def _window(cfg: FeatureConfig) -> np.ndarray:
@@ -78,8 +81,12 @@ def windowed_frames(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     length, shift, p = cfg.frame_length, cfg.frame_shift, cfg.preemphasis
     starts = np.arange(n) * shift
     if cfg.remove_dc_offset:
-        csum = np.concatenate(([0.0], np.cumsum(x)))
-        mean = (csum[starts + length] - csum[starts]) / length
+        # Frame sums from block sums: frames start and end on multiples of gcd(length, shift),
+        # so a cumulative sum over blocks (not over samples) gives every frame's sum.
+        g = math.gcd(length, shift)
+        blocks = x[: (int(starts[-1]) + length) // g * g].reshape(-1, g).sum(axis=1)
+        csum = np.concatenate(([0.0], np.cumsum(blocks)))
+        mean = (csum[(starts + length) // g] - csum[starts // g]) / length
     else:
         mean = np.zeros(n)
     emph = np.empty_like(x)
@@ -103,10 +110,14 @@ def log_mel(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     if wave.ndim != 1:
         raise ValueError(f"log_mel: expected a mono 1-D waveform, got shape {wave.shape}")
     _, mel_matrix = _analysis(cfg)
-    spec = np.fft.rfft(windowed_frames(wave, cfg), axis=1)
-    power = np.square(spec.real, dtype=np.float32)
-    power += np.square(spec.imag, dtype=np.float32)
-    mel = power @ mel_matrix
+    frames = windowed_frames(wave, cfg)
+    mel = np.empty((frames.shape[0], cfg.num_mel_bins), dtype=np.float32)
+    # Chunks of frames keep the FFT's input and output (float64/complex128) in cache.
+    for a in range(0, frames.shape[0], _CHUNK_FRAMES):
+        spec = np.fft.rfft(frames[a : a + _CHUNK_FRAMES], axis=1)
+        power = np.square(spec.real, dtype=np.float32)
+        power += np.square(spec.imag, dtype=np.float32)
+        np.matmul(power, mel_matrix, out=mel[a : a + _CHUNK_FRAMES])
     np.maximum(mel, cfg.log_floor, out=mel)
     return np.log(mel, out=mel)
 
