@@ -83,7 +83,7 @@ def _cycle(rng: np.random.Generator, label: int, dur: float, rate: int, noise: n
     return x
 
 
-def synthesize_database(out_dir: str | Path, recordings: int = 40, seed: int = 0) -> SynthReport:
+def synthesize_database(out_dir: str | Path, recordings: int = 100, seed: int = 0) -> SynthReport:
     """Write `recordings` synthetic recordings in the official layout under `out_dir`."""
     if recordings < 4:
         raise ValueError(f"recordings: expected at least 4 (train, val and test need patients), got {recordings}")

@@ -33,7 +33,7 @@ def summary(
 @data_app.command("synth")
 def synth(
     out_dir: Path = typer.Argument(..., help="Folder to write the synthetic database into."),
-    recordings: int = typer.Option(40, "--recordings", "-n", help="Number of recordings to write."),
+    recordings: int = typer.Option(100, "--recordings", "-n", help="Number of recordings to write."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed writes the same files."),
 ) -> None:
     """Write a synthetic database in the official ICBHI layout (learnable crackles and wheezes)."""

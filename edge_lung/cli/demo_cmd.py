@@ -13,7 +13,7 @@ def demo(
         None, "--data", help="A real ICBHI database (official layout). Default: $EDGE_LUNG_ICBHI_DIR, else synthetic."
     ),
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for every artifact of the run."),
-    recordings: int = typer.Option(40, help="Recordings in the synthetic database (ignored with --data)."),
+    recordings: int = typer.Option(100, help="Recordings in the synthetic database (ignored with --data)."),
     seed: int = typer.Option(0, help="Seed for the synthetic database and training."),
     epochs: int | None = typer.Option(None, help="Training epochs (default: the tiny model's default)."),
     quick: bool = typer.Option(False, "--quick", help="Smallest sizes everywhere: a smoke run in about a minute."),
