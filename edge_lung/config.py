@@ -111,11 +111,16 @@ class FeatureConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
         """Rebuild from `to_dict()` output; unknown keys are an error, not ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"FeatureConfig: unknown settings {unknown}; expected a subset of {sorted(names)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
+
+
+def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """`cls(**data)` for a config dataclass, refusing keys it does not know (a typo is an error)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown settings {unknown}; expected a subset of {sorted(names)}")
+    return cls(**data)
 
 
 def num_frames_for(num_samples: int, frame_length: int, frame_shift: int) -> int:

@@ -44,7 +44,7 @@ from torch import nn
 
 from edge_lung.artifact import atomic_write_text
 from edge_lung.audio import cyclic_pad
-from edge_lung.config import LABELS, FeatureConfig
+from edge_lung.config import LABELS, FeatureConfig, dataclass_from_dict
 from edge_lung.evaluate import evaluate_cycles, load_split, stack_features
 from edge_lung.features import window_features
 from edge_lung.model import (
@@ -185,11 +185,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown settings {unknown}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
 
 # ---------------------------------------------------------------------------------------------
