@@ -37,8 +37,7 @@ class SAM(Optimizer):
         self._base_optimizer = base_optimizer
         self.eps = float(eps)
         self.param_groups = base_optimizer.param_groups
-        self.defaults = base_optimizer.defaults
-        self.defaults.update(defaults)
+        self.defaults = {**base_optimizer.defaults, **defaults}  # the base optimizer's own stay untouched
         self.state: defaultdict = defaultdict(dict)  # per-parameter weights saved by first_step
         for name, default in defaults.items():
             for group in self.param_groups:

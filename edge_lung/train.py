@@ -527,6 +527,12 @@ def train(
         val_cycles = load_split(cfg.data, "val", feature_cfg, cfg.val_fraction, cfg.val_seed, cfg.cache_dir)
     except ValueError as exc:
         raise TrainError(f"{exc}; model selection needs a validation split (raise --val-fraction)") from exc
+    kinds = {c.label > 0 for c in val_cycles}
+    if kinds != {False, True}:  # the ICBHI Score would be NaN and selection would freeze on epoch 1
+        raise TrainError(
+            f"{cfg.data}: the validation split has {'no abnormal' if True not in kinds else 'no normal'} cycles, "
+            "so its ICBHI Score is undefined; change --val-fraction or --val-seed"
+        )
     data = CycleSet(train_cycles, feature_cfg, cfg)
     counts = data.class_counts(len(labels))
     val_features = stack_features(val_cycles, feature_cfg)
@@ -607,6 +613,8 @@ def train(
             step = (epoch - 1) * steps_per_epoch + i
             set_lr(optimizer, lr_at(step, total_steps, warmup_steps, lr, lr * cfg.min_lr_ratio))
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            if dist.world > 1 and len(idx) < cfg.batch_size:  # every process needs samples of the last batch
+                idx = np.resize(idx, cfg.batch_size)
             x, y = data.batch(idx, rng)
             if cfg.spec_augment:
                 x = spec_augment(x, cfg.freq_mask, cfg.time_mask, cfg.num_masks, gen)
