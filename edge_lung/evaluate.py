@@ -19,7 +19,7 @@ import numpy as np
 from edge_lung.audio import cyclic_pad
 from edge_lung.config import LABELS, FeatureConfig
 from edge_lung.features import window_features
-from edge_lung.metrics import format_scores, score_predictions
+from edge_lung.metrics import format_scores, score_predictions, screening_curve
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
 
@@ -88,6 +88,9 @@ def evaluate_cycles(
     log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     report["loss"] = float(-log_p[np.arange(len(y_true)), y_true].mean())
     report["labels"] = list(labels)
+    # 2-class screening on P(abnormal): the curve a clinic reads to pick `stream --threshold`.
+    p_abnormal = np.exp(log_p)[:, [i for i, name in enumerate(labels) if name != "normal"]].sum(axis=1)
+    report["screening_curve"] = screening_curve(y_true, p_abnormal)
     return report
 
 
@@ -139,4 +142,15 @@ def evaluate_run(
 def format_report(report: dict[str, Any]) -> str:
     """Header line plus `format_scores`' block."""
     head = f"{report.get('model', '?')} on {report.get('data', '?')} [{report.get('split', '?')}]"
-    return head + "\n" + format_scores(report, tuple(report.get("labels", LABELS)))
+    text = head + "\n" + format_scores(report, tuple(report.get("labels", LABELS)))
+    curve = report.get("screening_curve")
+    if curve:
+        text += "\nScreening on P(abnormal) >= threshold (pick `edge-lung stream --threshold`):\n"
+        text += "  threshold " + " ".join(f"{p['threshold']:>5.2f}" for p in curve[::2]) + "\n"
+        text += "  Se        " + " ".join(_pct(p["sensitivity"]) for p in curve[::2]) + "\n"
+        text += "  Sp        " + " ".join(_pct(p["specificity"]) for p in curve[::2])
+    return text
+
+
+def _pct(value: float | None) -> str:
+    return "    -" if value is None else f"{value:>5.1f}"

@@ -69,15 +69,20 @@ def format_scores(s: dict[str, Any], labels: tuple[str, ...] = LABELS) -> str:
 
 
 def screening_curve(y_true: np.ndarray, p_abnormal: np.ndarray, thresholds: np.ndarray | None = None) -> list[dict]:
-    """Sensitivity/specificity of `P(abnormal) >= t` for each threshold t (2-class screening)."""
+    """Sensitivity/specificity (percent, None where undefined) of `P(abnormal) >= t` for each threshold t."""
     y_abn = np.asarray(y_true) > 0
     p = np.asarray(p_abnormal, dtype=np.float64)
     if thresholds is None:
         thresholds = np.round(np.linspace(0.05, 0.95, 19), 2)
+    n_abn, n_norm = int(y_abn.sum()), int((~y_abn).sum())
     out = []
     for t in thresholds:
         flag = p >= t
-        se = 100.0 * (flag & y_abn).sum() / max(int(y_abn.sum()), 1)
-        sp = 100.0 * (~flag & ~y_abn).sum() / max(int((~y_abn).sum()), 1)
-        out.append({"threshold": float(t), "sensitivity": float(se), "specificity": float(sp)})
+        se = 100.0 * (flag & y_abn).sum() / n_abn if n_abn else None  # undefined, not 0%, without abnormal cycles
+        sp = 100.0 * (~flag & ~y_abn).sum() / n_norm if n_norm else None
+        out.append({"threshold": float(t), "sensitivity": _maybe_float(se), "specificity": _maybe_float(sp)})
     return out
+
+
+def _maybe_float(value: float | None) -> float | None:
+    return None if value is None else float(value)

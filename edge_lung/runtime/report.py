@@ -82,7 +82,7 @@ def pooled_lines(pooled: dict[str, Any]) -> list[str]:
     if "screening_curve" in pooled:
         lines.append("Threshold  Se%    Sp%   (cycle level, windows' overlap-weighted mean)")
         for row in pooled["screening_curve"][::2]:
-            lines.append(f"  {row['threshold']:.2f}   {row['sensitivity']:5.1f}  {row['specificity']:5.1f}")
+            lines.append(f"  {row['threshold']:.2f}   {_pct(row['sensitivity']):>5}  {_pct(row['specificity']):>5}")
     return lines
 
 
