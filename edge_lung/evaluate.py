@@ -94,6 +94,18 @@ def evaluate_cycles(
     return report
 
 
+def run_val_split(settings: dict[str, Any], source: str | Path) -> tuple[float, int]:
+    """(val_fraction, val_seed) a run was trained with. Never a default: another fraction or seed
+    would re-split train and leak patients the model trained on into "validation"."""
+    try:
+        return float(settings["val_fraction"]), int(settings["val_seed"])
+    except KeyError as exc:
+        raise ValueError(
+            f"{source}: the run's validation split settings ({exc.args[0]}) are not recorded; "
+            "this run or model was not written by this edge-lung version"
+        ) from exc
+
+
 def load_split(db_dir: str | Path, split: str, cfg: FeatureConfig, val_fraction: float = 0.2, val_seed: int = 0,
                cache_dir: str | Path | None = None) -> list:
     """Cycles of one split of an ICBHI-layout database; `ValueError` naming the folder if it is empty."""
@@ -126,9 +138,7 @@ def evaluate_run(
     model, cfg = load_run(run_dir, device=device)
     features = FeatureConfig.from_dict(cfg["features"])
     db_dir = db_dir if db_dir is not None else cfg["data"]
-    train_cfg = cfg.get("train", {})
-    cycles = load_split(db_dir, split, features, train_cfg.get("val_fraction", 0.2), train_cfg.get("val_seed", 0),
-                        cache_dir)
+    cycles = load_split(db_dir, split, features, *run_val_split(cfg.get("train", {}), run_dir), cache_dir)
 
     @torch.no_grad()
     def logits_fn(x: np.ndarray) -> np.ndarray:

@@ -275,8 +275,12 @@ def _load_split_cycles(run_config: dict, cfg: ExportConfig, features: FeatureCon
 
 
 def _val_split(run_config: dict) -> tuple[float, int]:
-    train = run_config.get("train", {})
-    return float(train.get("val_fraction", 0.2)), int(train.get("val_seed", 0))
+    from edge_lung.evaluate import run_val_split
+
+    try:
+        return run_val_split(run_config.get("train", {}), run_config.get("train", {}).get("out", "run"))
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> dict:

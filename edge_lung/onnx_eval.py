@@ -34,12 +34,11 @@ def evaluate_model_dir(
     "quantization" and "seconds". The validation slice uses the fraction and seed the run was
     trained with, as recorded in the model's metadata.
     """
-    from edge_lung.evaluate import evaluate_cycles, load_split
+    from edge_lung.evaluate import evaluate_cycles, load_split, run_val_split
 
     clf = OnnxClassifier(model_dir, threads=threads)
     info = clf.info
-    run = info.run
-    cycles = load_split(db_dir, split, info.features, run.get("val_fraction", 0.2), run.get("val_seed", 0), cache_dir)
+    cycles = load_split(db_dir, split, info.features, *run_val_split(info.run, info.path), cache_dir)
     t0 = time.perf_counter()
     report = evaluate_cycles(cycles, info.features, clf.logits, batch_size, labels=info.labels)
     report.update(
