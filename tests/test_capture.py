@@ -116,10 +116,13 @@ def test_lists_inputs_with_rates_and_marks_usb_stethoscopes():
 
 
 def test_rate_choice_prefers_the_models_16k_then_44k1_or_48k():
-    assert choose_rate((16000, 48000), 48000) == 16000
-    assert choose_rate((44100, 48000), 44100) == 44100
-    assert choose_rate((44100, 48000), 96000) == 44100
-    assert choose_rate((22050,), 22050) == 22050
+    assert choose_rate((16000, 48000), 48000, 16000) == 16000
+    assert choose_rate((44100, 48000), 44100, 16000) == 44100
+    assert choose_rate((44100, 48000), 96000, 16000) == 44100
+    assert choose_rate((22050,), 22050, 16000) == 22050
+    assert choose_rate((8000, 16000, 48000), 48000, 8000) == 8000  # a model at another rate: its own rate
+    assert SoundDeviceSource("usb", sd=FakeSoundDevice(), model_rate=8000).rate == 8000
+    assert SoundDeviceSource("usb", sd=FakeSoundDevice(), model_rate=16000).rate == 16000
 
 
 def test_device_choice_and_errors():

@@ -17,12 +17,13 @@ from types import ModuleType
 
 import numpy as np
 
+from edge_lung.config import FeatureConfig
 from edge_lung.runtime.sources import Backoff, Source
 
 log = logging.getLogger(__name__)
 
-PREFERRED_RATES = (16000, 44100, 48000)
-"""The model's 16 kHz if offered (no resampling), else a standard rate that resamples cleanly."""
+STANDARD_RATES = (44100, 48000)
+"""Capture rates that resample cleanly when the device does not offer the model's own rate."""
 PROBE_RATES = (8000, 11025, 16000, 22050, 32000, 44100, 48000, 88200, 96000)
 STETHOSCOPE_WORDS = ("stethoscope", "steth", "littmann", "eko", "thinklabs", "ekuore", "riester", "welch")
 USB_WORDS = ("usb",)
@@ -58,9 +59,14 @@ class InputDevice:
     likely_stethoscope: bool
     is_default: bool = False
 
+    def rate_for(self, model_rate: int) -> int:
+        """The rate to capture at for a model that wants `model_rate` (from its metadata)."""
+        return choose_rate(self.supported_rates, self.default_rate, model_rate)
+
     @property
     def capture_rate(self) -> int:
-        return choose_rate(self.supported_rates, self.default_rate)
+        """The rate for a model at the default feature rate (what `edge-lung devices` lists)."""
+        return self.rate_for(FeatureConfig().sample_rate)
 
 
 def likely_stethoscope(name: str) -> bool:
@@ -69,11 +75,12 @@ def likely_stethoscope(name: str) -> bool:
     return any(w in lowered for w in STETHOSCOPE_WORDS + USB_WORDS)
 
 
-def choose_rate(supported: tuple[int, ...], default_rate: int) -> int:
-    """16 kHz if offered, else 44.1 or 48 kHz (the device default first), else the default rate."""
-    if 16000 in supported:
-        return 16000
-    for rate in sorted((r for r in PREFERRED_RATES if r in supported), key=lambda r: r != default_rate):
+def choose_rate(supported: tuple[int, ...], default_rate: int, model_rate: int) -> int:
+    """The model's rate if offered (no resampling), else 44.1 or 48 kHz (the device default first),
+    else the device's default rate. `model_rate` comes from the model's metadata."""
+    if model_rate in supported:
+        return model_rate
+    for rate in sorted((r for r in STANDARD_RATES if r in supported), key=lambda r: r != default_rate):
         return rate
     return default_rate
 
@@ -147,6 +154,7 @@ class SoundDeviceSource(Source):
         self,
         device: str | int | None = None,
         rate: int | None = None,
+        model_rate: int | None = None,
         block_s: float = 0.02,
         capacity_s: float = 10.0,
         watchdog_s: float = 2.0,
@@ -157,7 +165,7 @@ class SoundDeviceSource(Source):
         self._sd = sd or import_sounddevice()
         self._spec = device
         self.device = resolve_device(device, list_input_devices(self._sd))
-        self.rate = int(rate or self.device.capture_rate)
+        self.rate = int(rate or (self.device.rate_for(model_rate) if model_rate else self.device.capture_rate))
         self.name = f"device:{self.device.name}"
         self.channels = min(self.device.channels, 2)
         self.block = max(1, int(round(block_s * self.rate)))

@@ -52,14 +52,15 @@ class StreamOptions:
             raise ValueError(f"--record {self.record}: expected a path ending in .flac")
 
 
-def make_source(opts: StreamOptions) -> Source:
+def make_source(opts: StreamOptions, model_rate: int | None = None) -> Source:
+    """The audio source the options name; a sound card captures at the model's rate when it can."""
     if opts.replay is not None:
         return ReplaySource(opts.replay, realtime=opts.realtime)
     if opts.serial is not None:
         return SerialSource(opts.serial)
     from edge_lung.runtime.capture import SoundDeviceSource
 
-    return SoundDeviceSource(opts.device)
+    return SoundDeviceSource(opts.device, model_rate=model_rate)
 
 
 def stream_session(
@@ -71,7 +72,7 @@ def stream_session(
     """`edge-lung stream`: run the live path with the display, JSON lines and recorder the options ask for."""
     from contextlib import ExitStack
 
-    source = source or make_source(opts)
+    source = source or make_source(opts, classifier.model.info.features.sample_rate)
     source.start()  # fail on a wrong port or device before drawing the live table
     on_decision: list[Callable] = []
     on_audio: list[Callable] = []
