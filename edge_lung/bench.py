@@ -336,10 +336,8 @@ def _time_windows(
 ) -> dict[str, Any]:
     """Cold first window, then `warmup` untimed ones, then `windows` timed: pad + features, model, total."""
     from edge_lung.artifact import softmax
-    from edge_lung.audio import cyclic_pad
-    from edge_lung.features import window_features
+    from edge_lung.features import cycle_features
 
-    n = feature_cfg.window_samples
     # A small pool, reused: audio for hundreds of windows would add tens of MB to the peak memory measured.
     pool = bench_cycles(feature_cfg.sample_rate, POOL_SIZE, seed)
     feat_ms, model_ms, e2e_ms = [], [], []
@@ -347,7 +345,7 @@ def _time_windows(
     for i in range(1 + warmup + windows):
         cycle = pool[i % POOL_SIZE]
         t0 = time.perf_counter()
-        feats = window_features(cyclic_pad(cycle, n), feature_cfg)
+        feats = cycle_features(cycle, feature_cfg)
         t1 = time.perf_counter()
         probs = softmax(infer(feats))
         t2 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Honest ICBHI evaluation of any classifier given as a logits function.
 
 The generic part is torch-free: `evaluate_cycles(cycles, cfg, logits_fn)` turns each cycle into
-the model input exactly as the device does (`window_features(cyclic_pad(audio))`), calls
+the model input exactly as the device does (`features.cycle_features`), calls
 `logits_fn(features[B, T, M]) -> logits[B, C]`, and scores the argmax with
 `edge_lung.metrics` (official Sp / exact-class Se / Score and the relaxed 2-class figures).
 Training uses it for validation, so `edge-lung evaluate RUN --split val` reproduces the
@@ -16,9 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_lung.audio import cyclic_pad
 from edge_lung.config import LABELS, FeatureConfig
-from edge_lung.features import window_features
+from edge_lung.features import cycle_features
 from edge_lung.metrics import format_scores, score_predictions, screening_curve
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
@@ -27,11 +26,6 @@ LogitsFn = Callable[[np.ndarray], np.ndarray]
 class CycleLike(Protocol):
     label: int
     audio: np.ndarray
-
-
-def cycle_features(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """Model input float32[T, M] of one unpadded cycle (cyclic-padded or cut to one window)."""
-    return window_features(cyclic_pad(audio, cfg.window_samples), cfg)
 
 
 def stack_features(cycles: Sequence[CycleLike], cfg: FeatureConfig) -> np.ndarray:

@@ -173,13 +173,9 @@ def torch_logits(module: Any, x: np.ndarray, batch: int = 8) -> np.ndarray:
 
 def cycles_to_features(cycles: list, features: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
     """Cycles -> (float32[N, T, M] model inputs, int64[N] labels), exactly as training and the device do."""
-    from edge_lung.audio import cyclic_pad
-    from edge_lung.features import window_features
+    from edge_lung.evaluate import stack_features
 
-    x = np.zeros((len(cycles), features.num_frames, features.num_mel_bins), dtype=np.float32)
-    for i, c in enumerate(cycles):
-        x[i] = window_features(cyclic_pad(c.audio, features.window_samples), features)
-    return x, np.array([c.label for c in cycles], dtype=np.int64)
+    return stack_features(cycles, features), np.array([c.label for c in cycles], dtype=np.int64)
 
 
 def pick_balanced(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

@@ -17,6 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from edge_lung.audio import cyclic_pad
 from edge_lung.config import FeatureConfig, num_frames_for
 
 _CHUNK_FRAMES = 128
@@ -120,6 +121,12 @@ def log_mel(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
         np.matmul(power, mel_matrix, out=mel[a : a + _CHUNK_FRAMES])
     np.maximum(mel, cfg.log_floor, out=mel)
     return np.log(mel, out=mel)
+
+
+def cycle_features(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Model input float32[num_frames, bins] of one unpadded cycle: cyclic-padded (or cut) to the
+    window, exactly as training, evaluation, export and the device see it."""
+    return window_features(cyclic_pad(audio, cfg.window_samples), cfg)
 
 
 def normalize(fbank: np.ndarray, cfg: FeatureConfig) -> np.ndarray:

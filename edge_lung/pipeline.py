@@ -96,9 +96,8 @@ class Demo:
         return {"database": db_dir, "data_summary": summary_path, "feature_picture": picture}
 
     def _feature_picture(self, db: Any) -> Path:
-        from edge_lung.audio import cyclic_pad
         from edge_lung.data import load_cycles
-        from edge_lung.features import window_features
+        from edge_lung.features import cycle_features
         from edge_lung.plots import ascii_spectrogram, save_feature_png
 
         cfg = FeatureConfig()
@@ -108,7 +107,7 @@ class Demo:
             cycle = next((c for c in cycles if c.label == label), None)
             if cycle is None:
                 continue
-            feats = window_features(cyclic_pad(cycle.audio, cfg.window_samples), cfg)
+            feats = cycle_features(cycle.audio, cfg)
             seconds = cycle.end_s - cycle.start_s
             title = f"{name}: {cycle.recording} cycle {cycle.index} ({seconds:.2f} s, cyclic-padded)"
             panels.append((title, feats))

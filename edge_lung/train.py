@@ -43,10 +43,9 @@ import torch
 from torch import nn
 
 from edge_lung.artifact import atomic_write_text
-from edge_lung.audio import cyclic_pad
 from edge_lung.config import LABELS, FeatureConfig, dataclass_from_dict
 from edge_lung.evaluate import evaluate_cycles, load_split, stack_features
-from edge_lung.features import window_features
+from edge_lung.features import cycle_features
 from edge_lung.model import (
     ADAPTERS,
     RUN_CONFIG,
@@ -260,8 +259,7 @@ class CycleSet:
         return torch.from_numpy(x), torch.from_numpy(self.labels[indices])
 
     def _augmented(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return window_features(cyclic_pad(augment_waveform(audio, rng, self.cfg), self.feature_cfg.window_samples),
-                               self.feature_cfg)
+        return cycle_features(augment_waveform(audio, rng, self.cfg), self.feature_cfg)
 
 
 def augment_waveform(audio: np.ndarray, rng: np.random.Generator, cfg: TrainConfig) -> np.ndarray:
