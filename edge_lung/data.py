@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_lung.artifact import atomic_path
 from edge_lung.audio import RESAMPLER_ID, AudioError, audio_info, load_audio
 from edge_lung.config import LABELS, label_of
 
@@ -412,10 +413,8 @@ def load_recording_audio(
             log.warning("%s: unreadable cache entry (%s); decoding again", path, exc)
     wave = load_audio(rec.wav, sample_rate)[0]
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, wave)
-    os.replace(tmp, path)
     return wave
 
 

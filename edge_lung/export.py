@@ -41,7 +41,15 @@ from typing import Any
 
 import numpy as np
 
-from edge_lung.artifact import INPUT_NAME, OUTPUT_NAME, ArtifactError, build_metadata, sha256_file, write_manifest
+from edge_lung.artifact import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ArtifactError,
+    atomic_path,
+    build_metadata,
+    sha256_file,
+    write_manifest,
+)
 from edge_lung.config import FeatureConfig
 from edge_lung.metrics import score_predictions
 from edge_lung.quantize import QUANT_MODES, load_preset, quantize_model
@@ -143,9 +151,8 @@ def set_metadata(path: str | Path, metadata: dict[str, str]) -> None:
     model.metadata_props.extend(keep)
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
-    tmp = Path(path).with_name(Path(path).name + ".meta-tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
 
 
 def onnx_logits(path: str | Path, x: np.ndarray, threads: int | None = None, batch: int = 8) -> np.ndarray:

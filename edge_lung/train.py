@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_lung.artifact import atomic_write_text
+from edge_lung.artifact import atomic_path, atomic_write_text
 from edge_lung.config import LABELS, FeatureConfig, dataclass_from_dict
 from edge_lung.evaluate import evaluate_cycles, load_split, stack_features
 from edge_lung.features import cycle_features
@@ -367,9 +367,8 @@ def train_step(
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -449,9 +448,8 @@ def _plot_run(run_dir: Path, history: list[dict[str, Any]], best: dict[str, Any]
 
 
 def _save_fig(fig: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
 
 
 # ---------------------------------------------------------------------------------------------
