@@ -40,6 +40,10 @@ def evaluate_model_dir(
     info = clf.info
     cycles = load_split(db_dir, split, info.features, *run_val_split(info.run, info.path), cache_dir)
     t0 = time.perf_counter()
+    if "dynamic" in info.quantization:
+        # Dynamic INT8 takes activation ranges from each call's whole batch, so a window's result depends
+        # on its batch-mates. The device classifies one window per call: so does this evaluation.
+        batch_size = 1
     report = evaluate_cycles(cycles, info.features, clf.logits, batch_size, labels=info.labels)
     report.update(
         model=str(model_dir),

@@ -25,8 +25,8 @@ def test_demo_quick_end_to_end(tmp_path):
     assert summary["data"]["cycles"] == data["cycles"] and summary["data"]["recordings"] == data["recordings"]
     best = read("run_config")["best"]
     assert summary["train"]["val"]["score"] == best["val"]["score"]
-    assert summary["test_pytorch"]["score"] == read("eval_test_pytorch")["score"]
-    assert summary["test_int8"]["score"] == read("eval_test_int8")["score"]
+    assert summary["eval_pytorch"]["score"] == read("eval_pytorch")["score"]
+    assert summary["eval_int8"]["score"] == read("eval_int8")["score"]
     parity = read("parity")
     assert summary["parity"]["int8_argmax_agreement"] == parity["int8_vs_fp32"]["argmax_agreement"]
     assert summary["parity"]["fp32_max_abs_logit_diff"] < 1e-4
