@@ -231,6 +231,17 @@ def test_runtime_follows_feature_settings_changed_at_training(tmp_path: Path, sy
     assert clf.probabilities(x).shape == (1, 4)
     with pytest.raises(ValueError, match="expected features"):
         clf.logits(np.zeros((1, 798, 128), np.float32))
+    # The streaming runtime takes its window from the model: 4 s windows (64000 samples at 16 kHz),
+    # the first ones cyclic-padded, from a 10 s file at 44.1 kHz.
+    import soundfile as sf
+
+    from edge_lung.runtime import StreamConfig, StreamingClassifier, classify_file
+
+    sf.write(tmp_path / "rec.wav", np.random.default_rng(1).standard_normal(441000).astype(np.float32) * 0.1, 44100)
+    result = classify_file(StreamingClassifier(clf, StreamConfig()), tmp_path / "rec.wav")
+    windows = [d.window for d in result.decisions]
+    assert windows and all(w.end - w.start <= 64000 and w.audio.shape == (64000,) for w in windows)
+    assert windows[0].padded and not windows[-1].padded
 
 
 # ---------------------------------------------------------------------------------------------
