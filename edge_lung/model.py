@@ -30,6 +30,7 @@ RUN_CONFIG = "config.json"
 MODEL_DIR = "model"
 BACKBONE_DIR = "backbone"
 ADAPTER_DIR = "adapter"
+SELECTED = "selected.json"
 # Trained in full next to any adapter: the final norm of the encoder and the classification head.
 HEAD_MODULES = ["classifier", "audio_spectrogram_transformer.layernorm"]
 
@@ -328,10 +329,12 @@ def save_backbone(model: nn.Module, run_dir: Path) -> None:
     model.save_pretrained(run_dir / MODEL_DIR / BACKBONE_DIR, safe_serialization=True)
 
 
-def save_trained(model: nn.Module, run_dir: Path) -> None:
+def save_trained(model: nn.Module, run_dir: Path, epoch: int) -> None:
     """Save what training changed: the PEFT adapter (model/adapter) or the whole model (model/backbone).
 
-    Written to a temp directory and swapped in, so a crash never leaves a half-written model.
+    Written to a temp directory and swapped in, so a crash never leaves a half-written model. The
+    folder records its epoch (`selected.json`): `load_run` refuses a model that is not the epoch
+    config.json names as best (a crash between the two writes).
     """
     import shutil
 
@@ -347,6 +350,7 @@ def save_trained(model: nn.Module, run_dir: Path) -> None:
         model.save_pretrained(tmp, save_embedding_layers=False)
     else:
         model.save_pretrained(tmp, safe_serialization=True)
+    (tmp / SELECTED).write_text(json.dumps({"epoch": int(epoch)}))
     if target.exists():
         target.rename(old)
     tmp.rename(target)
@@ -407,5 +411,18 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
         except _load_errors() as exc:
             raise RunError(f"{adapter_dir}: cannot load the saved adapter ({type(exc).__name__}: {exc})") from exc
         model = unwrap_peft(model)
+    _check_selected_epoch(run_dir, cfg)
     wrapped = LogitsModel(model).to(device).eval()
     return wrapped, cfg
+
+
+def _check_selected_epoch(run_dir: Path, cfg: dict[str, Any]) -> None:
+    trained = run_dir / MODEL_DIR / (BACKBONE_DIR if cfg["adapter"] == "none" else ADAPTER_DIR) / SELECTED
+    if not trained.is_file():
+        raise RunError(f"{trained}: missing; the model folder was not written by `edge-lung train`")
+    saved = json.loads(trained.read_text()).get("epoch")
+    if saved != cfg["best"].get("epoch"):
+        raise RunError(
+            f"{trained}: the saved model is epoch {saved} but config.json selects epoch {cfg['best'].get('epoch')} "
+            "(training stopped between the two writes); run `edge-lung train ... --resume` to finish it"
+        )

@@ -636,7 +636,7 @@ def train(
             history.append(entry)
             if improved:
                 best = {"epoch": epoch, "val": entry["val"]}
-                save_trained(model, run_dir)
+                save_trained(model, run_dir, epoch)
                 run_config["best"] = best
                 _write_json(run_dir / RUN_CONFIG, run_config)
             _write_json(run_dir / METRICS, history)

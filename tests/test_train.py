@@ -216,6 +216,12 @@ def test_checkpoint_backbone_trains_lung_adapter_by_default(synth_db: Path, tmp_
     assert config["parameters"]["trainable"] < config["parameters"]["total"]
     report = evaluate_run(run, None, "val")
     assert report["score"] == pytest.approx(config["best"]["val"]["score"])
+    # a crash between saving the model and recording it as best is detected, not exported silently
+    from edge_lung.model import RunError, load_run
+
+    (run / "model" / "adapter" / "selected.json").write_text(json.dumps({"epoch": 99}))
+    with pytest.raises(RunError, match="saved model is epoch 99 but config.json selects epoch 1"):
+        load_run(run)
 
 
 def test_train_seeds_rejects_duplicates(tmp_path) -> None:
