@@ -89,3 +89,22 @@ def test_stream_record_writes_the_raw_captured_audio(tmp_path):
     assert summary.windows == 4
     data, rate = sf.read(str(out), dtype="float32")
     assert rate == 48000 and np.array_equal(data, x)  # raw capture rate, every sample, bit-exact for PCM16 input
+
+
+def test_record_rolls_over_to_a_new_file_when_the_input_rate_changes(tmp_path):
+    from contextlib import ExitStack
+
+    from edge_lung.runtime.session import _LazyRecorder
+
+    path = tmp_path / "session.flac"
+    a = np.random.default_rng(0).uniform(-0.5, 0.5, 16000).astype(np.float32)
+    b = np.random.default_rng(1).uniform(-0.5, 0.5, 8000).astype(np.float32)
+    with ExitStack() as stack:
+        record = _LazyRecorder(path, stack)
+        record(a, 16000)
+        record(b, 8000)  # the firmware switched rates: no exception, a second file
+    first, rate_a = sf.read(path, dtype="float32")
+    second, rate_b = sf.read(tmp_path / "session-2.flac", dtype="float32")
+    assert (rate_a, rate_b) == (16000, 8000)
+    np.testing.assert_allclose(first, a, atol=1e-4)
+    np.testing.assert_allclose(second, b, atol=1e-4)

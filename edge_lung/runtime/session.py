@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from edge_lung.runtime.sources import ReplaySource, SerialSource, Source
 from edge_lung.runtime.stream import StreamConfig, StreamingClassifier
 
 AUDIO_SUFFIXES = (".wav", ".flac")
+log = logging.getLogger(__name__)
 
 
 def load_classifier(model_dir: str | Path, cfg: StreamConfig, threads: int | None) -> StreamingClassifier:
@@ -98,17 +100,33 @@ def stream_session(
 
 
 class _LazyRecorder:
-    """Opens the FLAC file at the first block, when the capture rate is known (serial links learn it late)."""
+    """Opens the FLAC file at the first block, when the capture rate is known (serial links learn it late).
+
+    A source whose rate changes mid-stream (firmware reconfigured) rolls over to `NAME-2.flac`,
+    `NAME-3.flac`, ... at the new rate rather than ending the session; each file is logged.
+    """
 
     def __init__(self, path: Path, stack) -> None:
-        self.path, self.stack, self.recorder = path, stack, None
+        self.path, self.recorder, self.files = Path(path), None, 0
+        stack.callback(self._close)
 
     def __call__(self, block, rate: int) -> None:
+        if self.recorder is not None and self.recorder.sample_rate != rate:
+            self._close()
         if self.recorder is None:
             from edge_lung.runtime.recorder import FlacRecorder
 
-            self.recorder = self.stack.enter_context(FlacRecorder(self.path, rate))
+            self.files += 1
+            path = self.path if self.files == 1 else self.path.with_name(f"{self.path.stem}-{self.files}.flac")
+            if self.files > 1:
+                log.warning("--record: input rate is now %d Hz; recording continues in %s", rate, path)
+            self.recorder = FlacRecorder(path, rate).__enter__()
         self.recorder.write(block, rate)
+
+    def _close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.__exit__(None, None, None)
+            self.recorder = None
 
 
 def expand_audio_paths(paths: list[Path]) -> list[Path]:
