@@ -218,6 +218,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    """The project's JSON files: indented, keys sorted, paths as strings, written atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
 def write_manifest(model_dir: str | Path, onnx_path: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write `manifest.json` for the ONNX file in `model_dir` (SHA-256, size, metadata copy)."""
     import onnxruntime as ort
@@ -236,5 +241,5 @@ def write_manifest(model_dir: str | Path, onnx_path: str | Path, extra: dict[str
         **meta,
         **(extra or {}),
     }
-    atomic_write_text(model_dir / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True))
+    atomic_write_json(model_dir / MANIFEST_NAME, manifest)
     return manifest

@@ -607,12 +607,12 @@ def run_bench(
 
 def write_json(report: dict[str, Any], path: str | Path) -> Path:
     """Write the report atomically (indent 2, keys sorted)."""
-    from edge_lung.artifact import atomic_write_text
+    from edge_lung.artifact import atomic_write_json
 
     path = Path(path)
     if path.parent and not path.parent.is_dir():
         raise BenchError(f"--json {path}: folder {path.parent} does not exist")
-    atomic_write_text(path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(path, report)
     return path
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from edge_lung.artifact import atomic_write_json
 from edge_lung.config import LABELS, FeatureConfig
 
 
@@ -96,7 +97,7 @@ class Demo:
             self.console.print("[yellow]No test cycles in this database: evaluating on the validation split "
                                "instead (the figures are then not held-out test figures).[/yellow]")
         summary_path = self.out / "data_summary.json"
-        summary_path.write_text(json.dumps(summary, indent=2))
+        atomic_write_json(summary_path, summary)
         self.console.print(format_summary(summary, max_problems=10))
         picture = self._feature_picture(db)
         return {"database": db_dir, "data_summary": summary_path, "feature_picture": picture}
@@ -161,7 +162,7 @@ class Demo:
 
         report = evaluate_run(self.artifacts["run"], self.artifacts["database"], split=self.eval_split)
         path = self.out / "eval_pytorch.json"
-        path.write_text(json.dumps(report, indent=2))
+        atomic_write_json(path, report)
         self.console.print(format_report(report), highlight=False)
         return {"eval_pytorch": path}
 
@@ -176,7 +177,7 @@ class Demo:
                      log=self.console.print)
         report = evaluate_model_dir(model_dir, self.artifacts["database"], split=self.eval_split)
         path = self.out / "eval_int8.json"
-        path.write_text(json.dumps(report, indent=2))
+        atomic_write_json(path, report)
         self.console.print(f"[bold]INT8 ONNX on the {self.eval_split} split:[/bold]")
         self.console.print(format_report(report), highlight=False)
         return {"model": model_dir, "parity": model_dir / "parity.json", "manifest": model_dir / "manifest.json",
@@ -223,7 +224,7 @@ class Demo:
         self._step("benchmark the exported model", self.bench)
         summary = self.summary()
         path = self.out / "summary.json"
-        path.write_text(json.dumps(summary, indent=2, default=str))
+        atomic_write_json(path, summary)
         self.print_summary(summary)
         return summary
 

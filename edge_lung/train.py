@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_lung.artifact import atomic_path, atomic_write_text
+from edge_lung.artifact import atomic_path, atomic_write_json
 from edge_lung.config import LABELS, FeatureConfig, dataclass_from_dict
 from edge_lung.evaluate import evaluate_cycles, load_split, stack_features
 from edge_lung.features import cycle_features
@@ -371,10 +371,6 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
 def _comparable(train_cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in train_cfg.items() if k not in RESUME_FREE}
 
@@ -577,7 +573,7 @@ def train(
         "status": "running",
     }
     if dist.main:
-        _write_json(run_dir / RUN_CONFIG, run_config)
+        atomic_write_json(run_dir / RUN_CONFIG, run_config)
 
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
@@ -638,8 +634,8 @@ def train(
                 best = {"epoch": epoch, "val": entry["val"]}
                 save_trained(model, run_dir, epoch)
                 run_config["best"] = best
-                _write_json(run_dir / RUN_CONFIG, run_config)
-            _write_json(run_dir / METRICS, history)
+                atomic_write_json(run_dir / RUN_CONFIG, run_config)
+            atomic_write_json(run_dir / METRICS, history)
             _plot_run(run_dir, history, best, labels)
             _atomic_torch_save(
                 {"epoch": epoch, "history": history, "best": best, "optimizer": optimizer.state_dict(),
@@ -653,7 +649,7 @@ def train(
     run_config["status"] = "done"
     run_config["train_seconds"] = time.perf_counter() - t_run
     if dist.main:
-        _write_json(run_dir / RUN_CONFIG, run_config)
+        atomic_write_json(run_dir / RUN_CONFIG, run_config)
     reporter.finish(run_dir, run_config)
     return run_dir
 
@@ -703,7 +699,7 @@ def train_seeds(cfg: TrainConfig, seeds: Sequence[int], console: Any = None) -> 
         default_run_dir(cfg, adapter).name.replace(f"-seed{cfg.seed}", "-seeds"))
     runs = [train(dataclasses.replace(cfg, seed=s, out=str(parent / f"seed{s}")), console=console) for s in seeds]
     summary = summarize_seeds(runs)
-    _write_json(parent / "seeds_summary.json", summary)
+    atomic_write_json(parent / "seeds_summary.json", summary)
     return runs, summary
 
 
