@@ -28,10 +28,8 @@ Decisions, measured (figures in export/README.md and benchmarks/bench_export.py)
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
-import re
 import shutil
 import tempfile
 import time
@@ -52,7 +50,7 @@ from edge_lung.artifact import (
 )
 from edge_lung.config import FeatureConfig
 from edge_lung.metrics import score_predictions
-from edge_lung.quantize import QUANT_MODES, load_preset, quantize_model
+from edge_lung.quantize import QUANT_MODES, check_patterns, load_preset, quantize_model
 
 OPSET = 17
 FP32_TOLERANCE = 1e-4
@@ -104,11 +102,7 @@ class ExportConfig:
             raise ValueError(f"opset: expected 13..21, got {self.opset}")
         if self.fp32_tolerance <= 0:
             raise ValueError(f"fp32_tolerance: expected > 0, got {self.fp32_tolerance}")
-        for pattern in self.keep_float:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"--keep-float: expected a regular expression, got {pattern!r} ({exc})") from exc
+        check_patterns(self.keep_float, "--keep-float")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,9 +373,9 @@ def _run_info(run_dir: Path, run_config: dict, data_dir: str, cfg: ExportConfig)
 
 def _write_files(tmp: Path, shipped: Path, record: dict) -> None:
     """parity.json, manifest.json, model_card.md; then load it back the way the device will."""
-    from edge_lung.artifact import OnnxClassifier, atomic_write_text
+    from edge_lung.artifact import OnnxClassifier, atomic_write_json, atomic_write_text
 
-    atomic_write_text(tmp / "parity.json", json.dumps(record, indent=2, sort_keys=True))
+    atomic_write_json(tmp / "parity.json", record)
     manifest = write_manifest(tmp, shipped, {"parity": _parity_summary(record)})
     atomic_write_text(tmp / "model_card.md", model_card(manifest, record))
     try:

@@ -64,11 +64,7 @@ class QuantPreset:
             )
         if not self.op_types:
             raise ValueError(f"preset {self.name!r}: op_types: expected at least one operator type, got none")
-        for pattern in self.exclude:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"preset {self.name!r}: exclude: {pattern!r} is not a valid regex ({exc})") from exc
+        check_patterns(self.exclude, f"preset {self.name!r}: exclude")
 
     def to_dict(self) -> dict:
         return {
@@ -81,6 +77,15 @@ class QuantPreset:
             "exclude": list(self.exclude),
             "calibrate_method": self.calibrate_method,
         }
+
+
+def check_patterns(patterns: tuple[str, ...], option: str) -> None:
+    """ValueError naming `option` for the first pattern that is not a valid regular expression."""
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{option}: expected a regular expression, got {pattern!r} ({exc})") from exc
 
 
 def available_presets() -> list[str]:
