@@ -32,7 +32,7 @@ def build_base_model(features):
     """Base-size AST + LungAdapter, unwrapped as export sees it, in eval mode."""
     import torch
 
-    from edge_lung import model as M
+    from edge_lung.train import model as M
 
     torch.manual_seed(0)
     base = M.load_backbone("base", features, 4)
@@ -41,9 +41,9 @@ def build_base_model(features):
 
 
 def calibration_windows(features, n: int, work: Path) -> np.ndarray:
-    from edge_lung.data import Database, load_cycles
-    from edge_lung.export import cycles_to_features, pick_balanced
-    from edge_lung.synth import synthesize_database
+    from edge_lung.data.icbhi import Database, load_cycles
+    from edge_lung.data.synth import synthesize_database
+    from edge_lung.export.onnx import cycles_to_features, pick_balanced
 
     synthesize_database(work / "synth", recordings=8, seed=0)
     cycles = load_cycles(Database.scan(work / "synth"), ("train",), features.sample_rate, cache=False)
@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
-    from edge_lung.artifact import session_options
     from edge_lung.config import FeatureConfig
-    from edge_lung.export import export_fp32
-    from edge_lung.quantize import load_preset, quantize_model
+    from edge_lung.export.onnx import export_fp32
+    from edge_lung.export.quantize import load_preset, quantize_model
+    from edge_lung.runtime.model_dir import session_options
 
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's pre-processing hint
     features = FeatureConfig()

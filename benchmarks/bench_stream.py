@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def write_long_file(path: Path, seconds: float, rate: int) -> int:
     """A PCM16 WAV of `seconds`, written a minute at a time (the benchmark must not hold it in memory)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from onnx_tiny import make_signal
+    from edge_lung.testing import make_signal
 
     total = 0
     with sf.SoundFile(str(path), "w", samplerate=rate, channels=1, subtype="PCM_16") as f:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = args.model
         if model_dir is None:
             sys.path.insert(0, str(ROOT / "tests"))
-            from onnx_tiny import build_tiny_model
+            from edge_lung.testing import build_tiny_model
 
             model_dir = build_tiny_model(tmp / "model")
         wav = tmp / "hour.wav"

@@ -21,9 +21,9 @@ import time
 import torch
 
 from edge_lung.config import LABELS, FeatureConfig
-from edge_lung.model import LogitsModel, attach_adapter, count_parameters, load_backbone
-from edge_lung.sam import SAM
-from edge_lung.train import train_step
+from edge_lung.train.loop import train_step
+from edge_lung.train.model import LogitsModel, attach_adapter, count_parameters, load_backbone
+from edge_lung.train.sam import SAM
 
 
 def _model(size: str, adapter: str, device: str) -> torch.nn.Module:
@@ -82,7 +82,7 @@ def throughput(size: str, adapter: str, batch: int, repeats: int, device: str) -
 
 def gpu_epoch(db_dir: str, out: str, batch: int) -> dict:
     """One epoch of base + LungAdapter + SAM on CUDA (bf16 autocast): samples/s and peak memory."""
-    from edge_lung.train import TrainConfig, train
+    from edge_lung.train.loop import TrainConfig, train
 
     torch.cuda.reset_peak_memory_stats()
     cfg = TrainConfig(data=db_dir, out=out, backbone="base", adapter="lung", optimizer="sam", epochs=1,

@@ -6,7 +6,7 @@
     edge-lung stream MODEL_DIR --serial /dev/pts/7
 
 Paced in real time by default (like a real stethoscope); --fast writes as fast as the reader
-drains the port. Ctrl-C stops. A thin wrapper around edge_lung.serial_link.VirtualStethoscope.
+drains the port. Ctrl-C stops. A thin wrapper around edge_lung.runtime.serial.VirtualStethoscope.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 import sys
 import time
 
-from edge_lung.serial_link import Impairments, VirtualStethoscope
+from edge_lung.testing import Impairments, VirtualStethoscope
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_lung.synth import synthesize_database
+from edge_lung.data.synth import synthesize_database
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,9 @@ import pytest
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
 
-from edge_lung.adapters import LungAdapterConfig, LungAdapterLayer  # noqa: E402
 from edge_lung.config import LABELS, FeatureConfig  # noqa: E402
-from edge_lung.model import attach_adapter, count_parameters, load_backbone, size_config  # noqa: E402
+from edge_lung.train.adapters import LungAdapterConfig, LungAdapterLayer  # noqa: E402
+from edge_lung.train.model import attach_adapter, count_parameters, load_backbone, size_config  # noqa: E402
 
 FEATURES = FeatureConfig()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edge_lung.bench import (
+from edge_lung.bench.measure import (
     SCHEMA,
     BenchConfig,
     BenchError,
@@ -39,7 +39,7 @@ WINDOWS = 4
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("onnx", reason="building the tiny test model needs onnx (pip install 'edge-lung[export]')")
-    from onnx_tiny import build_tiny_model
+    from edge_lung.testing import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("bench") / "tiny")
 
@@ -247,8 +247,8 @@ def test_bench_modules_import_without_torch_or_matplotlib() -> None:
 def test_compare_torch_adds_eager_rows_and_ratios(tiny_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from edge_lung import model as M
     from edge_lung.config import LABELS, FeatureConfig
+    from edge_lung.train import model as M
 
     features = FeatureConfig()
     run_dir = tmp_path / "run"

@@ -10,10 +10,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from onnx_tiny import build_tiny_model, make_signal
 from typer.testing import CliRunner
 
-from edge_lung.artifact import OnnxClassifier
 from edge_lung.cli import app
 from edge_lung.config import FeatureConfig
 from edge_lung.runtime import StreamConfig, StreamingClassifier, run_live
@@ -25,7 +23,9 @@ from edge_lung.runtime.capture import (
     list_input_devices,
     resolve_device,
 )
+from edge_lung.runtime.model_dir import OnnxClassifier
 from edge_lung.runtime.sources import Backoff
+from edge_lung.testing import build_tiny_model, make_signal
 
 RATE = 48000
 

@@ -8,7 +8,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from edge_lung.cli import app
-from edge_lung.data import SPLIT_FILE, Database, DataError, load_cycles, load_recording_audio, parse_name
+from edge_lung.data.icbhi import SPLIT_FILE, Database, DataError, load_cycles, load_recording_audio, parse_name
 
 
 @pytest.fixture()
@@ -163,7 +163,7 @@ def test_summary_cli(synth_db):
 
 
 def test_synth_is_deterministic(tmp_path):
-    from edge_lung.synth import synthesize_database
+    from edge_lung.data.synth import synthesize_database
 
     synthesize_database(tmp_path / "a", recordings=5, seed=3)
     synthesize_database(tmp_path / "b", recordings=5, seed=3)

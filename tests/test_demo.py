@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from edge_lung.pipeline import DemoConfig, run_demo
+from edge_lung.demo import DemoConfig, run_demo
 
 
 @pytest.mark.slow

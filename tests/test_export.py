@@ -17,23 +17,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_lung.artifact import ArtifactError, OnnxClassifier
 from edge_lung.config import LABELS, FeatureConfig
-from edge_lung.export import AIMS, ExportConfig, ExportError, ParityError, export_model
-from edge_lung.quantize import QuantPreset, available_presets, load_preset
+from edge_lung.export.onnx import AIMS, ExportConfig, ExportError, ParityError, export_model
+from edge_lung.export.quantize import QuantPreset, available_presets, load_preset
+from edge_lung.runtime.model_dir import ArtifactError, OnnxClassifier
 
 QUIET = dict(log=lambda *_: None)
 
 
 def make_run(run_dir: Path, db_dir: Path, features: FeatureConfig, epochs: int = 4, max_cycles: int | None = None,
              cache_dir: Path | None = None) -> Path:
-    """A small run trained by `edge_lung.train.train` (tiny AST + LungAdapter adapters, CPU).
+    """A small run trained by `edge_lung.train.loop.train` (tiny AST + LungAdapter adapters, CPU).
 
     AdamW without label smoothing or SpecAugment, so that a few epochs give decisive logits: with
     the default SAM + smoothing, 3 epochs leave the top-2 logits ~0.01 apart (a near-tie that any
     rounding flips), and INT8 agreement would measure the model's indecision, not the quantisation.
     """
-    from edge_lung.train import TrainConfig, train
+    from edge_lung.train.loop import TrainConfig, train
 
     cfg = TrainConfig(
         data=str(db_dir), out=str(run_dir), backbone="tiny", adapter="lung", optimizer="adamw", lr=3e-3,
@@ -122,14 +122,14 @@ def test_int8_size_ratio_at_realistic_size(tmp_path: Path) -> None:
     random weights, the ratio depends on the shapes only). benchmarks/bench_export.py shows base size."""
     import torch
 
-    from edge_lung import model as M
-    from edge_lung.export import export_fp32
+    from edge_lung.export.onnx import export_fp32
+    from edge_lung.train import model as M
 
     torch.manual_seed(0)
     features = FeatureConfig()
     net = M.LogitsModel(M.unwrap_peft(M.attach_adapter(M.load_backbone("small", features, 4), "lung"))).eval()
     export_fp32(net, tmp_path / "fp32.onnx", features)
-    from edge_lung.quantize import quantize_model
+    from edge_lung.export.quantize import quantize_model
 
     quantize_model(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", "dynamic", load_preset("x86-avx2"))
     ratio = (tmp_path / "int8.onnx").stat().st_size / (tmp_path / "fp32.onnx").stat().st_size
@@ -154,8 +154,8 @@ def test_int8_model_runs_without_torch(work: Path, synth_db: Path) -> None:
     """The device side: load, classify and evaluate the INT8 model with torch, transformers, optimum absent."""
     code = f"""
 import sys
-from edge_lung.artifact import OnnxClassifier
-from edge_lung.onnx_eval import evaluate_model_dir
+from edge_lung.runtime.model_dir import OnnxClassifier
+from edge_lung.runtime.evaluate import evaluate_model_dir
 clf = OnnxClassifier({str(work / "static")!r}, threads=1)
 report = evaluate_model_dir({str(work / "static")!r}, {str(synth_db)!r}, split="test", threads=1)
 assert report["num_cycles"] > 0 and 0 <= report["score"] <= 100, report
@@ -171,8 +171,8 @@ print("ok", report["score"])
 
 @pytest.mark.slow
 def test_onnx_evaluation_matches_the_runs_own(work: Path, synth_db: Path) -> None:
-    from edge_lung.evaluate import evaluate_run
-    from edge_lung.onnx_eval import evaluate_model_dir, is_model_dir
+    from edge_lung.runtime.evaluate import evaluate_model_dir, is_model_dir
+    from edge_lung.train.evaluate import evaluate_run
 
     assert is_model_dir(work / "fp32") and not is_model_dir(work / "run")
     onnx_report = evaluate_model_dir(work / "fp32", synth_db, split="test")
@@ -275,7 +275,7 @@ def test_empty_calibration_set(tmp_path: Path, work: Path, synth_db: Path) -> No
     with pytest.raises(ExportError, match="empty calibration set"):
         export_model(work / "run", tmp_path / "out", cfg, **QUIET)
     assert leftovers(tmp_path, "out") == []
-    from edge_lung.quantize import quantize_model
+    from edge_lung.export.quantize import quantize_model
 
     with pytest.raises(ValueError, match="calibration window"):
         quantize_model(work / "fp32" / "model.onnx", tmp_path / "q.onnx", "static", load_preset("arm64"),
@@ -305,7 +305,7 @@ def test_unwritable_or_occupied_output_dir(tmp_path: Path, work: Path) -> None:
 
 @pytest.mark.slow
 def test_failure_midway_leaves_nothing(tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import edge_lung.export as export_mod
+    import edge_lung.export.onnx as export_mod
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")

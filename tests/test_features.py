@@ -6,7 +6,7 @@ import pytest
 
 from edge_lung.audio import cyclic_pad, load_audio
 from edge_lung.config import FeatureConfig
-from edge_lung.data import Database, load_cycles
+from edge_lung.data.icbhi import Database, load_cycles
 from edge_lung.features import log_mel, window_features
 
 

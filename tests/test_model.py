@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from edge_lung.config import LABELS, FeatureConfig  # noqa: E402
-from edge_lung.model import (  # noqa: E402
+from edge_lung.train.model import (  # noqa: E402
     BackboneError,
     RunError,
     build_model,

@@ -11,13 +11,13 @@ import textwrap
 import numpy as np
 import pytest
 import soundfile as sf
-from onnx_tiny import build_tiny_model, write_signal
 
-from edge_lung.artifact import OnnxClassifier
 from edge_lung.config import FeatureConfig
 from edge_lung.runtime import StreamConfig, StreamingClassifier
+from edge_lung.runtime.model_dir import OnnxClassifier
 from edge_lung.runtime.recorder import FlacRecorder
 from edge_lung.runtime.session import StreamOptions, stream_session
+from edge_lung.testing import build_tiny_model, write_signal
 
 CHILD = textwrap.dedent(
     """

@@ -8,17 +8,17 @@ import sys
 import textwrap
 
 import pytest
-from onnx_tiny import build_tiny_model, write_signal
 
 from edge_lung.config import FeatureConfig
+from edge_lung.testing import build_tiny_model, write_signal
 
 FORBIDDEN = ("torch", "transformers", "optimum", "onnx", "peft", "accelerate")
 
 LIBRARY_PATH = textwrap.dedent(
     """
     import json, sys
-    import edge_lung.runtime, edge_lung.serial_link, edge_lung.runtime.capture, edge_lung.runtime.session
-    from edge_lung.artifact import OnnxClassifier
+    import edge_lung.runtime, edge_lung.runtime.serial, edge_lung.runtime.capture, edge_lung.runtime.session
+    from edge_lung.runtime.model_dir import OnnxClassifier
     from edge_lung.runtime import ReplaySource, StreamConfig, StreamingClassifier, classify_file, run_live
 
     model = OnnxClassifier(sys.argv[1], threads=1)

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge_lung.sam import SAM  # noqa: E402
+from edge_lung.train.sam import SAM  # noqa: E402
 
 
 def _quadratic(a: torch.Tensor, b: torch.Tensor):

@@ -12,23 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx_tiny import build_tiny_model, make_signal
 
-from edge_lung.artifact import OnnxClassifier
 from edge_lung.config import FeatureConfig
 from edge_lung.runtime import StreamConfig, StreamingClassifier, run_live
+from edge_lung.runtime.model_dir import OnnxClassifier
+from edge_lung.runtime.serial import HEADER, FrameReader, encode_frame, float_to_pcm16, open_serial
 from edge_lung.runtime.sources import Backoff, SerialSource
-from edge_lung.serial_link import (
-    HEADER,
-    FrameReader,
-    Impairments,
-    PlayLog,
-    VirtualStethoscope,
-    encode_frame,
-    float_to_pcm16,
-    frame_stream,
-    open_serial,
-)
+from edge_lung.testing import Impairments, PlayLog, VirtualStethoscope, build_tiny_model, frame_stream, make_signal
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = "a5 5a c3 3c 01 00 07 00 00 00 80 3e 00 00 02 00 e8 03 18 fc ae 32 bd 4d"

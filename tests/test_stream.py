@@ -7,14 +7,12 @@ import time
 
 import numpy as np
 import pytest
-from onnx_tiny import build_tiny_model, make_signal, write_signal
 from typer.testing import CliRunner
 
-from edge_lung.artifact import OnnxClassifier
 from edge_lung.audio import cyclic_pad, resample
 from edge_lung.cli import app
 from edge_lung.config import FeatureConfig
-from edge_lung.data import parse_annotation
+from edge_lung.data.icbhi import parse_annotation
 from edge_lung.features import window_features
 from edge_lung.runtime import (
     Decider,
@@ -25,7 +23,9 @@ from edge_lung.runtime import (
     classify_file,
     run_live,
 )
+from edge_lung.runtime.model_dir import OnnxClassifier
 from edge_lung.runtime.worker import InferenceWorker
+from edge_lung.testing import build_tiny_model, make_signal, write_signal
 
 FEATURES_4S = FeatureConfig(window_s=4.0)
 

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge_lung.config import LABELS  # noqa: E402
-from edge_lung.train import (  # noqa: E402
+from edge_lung.train.loop import (  # noqa: E402
     CHECKPOINT,
     TrainConfig,
     TrainError,
@@ -114,8 +114,8 @@ def _strip_timing(history: list[dict]) -> list[dict]:
 
 @pytest.mark.slow
 def test_run_dir_evaluate_agrees_and_resume_is_identical(synth_db: Path, tmp_path: Path) -> None:
-    from edge_lung.evaluate import evaluate_run
-    from edge_lung.model import load_run
+    from edge_lung.train.evaluate import evaluate_run
+    from edge_lung.train.model import load_run
 
     cfg = _quick(synth_db, tmp_path / "a")
     run_a = train(cfg)
@@ -203,7 +203,7 @@ def test_cli_train_seeds_and_evaluate(synth_db: Path, tmp_path: Path) -> None:
 def test_checkpoint_backbone_trains_lung_adapter_by_default(synth_db: Path, tmp_path: Path) -> None:
     from transformers import ASTConfig, ASTForAudioClassification
 
-    from edge_lung.evaluate import evaluate_run
+    from edge_lung.train.evaluate import evaluate_run
 
     torch.manual_seed(0)
     ckpt = ASTForAudioClassification(ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -217,7 +217,7 @@ def test_checkpoint_backbone_trains_lung_adapter_by_default(synth_db: Path, tmp_
     report = evaluate_run(run, None, "val")
     assert report["score"] == pytest.approx(config["best"]["val"]["score"])
     # a crash between saving the model and recording it as best is detected, not exported silently
-    from edge_lung.model import RunError, load_run
+    from edge_lung.train.model import RunError, load_run
 
     (run / "model" / "adapter" / "selected.json").write_text(json.dumps({"epoch": 99}))
     with pytest.raises(RunError, match="saved model is epoch 99 but config.json selects epoch 1"):
@@ -232,7 +232,7 @@ def test_train_seeds_rejects_duplicates(tmp_path) -> None:
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_real_subset_trains_and_evaluates(icbhi_dir: Path, tmp_path: Path) -> None:
-    from edge_lung.evaluate import evaluate_run
+    from edge_lung.train.evaluate import evaluate_run
 
     run = train(_quick(icbhi_dir, tmp_path / "real", adapter="none", optimizer="adamw", epochs=1, max_cycles=24))
     report = evaluate_run(run, None, "val")  # the subset holds official-train recordings only: no test split

@@ -53,7 +53,7 @@ def bench(
     """
     from rich.console import Console
 
-    from edge_lung.bench import (
+    from edge_lung.bench.measure import (
         BenchConfig,
         BenchError,
         check_outputs,

@@ -19,7 +19,7 @@ def summary(
     val_seed: int = typer.Option(0, help="Seed of the patient-grouped validation split."),
 ) -> None:
     """Recordings and cycles per split, class, device and sample rate, and every problem found."""
-    from edge_lung.data import Database, DataError, format_summary
+    from edge_lung.data.icbhi import Database, DataError, format_summary
 
     try:
         db = Database.scan(db_dir, strict=strict, val_fraction=val_fraction, val_seed=val_seed)
@@ -37,7 +37,7 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed writes the same files."),
 ) -> None:
     """Write a synthetic database in the official ICBHI layout (learnable crackles and wheezes)."""
-    from edge_lung.synth import synthesize_database
+    from edge_lung.data.synth import synthesize_database
 
     r = synthesize_database(out_dir, recordings=recordings, seed=seed)
     typer.echo(

@@ -20,7 +20,7 @@ def demo(
 ) -> None:
     """Build (or read) a database, train the tiny AST with adapters + SAM + WRS, evaluate, export INT8,
     replay a held-out recording through the streaming runtime and benchmark it; print a summary."""
-    from edge_lung.pipeline import DemoConfig, run_demo
+    from edge_lung.demo import DemoConfig, run_demo
 
     env_data = os.environ.get("EDGE_LUNG_ICBHI_DIR")
     if data is None and env_data:

@@ -41,7 +41,7 @@ def export(
 
     Fails with a non-zero status, writing nothing, if FP32 ONNX differs from PyTorch by 1e-4 or more.
     """
-    from edge_lung.export import ExportConfig, ExportError, export_model
+    from edge_lung.export.onnx import ExportConfig, ExportError, export_model
 
     try:
         cfg = ExportConfig(

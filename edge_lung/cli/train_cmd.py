@@ -75,7 +75,7 @@ def train_command(
     progress: bool = typer.Option(True, help="Show the live progress bar."),
 ) -> None:
     """Train an AST classifier on the cycles of an ICBHI-layout database and select it on validation."""
-    from edge_lung.train import TrainConfig, train, train_seeds
+    from edge_lung.train.loop import TrainConfig, train, train_seeds
 
     seed_list = _parse_seeds(seeds)
     try:
@@ -116,20 +116,20 @@ def evaluate_command(
     batch_size: int = typer.Option(16, help="Cycles per forward pass."),
 ) -> None:
     """Official ICBHI Sp / Se (exact class) / Score, the relaxed 2-class figures, and the 4x4 confusion matrix."""
-    from edge_lung.evaluate import format_report
+    from edge_lung.scoring import format_report
 
     if split not in ("test", "val"):
         typer.echo(f"error: --split: expected 'test' or 'val', got {split!r}", err=True)
         raise typer.Exit(2)
     try:
         if (path / "manifest.json").is_file():
-            from edge_lung.onnx_eval import evaluate_model_dir
+            from edge_lung.runtime.evaluate import evaluate_model_dir
 
             if data is None:
                 raise ValueError(f"{path}: an exported model needs --data DB_DIR")
             report = evaluate_model_dir(path, data, split, threads=threads, batch_size=batch_size)
         else:
-            from edge_lung.evaluate import evaluate_run
+            from edge_lung.train.evaluate import evaluate_run
 
             report = evaluate_run(path, data, split, device=device, batch_size=batch_size)
     except ValueError as exc:

@@ -4,6 +4,11 @@ numpy + onnxruntime + soundfile/soxr (+ sounddevice for live capture, pyserial f
 links). Nothing in this package imports torch, transformers or optimum; a test proves it.
 `capture` imports sounddevice lazily, so a machine without PortAudio can still classify
 files and replay recordings.
+
+Owns the model directory contract (`model_dir`: manifest, metadata, `OnnxClassifier`), the serial
+wire protocol (`serial`) and evaluation of exported models (`evaluate`).
+
+May import: core and data. Never torch, transformers, peft, accelerate or onnx.
 """
 
 from edge_lung.runtime.classify import classify_file, classify_files

@@ -17,7 +17,7 @@ import numpy as np
 
 from edge_lung.audio import AudioError, load_audio
 from edge_lung.config import LABELS
-from edge_lung.data import CycleSpec, parse_annotation
+from edge_lung.data.icbhi import CycleSpec, parse_annotation
 from edge_lung.metrics import score_predictions, screening_curve
 from edge_lung.runtime.stream import Decision, StreamingClassifier
 

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def load_classifier(model_dir: str | Path, cfg: StreamConfig, threads: int | None) -> StreamingClassifier:
     """OnnxClassifier (onnxruntime only) wrapped with the stream settings."""
-    from edge_lung.artifact import OnnxClassifier
+    from edge_lung.runtime.model_dir import OnnxClassifier
 
     if threads is not None and threads < 0:
         raise ValueError(f"--threads: expected 0 (onnxruntime decides) or a positive count, got {threads}")

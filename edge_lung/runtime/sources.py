@@ -193,7 +193,7 @@ class ReplaySource(Source):
 
 
 class SerialSource(Source):
-    """Framed PCM from a serial port (`edge_lung.serial_link`); lost frames and lost ports become gaps."""
+    """Framed PCM from a serial port (`edge_lung.runtime.serial`); lost frames and lost ports become gaps."""
 
     def __init__(self, port: str, capacity_s: float = 10.0, backoff: Backoff | None = None) -> None:
         super().__init__(capacity_s)
@@ -206,7 +206,7 @@ class SerialSource(Source):
         self._thread: threading.Thread | None = None
 
     def _start(self) -> None:
-        from edge_lung.serial_link import open_serial
+        from edge_lung.runtime.serial import open_serial
 
         self._serial = open_serial(self.port)  # fails loudly at start: wrong port, permissions
         self._thread = threading.Thread(target=self._run, name="serial-source", daemon=True)
@@ -215,7 +215,7 @@ class SerialSource(Source):
     def _run(self) -> None:
         import serial
 
-        from edge_lung.serial_link import FrameReader, open_serial
+        from edge_lung.runtime.serial import FrameReader, open_serial
 
         reader = FrameReader()
         crc_before = 0

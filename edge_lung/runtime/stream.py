@@ -352,7 +352,7 @@ class Decider:
 class StreamingClassifier:
     """A shared, stateless model plus the stream settings; creates per-stream state.
 
-    `model` is an `edge_lung.artifact.OnnxClassifier` (anything with `.info` and
+    `model` is an `edge_lung.runtime.model_dir.OnnxClassifier` (anything with `.info` and
     `.probabilities(features)` works).
     """
 

@@ -42,11 +42,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_lung.artifact import atomic_path, atomic_write_json
 from edge_lung.config import LABELS, FeatureConfig, dataclass_from_dict
-from edge_lung.evaluate import evaluate_cycles, load_split, stack_features
+from edge_lung.data.icbhi import load_split
 from edge_lung.features import cycle_features
-from edge_lung.model import (
+from edge_lung.fileio import atomic_path, atomic_write_json
+from edge_lung.scoring import evaluate_cycles, stack_features
+from edge_lung.train.model import (
     ADAPTERS,
     RUN_CONFIG,
     SIZES,
@@ -57,7 +58,7 @@ from edge_lung.model import (
     save_backbone,
     save_trained,
 )
-from edge_lung.sam import SAM
+from edge_lung.train.sam import SAM
 
 log = logging.getLogger(__name__)
 
@@ -538,7 +539,7 @@ def train(
     trainable, total = count_parameters(model)
     model.to(device)
 
-    from edge_lung.model import LogitsModel
+    from edge_lung.train.model import LogitsModel
 
     net: nn.Module = LogitsModel(model)
     params = [p for p in net.parameters() if p.requires_grad]

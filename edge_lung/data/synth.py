@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 
 from edge_lung.config import label_of
-from edge_lung.data import DIAGNOSIS_FILE, SPLIT_FILE
+from edge_lung.data.icbhi import DIAGNOSIS_FILE, SPLIT_FILE
 
 # (device, sample rate, subtype) as the real database pairs them
 _DEVICES = (

@@ -2,7 +2,7 @@
 
 `edge-lung evaluate MODEL_DIR --data DB --split test` lands here when the path holds
 manifest.json. The cycles, their model input and the scoring are the ones the training run's own
-evaluation uses (`edge_lung.evaluate.load_split` / `evaluate_cycles`, both torch-free), with the
+evaluation uses (`edge_lung.scoring.load_split` / `evaluate_cycles`, both torch-free), with the
 feature settings read from the model's metadata, so FP32 figures match `evaluate_run` exactly.
 """
 
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_lung.artifact import MANIFEST_NAME, OnnxClassifier
+from edge_lung.runtime.model_dir import MANIFEST_NAME, OnnxClassifier
 
 
 def is_model_dir(path: str | Path) -> bool:
@@ -30,11 +30,12 @@ def evaluate_model_dir(
 ) -> dict[str, Any]:
     """ICBHI report of the exported model on `split` of the database in `db_dir`.
 
-    Same keys as `edge_lung.evaluate.evaluate_run` (so `format_report` prints it), plus
+    Same keys as `edge_lung.scoring.evaluate_run` (so `format_report` prints it), plus
     "quantization" and "seconds". The validation slice uses the fraction and seed the run was
     trained with, as recorded in the model's metadata.
     """
-    from edge_lung.evaluate import evaluate_cycles, load_split, run_val_split
+    from edge_lung.data.icbhi import load_split, run_val_split
+    from edge_lung.scoring import evaluate_cycles
 
     clf = OnnxClassifier(model_dir, threads=threads)
     info = clf.info

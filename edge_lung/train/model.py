@@ -234,7 +234,7 @@ def adapter_config(adapter: str, width: int = 64, scale: float = 0.1, placement:
     if adapter == "none":
         return None
     if adapter == "lung":
-        from edge_lung.adapters import LungAdapterConfig
+        from edge_lung.train.adapters import LungAdapterConfig
 
         return LungAdapterConfig(width=width, scale=scale, placement=placement, modules_to_save=list(HEAD_MODULES))
     if adapter == "lora":
@@ -403,7 +403,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
     if cfg["adapter"] != "none":
         from peft import PeftModel
 
-        from edge_lung import adapters  # noqa: F401  registers the LUNG_ADAPTER PEFT type
+        from edge_lung.train import adapters  # noqa: F401  registers the LUNG_ADAPTER PEFT type
 
         adapter_dir = run_dir / MODEL_DIR / ADAPTER_DIR
         try:

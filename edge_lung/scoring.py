@@ -11,7 +11,6 @@ figures that selected the checkpoint. `evaluate_run` loads a training run (torch
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -88,61 +87,6 @@ def evaluate_cycles(
     return report
 
 
-def run_val_split(settings: dict[str, Any], source: str | Path) -> tuple[float, int]:
-    """(val_fraction, val_seed) a run was trained with. Never a default: another fraction or seed
-    would re-split train and leak patients the model trained on into "validation"."""
-    try:
-        return float(settings["val_fraction"]), int(settings["val_seed"])
-    except KeyError as exc:
-        raise ValueError(
-            f"{source}: the run's validation split settings ({exc.args[0]}) are not recorded; "
-            "this run or model was not written by this edge-lung version"
-        ) from exc
-
-
-def load_split(db_dir: str | Path, split: str, cfg: FeatureConfig, val_fraction: float = 0.2, val_seed: int = 0,
-               cache_dir: str | Path | None = None) -> list:
-    """Cycles of one split of an ICBHI-layout database; `ValueError` naming the folder if it is empty."""
-    from edge_lung.data import Database, load_cycles
-
-    db = Database.scan(db_dir, strict=False, val_fraction=val_fraction, val_seed=val_seed)
-    cycles = load_cycles(db, splits=(split,), sample_rate=cfg.sample_rate, cache_dir=cache_dir)
-    if not cycles:
-        raise ValueError(f"{db_dir}: the {split!r} split has no cycles; expected an ICBHI-layout database with "
-                         f"{split} recordings ({len(db.recordings)} recordings found, {len(db.problems)} problems)")
-    return cycles
-
-
-def evaluate_run(
-    run_dir: str | Path,
-    db_dir: str | Path | None,
-    split: str = "test",
-    device: str = "cpu",
-    batch_size: int = 16,
-    cache_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """Score a training run on `split` of `db_dir` (default: the database it was trained on)."""
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    from edge_lung.model import load_run
-
-    hf_logging.disable_progress_bar()  # keep stdout/stderr to the report
-
-    model, cfg = load_run(run_dir, device=device)
-    features = FeatureConfig.from_dict(cfg["features"])
-    db_dir = db_dir if db_dir is not None else cfg["data"]
-    cycles = load_split(db_dir, split, features, *run_val_split(cfg.get("train", {}), run_dir), cache_dir)
-
-    @torch.no_grad()
-    def logits_fn(x: np.ndarray) -> np.ndarray:
-        return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
-
-    report = evaluate_cycles(cycles, features, logits_fn, batch_size, labels=cfg["labels"])
-    report.update(model=str(run_dir), data=str(db_dir), split=split)
-    return report
-
-
 def format_report(report: dict[str, Any]) -> str:
     """Header line plus `format_scores`' block."""
     head = f"{report.get('model', '?')} on {report.get('data', '?')} [{report.get('split', '?')}]"
@@ -158,3 +102,9 @@ def format_report(report: dict[str, Any]) -> str:
 
 def _pct(value: float | None) -> str:
     return "    -" if value is None else f"{value:>5.1f}"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)

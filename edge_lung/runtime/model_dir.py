@@ -8,11 +8,7 @@ file's SHA-256. This module reads both with onnxruntime alone (no torch, no onnx
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from edge_lung.config import FeatureConfig
+from edge_lung.fileio import atomic_write_json, sha256_file
+from edge_lung.scoring import softmax
 
 ARTIFACT_FORMAT = 1
 MANIFEST_NAME = "manifest.json"
@@ -58,14 +56,6 @@ def build_metadata(
         "run": run,
     }
     return {META_KEYS[k]: json.dumps(v, sort_keys=True) for k, v in values.items()}
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -191,36 +181,6 @@ class OnnxClassifier:
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         return softmax(self.logits(features))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `path` to write to; on success it replaces `path` in one step, on
-    failure it is removed. Readers never see a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")  # keeps the suffix (savefig needs it)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` atomically (see `atomic_path`)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def atomic_write_json(path: str | Path, data: Any) -> None:
-    """The project's JSON files: indented, keys sorted, paths as strings, written atomically."""
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def write_manifest(model_dir: str | Path, onnx_path: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:

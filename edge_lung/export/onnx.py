@@ -1,6 +1,6 @@
 """Export a trained run to a self-describing ONNX model directory (FP32 or INT8) with measured parity.
 
-`export_model(run_dir, out_dir, ExportConfig(...))` writes MODEL_DIR (see edge_lung/artifact.py and
+`export_model(run_dir, out_dir, ExportConfig(...))` writes MODEL_DIR (see edge_lung/runtime/model_dir.py and
 export/README.md): one ONNX file whose metadata carries labels, every feature setting, the
 quantisation and the run's validation metrics, plus manifest.json (with the file's SHA-256),
 parity.json and model_card.md. Everything is built in a temp directory beside MODEL_DIR and renamed
@@ -12,7 +12,7 @@ Decisions, measured (figures in export/README.md and benchmarks/bench_export.py)
   release pins ``transformers<4.58``: installing it would downgrade our transformers 5.x
   (``pip install --dry-run optimum-onnx`` shows it), and optimum 2.3 alone no longer ships the
   exporter. ASTOnnxConfig would only add the input name and a dynamic batch axis, which we set
-  ourselves, and our graph is `edge_lung.model.LogitsModel` (adapters merged or inlined, head
+  ourselves, and our graph is `edge_lung.train.model.LogitsModel` (adapters merged or inlined, head
   included), not a stock checkpoint. The dynamo exporter (torch's default since 2.9) needs
   onnxscript, which is not a dependency; the tracer matches PyTorch to ~1e-6 on AST.
 - Graph optimisation: no offline rewrite of the shipped file. onnxruntime applies its full
@@ -20,7 +20,7 @@ Decisions, measured (figures in export/README.md and benchmarks/bench_export.py)
   ORT_ENABLE_ALL model is tied to the exporting machine's CPU. The transformer fusion tool
   (``onnxruntime.transformers.optimizer``, model type vit) fuses BiasGelu and SkipLayerNorm but not
   attention on this graph, and measured 0.94x-1.08x of plain FP32 on base-size AST: no gain, not kept.
-- Quantisation: onnxruntime.quantization directly (see edge_lung/quantize.py for why not
+- Quantisation: onnxruntime.quantization directly (see edge_lung/export/quantize.py for why not
   ORTQuantizer). Default `dynamic`: on base-size AST it ran 1.9-2.3x faster than FP32 ONNX and
   2.3-3.7x faster than PyTorch eager, static QDQ 1.55-1.8x / 1.7-3.1x (three benchmark runs).
 """
@@ -39,18 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from edge_lung.artifact import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    ArtifactError,
-    atomic_path,
-    build_metadata,
-    sha256_file,
-    write_manifest,
-)
 from edge_lung.config import FeatureConfig
+from edge_lung.export.quantize import QUANT_MODES, check_patterns, load_preset, quantize_model
+from edge_lung.fileio import atomic_path, sha256_file
 from edge_lung.metrics import score_predictions
-from edge_lung.quantize import QUANT_MODES, check_patterns, load_preset, quantize_model
+from edge_lung.runtime.model_dir import INPUT_NAME, OUTPUT_NAME, ArtifactError, build_metadata, write_manifest
 
 OPSET = 17
 FP32_TOLERANCE = 1e-4
@@ -153,7 +146,7 @@ def onnx_logits(path: str | Path, x: np.ndarray, threads: int | None = None, bat
     """Run an ONNX file on float32[N, T, M] in batches -> float32[N, C]."""
     import onnxruntime as ort
 
-    from edge_lung.artifact import session_options
+    from edge_lung.runtime.model_dir import session_options
 
     sess = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
@@ -174,7 +167,7 @@ def torch_logits(module: Any, x: np.ndarray, batch: int = 8) -> np.ndarray:
 
 def cycles_to_features(cycles: list, features: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
     """Cycles -> (float32[N, T, M] model inputs, int64[N] labels), exactly as training and the device do."""
-    from edge_lung.evaluate import stack_features
+    from edge_lung.scoring import stack_features
 
     return stack_features(cycles, features), np.array([c.label for c in cycles], dtype=np.int64)
 
@@ -245,8 +238,8 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
 
 
 def load_trained(run_dir: Path) -> tuple[Any, dict]:
-    """`edge_lung.model.load_run`, with its errors turned into `ExportError` naming the run."""
-    from edge_lung import model as model_lib
+    """`edge_lung.train.model.load_run`, with its errors turned into `ExportError` naming the run."""
+    from edge_lung.train import model as model_lib
 
     if not run_dir.is_dir():
         raise ExportError(f"RUN_DIR {run_dir}: no such directory; expected a run written by `edge-lung train`")
@@ -257,7 +250,7 @@ def load_trained(run_dir: Path) -> tuple[Any, dict]:
 
 
 def _load_split_cycles(run_config: dict, cfg: ExportConfig, features: FeatureConfig, split: str) -> tuple:
-    from edge_lung.data import Database, load_cycles
+    from edge_lung.data.icbhi import Database, load_cycles
 
     data_dir = cfg.data_dir or run_config.get("data")
     if not data_dir or not Path(data_dir).is_dir():
@@ -272,7 +265,7 @@ def _load_split_cycles(run_config: dict, cfg: ExportConfig, features: FeatureCon
 
 
 def _val_split(run_config: dict) -> tuple[float, int]:
-    from edge_lung.evaluate import run_val_split
+    from edge_lung.data.icbhi import run_val_split
 
     try:
         return run_val_split(run_config.get("train", {}), run_config.get("train", {}).get("out", "run"))
@@ -373,7 +366,8 @@ def _run_info(run_dir: Path, run_config: dict, data_dir: str, cfg: ExportConfig)
 
 def _write_files(tmp: Path, shipped: Path, record: dict) -> None:
     """parity.json, manifest.json, model_card.md; then load it back the way the device will."""
-    from edge_lung.artifact import OnnxClassifier, atomic_write_json, atomic_write_text
+    from edge_lung.fileio import atomic_write_json, atomic_write_text
+    from edge_lung.runtime.model_dir import OnnxClassifier
 
     atomic_write_json(tmp / "parity.json", record)
     manifest = write_manifest(tmp, shipped, {"parity": _parity_summary(record)})
@@ -484,7 +478,8 @@ def model_card(manifest: dict, record: dict) -> str:
         f"{feats['num_mel_bins']} Kaldi fbank bins ({feats['frame_length_ms']} ms / {feats['frame_shift_ms']} ms), "
         f"normalised (x - {feats['norm_mean']}) / (2 * {feats['norm_std']}), feature version "
         f"`{feats['feature_version']}`",
-        "- every setting is in the ONNX metadata (`edge_lung.*` keys); `edge_lung.artifact.OnnxClassifier` reads them",
+        "- every setting is in the ONNX metadata (`edge_lung.*` keys); "
+        "`edge_lung.runtime.model_dir.OnnxClassifier` reads them",
         "",
         "## Provenance",
         f"- run: `{run.get('run_dir')}`, data: `{run.get('data')}`",

@@ -335,8 +335,8 @@ def _time_windows(
     infer: Callable[[np.ndarray], np.ndarray], feature_cfg: Any, windows: int, warmup: int, seed: int
 ) -> dict[str, Any]:
     """Cold first window, then `warmup` untimed ones, then `windows` timed: pad + features, model, total."""
-    from edge_lung.artifact import softmax
     from edge_lung.features import cycle_features
+    from edge_lung.scoring import softmax
 
     # A small pool, reused: audio for hundreds of windows would add tens of MB to the peak memory measured.
     pool = bench_cycles(feature_cfg.sample_rate, POOL_SIZE, seed)
@@ -385,8 +385,9 @@ def measure_onnx(model: str | Path, threads: int, windows: int, warmup: int, see
     """Measure one exported MODEL_DIR (or .onnx) at `threads` intra-op threads, in this process."""
     import onnxruntime  # noqa: F401  (imported before the baseline, as any runtime has it loaded)
 
-    from edge_lung.artifact import OnnxClassifier, sha256_file
     from edge_lung.features import window_features  # noqa: F401
+    from edge_lung.fileio import sha256_file
+    from edge_lung.runtime.model_dir import OnnxClassifier
 
     baseline = peak_rss_bytes()  # numpy, onnxruntime and the edge-lung runtime imported, no model yet
     t0 = time.perf_counter()
@@ -411,13 +412,13 @@ def measure_onnx(model: str | Path, threads: int, windows: int, warmup: int, see
 
 
 def measure_torch(run_dir: str | Path, threads: int, windows: int, warmup: int, seed: int) -> dict[str, Any]:
-    """Measure a training run in PyTorch eager FP32 (`edge_lung.model.load_run`), in this process."""
+    """Measure a training run in PyTorch eager FP32 (`edge_lung.train.model.load_run`), in this process."""
     try:
         import torch
     except ImportError as exc:
         raise ImportError(f"--compare-torch needs torch and transformers: {TORCH_INSTALL}") from exc
     from edge_lung.config import FeatureConfig
-    from edge_lung.model import load_run
+    from edge_lung.train.model import load_run
 
     torch.set_num_threads(threads)
     baseline = peak_rss_bytes()
@@ -487,7 +488,7 @@ def run_worker(backend: str, target: str | Path, threads: int, cfg: BenchConfig)
             "seed": cfg.seed,
             "out": str(out),
         }
-        code = "from edge_lung.bench import worker_main; raise SystemExit(worker_main())"
+        code = "from edge_lung.bench.measure import worker_main; raise SystemExit(worker_main())"
         proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], env=env, capture_output=True, text=True)
         if not out.is_file():
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
@@ -504,7 +505,7 @@ def run_worker(backend: str, target: str | Path, threads: int, cfg: BenchConfig)
 
 def check_targets(models: Sequence[str | Path], compare_torch: str | Path | None) -> None:
     """Fail fast, before any timing, on a model dir, .onnx file or run dir that cannot be used."""
-    from edge_lung.artifact import ArtifactError, resolve_model_path
+    from edge_lung.runtime.model_dir import ArtifactError, resolve_model_path
 
     if not models:
         raise BenchError("MODEL_DIR: expected at least one exported model directory, got none")
@@ -607,7 +608,7 @@ def run_bench(
 
 def write_json(report: dict[str, Any], path: str | Path) -> Path:
     """Write the report atomically (indent 2, keys sorted)."""
-    from edge_lung.artifact import atomic_write_json
+    from edge_lung.fileio import atomic_write_json
 
     path = Path(path)
     if path.parent and not path.parent.is_dir():

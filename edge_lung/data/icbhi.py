@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_lung.artifact import atomic_path
 from edge_lung.audio import RESAMPLER_ID, AudioError, audio_info, load_audio
-from edge_lung.config import LABELS, label_of
+from edge_lung.config import LABELS, FeatureConfig, label_of
+from edge_lung.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -528,3 +528,26 @@ def format_summary(s: dict[str, Any], max_problems: int = 20) -> str:
     if len(problems) > max_problems:
         lines.append(f"  ... {len(problems) - max_problems} more (see --json)")
     return "\n".join(lines)
+
+
+def run_val_split(settings: dict[str, Any], source: str | Path) -> tuple[float, int]:
+    """(val_fraction, val_seed) a run was trained with. Never a default: another fraction or seed
+    would re-split train and leak patients the model trained on into "validation"."""
+    try:
+        return float(settings["val_fraction"]), int(settings["val_seed"])
+    except KeyError as exc:
+        raise ValueError(
+            f"{source}: the run's validation split settings ({exc.args[0]}) are not recorded; "
+            "this run or model was not written by this edge-lung version"
+        ) from exc
+
+def load_split(db_dir: str | Path, split: str, cfg: FeatureConfig, val_fraction: float = 0.2, val_seed: int = 0,
+               cache_dir: str | Path | None = None) -> list:
+    """Cycles of one split of an ICBHI-layout database; `ValueError` naming the folder if it is empty."""
+
+    db = Database.scan(db_dir, strict=False, val_fraction=val_fraction, val_seed=val_seed)
+    cycles = load_cycles(db, splits=(split,), sample_rate=cfg.sample_rate, cache_dir=cache_dir)
+    if not cycles:
+        raise ValueError(f"{db_dir}: the {split!r} split has no cycles; expected an ICBHI-layout database with "
+                         f"{split} recordings ({len(db.recordings)} recordings found, {len(db.problems)} problems)")
+    return cycles

@@ -21,8 +21,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from edge_lung.artifact import atomic_write_json
 from edge_lung.config import LABELS, FeatureConfig
+from edge_lung.fileio import atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,8 @@ class Demo:
 
     # -- step 1 ---------------------------------------------------------------------------
     def database(self) -> dict[str, Path]:
-        from edge_lung.data import Database, format_summary
-        from edge_lung.synth import synthesize_database
+        from edge_lung.data.icbhi import Database, format_summary
+        from edge_lung.data.synth import synthesize_database
 
         if self.cfg.data is not None:
             db_dir = Path(self.cfg.data).absolute()
@@ -103,7 +103,7 @@ class Demo:
         return {"database": db_dir, "data_summary": summary_path, "feature_picture": picture}
 
     def _feature_picture(self, db: Any) -> Path:
-        from edge_lung.data import load_cycles
+        from edge_lung.data.icbhi import load_cycles
         from edge_lung.features import cycle_features
         from edge_lung.plots import ascii_spectrogram, save_feature_png
 
@@ -126,7 +126,7 @@ class Demo:
     def pretrain(self) -> dict[str, Path]:
         """A tiny AST trained from scratch: the stand-in for the AudioSet checkpoint, which real runs
         name with `--backbone MIT/ast-finetuned-audioset-10-10-0.4593` (it cannot be downloaded here)."""
-        from edge_lung.train import TrainConfig, train
+        from edge_lung.train.loop import TrainConfig, train
 
         run_dir = self.out / "backbone-run"
         epochs = self.cfg.epochs or (3 if self.cfg.quick else DEMO_BACKBONE_EPOCHS)
@@ -142,7 +142,7 @@ class Demo:
     # -- step 3 ---------------------------------------------------------------------------
     def train(self) -> dict[str, Path]:
         """LungAdapter adapters on the frozen backbone, with SAM and the weighted random sampler."""
-        from edge_lung.train import TrainConfig, train
+        from edge_lung.train.loop import TrainConfig, train
 
         run_dir = self.out / "run"
         epochs = self.cfg.epochs or (2 if self.cfg.quick else DEMO_ADAPTER_EPOCHS)
@@ -158,7 +158,8 @@ class Demo:
 
     # -- step 3 ---------------------------------------------------------------------------
     def evaluate(self) -> dict[str, Path]:
-        from edge_lung.evaluate import evaluate_run, format_report
+        from edge_lung.scoring import format_report
+        from edge_lung.train.evaluate import evaluate_run
 
         report = evaluate_run(self.artifacts["run"], self.artifacts["database"], split=self.eval_split)
         path = self.out / "eval_pytorch.json"
@@ -168,9 +169,9 @@ class Demo:
 
     # -- step 4 ---------------------------------------------------------------------------
     def export(self) -> dict[str, Path]:
-        from edge_lung.evaluate import format_report
-        from edge_lung.export import ExportConfig, export_model
-        from edge_lung.onnx_eval import evaluate_model_dir
+        from edge_lung.export.onnx import ExportConfig, export_model
+        from edge_lung.runtime.evaluate import evaluate_model_dir
+        from edge_lung.scoring import format_report
 
         model_dir = self.out / "model-int8"
         export_model(self.artifacts["run"], model_dir, ExportConfig(int8=True, quant="dynamic", overwrite=True),
@@ -185,7 +186,7 @@ class Demo:
 
     # -- step 5 ---------------------------------------------------------------------------
     def replay(self) -> dict[str, Path]:
-        from edge_lung.data import Database
+        from edge_lung.data.icbhi import Database
         from edge_lung.runtime.session import StreamOptions, load_classifier, stream_session
         from edge_lung.runtime.stream import StreamConfig
 
@@ -203,7 +204,7 @@ class Demo:
 
     # -- step 6 ---------------------------------------------------------------------------
     def bench(self) -> dict[str, Path]:
-        from edge_lung.bench import BenchConfig, render, run_bench, usable_cores, write_json
+        from edge_lung.bench.measure import BenchConfig, render, run_bench, usable_cores, write_json
 
         threads = tuple(t for t in self.cfg.threads if t <= usable_cores()) or (1,)
         windows = 5 if self.cfg.quick else self.cfg.bench_windows

@@ -12,7 +12,7 @@ ORTQuantizer is a thin wrapper that builds the same arguments and calls the same
 only release (0.1.0) pins ``transformers<4.58`` and would downgrade this project's transformers 5.x
 (checked with ``pip install --dry-run``), and optimum 2.3 alone no longer contains it. Calling
 onnxruntime directly gives the identical model with one dependency fewer. The presets in
-``edge_lung/presets/*.json`` carry AutoQuantizationConfig's choices (avx2 / avx512_vnni / arm64),
+``edge_lung/export/presets/*.json`` carry AutoQuantizationConfig's choices (avx2 / avx512_vnni / arm64),
 adjusted to onnxruntime's own CPU guidance (7-bit weights on x86 without VNNI).
 
 This module imports no torch: it only needs onnx and onnxruntime.
@@ -39,7 +39,7 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 @dataclass(frozen=True)
 class QuantPreset:
-    """One target CPU's INT8 settings, read from a JSON file in edge_lung/presets/."""
+    """One target CPU's INT8 settings, read from a JSON file in edge_lung/export/presets/."""
 
     name: str
     description: str = ""
@@ -89,12 +89,12 @@ def check_patterns(patterns: tuple[str, ...], option: str) -> None:
 
 
 def available_presets() -> list[str]:
-    """Names of the presets shipped in edge_lung/presets/."""
+    """Names of the presets shipped in edge_lung/export/presets/."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.json")) if PRESET_DIR.is_dir() else []
 
 
 def load_preset(name_or_path: str | Path) -> QuantPreset:
-    """A preset by name (edge_lung/presets/NAME.json) or by the path of a JSON file."""
+    """A preset by name (edge_lung/export/presets/NAME.json) or by the path of a JSON file."""
     path = Path(name_or_path)
     if not path.suffix == ".json":
         path = PRESET_DIR / f"{name_or_path}.json"

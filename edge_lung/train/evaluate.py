@@ -1,0 +1,43 @@
+"""Evaluate a training run (torch): load it, score it with the torch-free `edge_lung.scoring`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_lung.config import FeatureConfig
+from edge_lung.data.icbhi import load_split, run_val_split
+from edge_lung.scoring import evaluate_cycles
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    db_dir: str | Path | None,
+    split: str = "test",
+    device: str = "cpu",
+    batch_size: int = 16,
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Score a training run on `split` of `db_dir` (default: the database it was trained on)."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from edge_lung.train.model import load_run
+
+    hf_logging.disable_progress_bar()  # keep stdout/stderr to the report
+
+    model, cfg = load_run(run_dir, device=device)
+    features = FeatureConfig.from_dict(cfg["features"])
+    db_dir = db_dir if db_dir is not None else cfg["data"]
+    cycles = load_split(db_dir, split, features, *run_val_split(cfg.get("train", {}), run_dir), cache_dir)
+
+    @torch.no_grad()
+    def logits_fn(x: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+
+    report = evaluate_cycles(cycles, features, logits_fn, batch_size, labels=cfg["labels"])
+    report.update(model=str(run_dir), data=str(db_dir), split=split)
+    return report
