@@ -60,6 +60,69 @@ def fuse_transformer(src: Path, dst: Path, heads: int, hidden: int) -> dict:
     return {k: v for k, v in m.get_fused_operator_statistics().items() if v}
 
 
+def build_variants(features, preset, work: Path, calibration_size: int, fusion: bool) -> tuple:
+    """Export the base model to FP32 (and fused FP32), quantise it dynamically and statically; prints as it goes.
+
+    Returns (torch module, parameter count, {variant: .onnx path}, calibration windows)."""
+    from edge_lung.export.onnx import export_fp32
+    from edge_lung.export.quantize import quantize_model
+
+    t = time.perf_counter()
+    net = build_base_model(features)
+    n_params = sum(p.numel() for p in net.parameters())
+    paths = {"onnx-fp32": work / "fp32.onnx"}
+    export_fp32(net, paths["onnx-fp32"], features)
+    print(f"base AST + LungAdapter: {n_params / 1e6:.1f} M params; exported in {time.perf_counter() - t:.0f} s",
+          flush=True)
+    if fusion:
+        paths["onnx-fp32-fused"] = work / "fused.onnx"
+        fused = fuse_transformer(paths["onnx-fp32"], paths["onnx-fp32-fused"], 12, 768)
+        print(f"transformer fusion: {fused}", flush=True)
+    t = time.perf_counter()
+    paths["int8-dynamic"] = work / "dynamic.onnx"
+    quantize_model(paths["onnx-fp32"], paths["int8-dynamic"], "dynamic", preset)
+    print(f"dynamic INT8 in {time.perf_counter() - t:.0f} s", flush=True)
+    t = time.perf_counter()
+    calib = calibration_windows(features, calibration_size, work)
+    paths["int8-static"] = work / "static.onnx"
+    quantize_model(paths["onnx-fp32"], paths["int8-static"], "static", preset, calib)
+    print(f"static INT8 (QDQ, {len(calib)} calibration windows) in {time.perf_counter() - t:.0f} s", flush=True)
+    return net, n_params, paths, calib
+
+
+def variant_calls(net, paths: dict[str, Path], threads: list[int], x: np.ndarray) -> dict:
+    """{(variant, threads): one call on window `x`}: PyTorch eager, and an onnxruntime session per file."""
+    import onnxruntime as ort
+    import torch
+
+    from edge_lung.runtime.model_dir import session_options
+
+    def run_torch(n: int) -> None:
+        torch.set_num_threads(n)
+        with torch.no_grad():
+            net(torch.from_numpy(x))
+
+    calls = {("pytorch-eager", n): (lambda n=n: run_torch(n)) for n in threads}
+    for name, p in paths.items():
+        for n in threads:
+            sess = ort.InferenceSession(str(p), sess_options=session_options(n), providers=["CPUExecutionProvider"])
+            calls[(name, n)] = lambda sess=sess: sess.run(None, {"features": x})
+    return calls
+
+
+def time_round_robin(calls: dict, reps: int) -> dict[tuple[str, int], list[float]]:
+    """ms per call: one warm-up round, then `reps` rounds of one call each, so load slows all variants alike."""
+    times: dict[tuple[str, int], list[float]] = {k: [] for k in calls}
+    for rnd in range(reps + 1):
+        for key, fn in calls.items():
+            t = time.perf_counter()
+            fn()
+            if rnd:  # round 0 is the warm-up
+                times[key].append(1000 * (time.perf_counter() - t))
+        print(f"round {rnd}/{reps} done", file=sys.stderr, flush=True)
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=7, help="timed rounds (after one warm-up round)")
@@ -76,65 +139,21 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
+    from edge_lung.bench.environment import cpu_info
     from edge_lung.config import FeatureConfig
-    from edge_lung.export.onnx import export_fp32
-    from edge_lung.export.quantize import load_preset, quantize_model
-    from edge_lung.runtime.model_dir import session_options
+    from edge_lung.export.quantize import load_preset
 
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's pre-processing hint
     features = FeatureConfig()
     preset = load_preset(args.preset)
     work = Path(tempfile.mkdtemp(prefix="bench-export-", dir="/tmp"))
     try:
-        t = time.perf_counter()
-        net = build_base_model(features)
-        n_params = sum(p.numel() for p in net.parameters())
-        paths = {"onnx-fp32": work / "fp32.onnx"}
-        export_fp32(net, paths["onnx-fp32"], features)
-        print(f"base AST + LungAdapter: {n_params / 1e6:.1f} M params; exported in {time.perf_counter() - t:.0f} s",
-              flush=True)
-        if not args.no_fusion:
-            paths["onnx-fp32-fused"] = work / "fused.onnx"
-            fused = fuse_transformer(paths["onnx-fp32"], paths["onnx-fp32-fused"], 12, 768)
-            print(f"transformer fusion: {fused}", flush=True)
-        t = time.perf_counter()
-        paths["int8-dynamic"] = work / "dynamic.onnx"
-        quantize_model(paths["onnx-fp32"], paths["int8-dynamic"], "dynamic", preset)
-        print(f"dynamic INT8 in {time.perf_counter() - t:.0f} s", flush=True)
-        t = time.perf_counter()
-        calib = calibration_windows(features, args.calibration_size, work)
-        paths["int8-static"] = work / "static.onnx"
-        quantize_model(paths["onnx-fp32"], paths["int8-static"], "static", preset, calib)
-        print(f"static INT8 (QDQ, {len(calib)} calibration windows) in {time.perf_counter() - t:.0f} s", flush=True)
-
-        x = calib[:1].copy()
-        sessions = {
-            (name, n): ort.InferenceSession(str(p), sess_options=session_options(n), providers=["CPUExecutionProvider"])
-            for name, p in paths.items()
-            for n in args.threads
-        }
-
-        def run_torch(n: int) -> None:
-            torch.set_num_threads(n)
-            with torch.no_grad():
-                net(torch.from_numpy(x))
-
-        calls = {("pytorch-eager", n): (lambda n=n: run_torch(n)) for n in args.threads}
-        for key, sess in sessions.items():
-            calls[key] = lambda sess=sess: sess.run(None, {"features": x})
-        times: dict[tuple[str, int], list[float]] = {k: [] for k in calls}
-        for rnd in range(args.reps + 1):
-            for key, fn in calls.items():
-                t = time.perf_counter()
-                fn()
-                if rnd:  # round 0 is the warm-up
-                    times[key].append(1000 * (time.perf_counter() - t))
-            print(f"round {rnd}/{args.reps} done", file=sys.stderr, flush=True)
-
+        net, n_params, paths, calib = build_variants(features, preset, work, args.calibration_size, not args.no_fusion)
+        times = time_round_robin(variant_calls(net, paths, args.threads, calib[:1].copy()), args.reps)
         sizes = {name: p.stat().st_size for name, p in paths.items()}
         rows = report(times, sizes, args.threads)
         meta = {
-            "cpu": _cpu_name(),
+            "cpu": cpu_info()["model"],
             "cores": os.cpu_count(),
             "load_average": os.getloadavg(),
             "onnxruntime": ort.__version__,
@@ -177,16 +196,6 @@ def report(times: dict, sizes: dict, threads: list[int]) -> list[dict]:
     for name in ("int8-dynamic", "int8-static"):
         print(f"{name}: {sizes[name] / 1e6:.1f} MB = {100 * sizes[name] / fp32:.1f}% of FP32 ({fp32 / 1e6:.1f} MB)")
     return rows
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

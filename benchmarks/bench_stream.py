@@ -9,7 +9,7 @@ Checks the two streaming promises of issue #5 and prints both figures:
     .venv/bin/python benchmarks/bench_stream.py                 # tiny test model, 1 h at 16 kHz
     .venv/bin/python benchmarks/bench_stream.py --model runs/export/int8 --rate 44100 --threads 2
 
-Without --model it builds the tiny ONNX classifier from tests/onnx_tiny.py (needs the onnx
+Without --model it builds the tiny ONNX classifier of `edge_lung.testing` (needs the onnx
 package of the dev install); feature extraction dominates the time either way.
 """
 
@@ -23,12 +23,9 @@ from pathlib import Path
 
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def write_long_file(path: Path, seconds: float, rate: int) -> int:
     """A PCM16 WAV of `seconds`, written a minute at a time (the benchmark must not hold it in memory)."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from edge_lung.testing import make_signal
 
     total = 0
@@ -42,6 +39,33 @@ def write_long_file(path: Path, seconds: float, rate: int) -> int:
     return total
 
 
+def replay(classifier, wav: Path, events: Path) -> tuple:
+    """Run the live path over `wav` as fast as it goes; (summary, wall seconds, RSS after the first minute,
+    peak RSS after it, RSS at the end), memory read on every decision."""
+    import psutil
+
+    from edge_lung.runtime import ReplaySource, run_live
+    from edge_lung.runtime.events import JsonlWriter
+
+    proc = psutil.Process()
+    rss = {"first_minute": None, "peak_after": 0}
+
+    def watch(decision) -> None:
+        now = proc.memory_info().rss
+        if rss["first_minute"] is None:
+            if decision.window.end_s >= 60.0:
+                rss["first_minute"] = now
+        else:
+            rss["peak_after"] = max(rss["peak_after"], now)
+
+    with JsonlWriter(events) as jsonl:  # the JSON-lines sink stays in the loop, as in the field
+        t0 = time.perf_counter()
+        summary = run_live(classifier, ReplaySource(wav), on_decision=[jsonl, watch], backpressure=True)
+        wall = time.perf_counter() - t0
+    rss_end = proc.memory_info().rss
+    return summary, wall, rss["first_minute"] or rss_end, max(rss["peak_after"], rss_end), rss_end
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, help="MODEL_DIR (default: build the tiny test model)")
@@ -52,18 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-growth-mb", type=float, default=5.0, help="pass/fail limit on RSS growth")
     args = p.parse_args(argv)
 
-    import psutil
-
-    from edge_lung.runtime import ReplaySource, StreamConfig, run_live
-    from edge_lung.runtime.events import JsonlWriter
+    from edge_lung.runtime import StreamConfig
     from edge_lung.runtime.session import load_classifier
 
-    proc = psutil.Process()
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
         tmp = Path(tmp)
         model_dir = args.model
         if model_dir is None:
-            sys.path.insert(0, str(ROOT / "tests"))
             from edge_lung.testing import build_tiny_model
 
             model_dir = build_tiny_model(tmp / "model")
@@ -71,35 +90,19 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         frames = write_long_file(wav, args.hours * 3600, args.rate)
         print(f"wrote {frames / args.rate / 60:.1f} min at {args.rate} Hz in {time.perf_counter() - t0:.1f} s")
-
         classifier = load_classifier(model_dir, StreamConfig(hop_s=args.hop), args.threads)
-        rss = {"first_minute": None, "peak_after": 0}
-
-        def watch(decision) -> None:
-            now = proc.memory_info().rss
-            if rss["first_minute"] is None:
-                if decision.window.end_s >= 60.0:
-                    rss["first_minute"] = now
-            else:
-                rss["peak_after"] = max(rss["peak_after"], now)
-
-        with JsonlWriter(tmp / "events.jsonl") as jsonl:  # the JSON-lines sink stays in the loop, as in the field
-            t0 = time.perf_counter()
-            summary = run_live(classifier, ReplaySource(wav), on_decision=[jsonl, watch], backpressure=True)
-            wall = time.perf_counter() - t0
-        rss_end = proc.memory_info().rss
+        summary, wall, first, peak, rss_end = replay(classifier, wav, tmp / "events.jsonl")
 
     c = summary.counters
     lost = c.lost_samples + (frames - summary.input_samples)
-    first = rss["first_minute"] or rss_end
-    growth_mb = (max(rss["peak_after"], rss_end) - first) / 2**20
+    growth_mb = (peak - first) / 2**20
     print(
         f"replayed {summary.seconds / 3600:.2f} h in {wall:.0f} s ({summary.seconds / wall:.0f}x real time), "
         f"{summary.windows} windows, skipped {c.skipped}, gaps {c.gaps}"
     )
     print(f"lost samples: {lost}  (ring overruns {c.lost_samples}, undelivered {frames - summary.input_samples})")
     print(
-        f"RSS after first minute {first / 2**20:.1f} MB, peak after {max(rss['peak_after'], rss_end) / 2**20:.1f} MB, "
+        f"RSS after first minute {first / 2**20:.1f} MB, peak after {peak / 2**20:.1f} MB, "
         f"end {rss_end / 2**20:.1f} MB: growth {growth_mb:.2f} MB (limit {args.max_growth_mb} MB)"
     )
     ok = lost == 0 and c.skipped == 0 and growth_mb < args.max_growth_mb

@@ -204,7 +204,9 @@ class Demo:
 
     # -- step 6 ---------------------------------------------------------------------------
     def bench(self) -> dict[str, Path]:
-        from edge_lung.bench.measure import BenchConfig, render, run_bench, usable_cores, write_json
+        from edge_lung.bench.environment import usable_cores
+        from edge_lung.bench.measure import BenchConfig, run_bench
+        from edge_lung.bench.report import render, write_json
 
         threads = tuple(t for t in self.cfg.threads if t <= usable_cores()) or (1,)
         windows = 5 if self.cfg.quick else self.cfg.bench_windows

@@ -42,3 +42,58 @@ def save_feature_png(panels: list[tuple[str, np.ndarray]], path: str | Path, fra
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+# --------------------------------------------------------------------------- bench (`edge-lung bench --plot`)
+# matplotlib is imported inside the function, so the bench and the device side never load it.
+
+PLOT_INSTALL = "pip install 'edge-lung[plot]'"
+
+
+def plot_bench_report(report: dict, labels: list[str], path: str | Path) -> Path:
+    """PNG of an `edge-lung bench` report: end-to-end latency distribution per row (box + points), hop and
+    budget lines, and the p50 split between features and model. `labels`: one per row, top to bottom
+    (`edge_lung.bench.report.row_labels`)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError(f"--plot needs matplotlib: {PLOT_INSTALL}") from exc
+    path = Path(path)
+    if path.parent and not path.parent.is_dir():
+        raise FileNotFoundError(f"--plot {path}: folder {path.parent} does not exist")
+    rows = report["results"]
+    fig = Figure(figsize=(12, 1.2 + 0.7 * len(rows)), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax, bx = fig.subplots(1, 2, width_ratios=[3, 1], sharey=True)
+    _latency_boxes(ax, [r["samples"]["e2e_ms"] for r in rows])
+    v = rows[0]["verdict"] if rows else None
+    if v:
+        ax.axvline(v["hop_ms"], color="tab:red", ls="--", label=f"hop {v['hop_ms']:g} ms")
+        if v["budget_ms"] is not None:
+            ax.axvline(v["budget_ms"], color="tab:orange", ls=":", label=f"budget {v['budget_ms']:g} ms")
+        ax.legend(loc="lower right")
+    ax.set_yticks(range(1, len(rows) + 1), list(labels))
+    ax.set_xlabel("end-to-end latency per window, ms (box: p25-p75, whiskers p1-p99)")
+    ax.set_title(f"edge-lung bench: {report['environment'].get('board') or report['environment'].get('cpu')}")
+    y = np.arange(1, len(rows) + 1)
+    feat = [r["features_ms"]["p50"] for r in rows]
+    model = [r["model_ms"]["p50"] for r in rows]
+    bx.barh(y, feat, color="tab:green", label="features")
+    bx.barh(y, model, left=feat, color="tab:purple", label="model")
+    bx.set_xlabel("p50 split, ms")
+    ax.invert_yaxis()  # first row on top, as in the table (the axes share y)
+    bx.legend(loc="lower right")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _latency_boxes(ax, data: list[list[float]]) -> None:
+    """Horizontal boxes (whiskers p1-p99) on the matplotlib Axes `ax`, every sample as a jittered point."""
+    try:
+        ax.boxplot(data, orientation="horizontal", whis=(1, 99), showfliers=False)
+    except TypeError:  # matplotlib < 3.10 has no `orientation`; `vert` is deprecated after it
+        ax.boxplot(data, vert=False, whis=(1, 99), showfliers=False)
+    rng = np.random.default_rng(0)
+    for i, d in enumerate(data, start=1):
+        ax.plot(d, i + rng.uniform(-0.15, 0.15, len(d)), ".", ms=3, alpha=0.5, color="tab:blue")

@@ -1,4 +1,8 @@
-"""`edge-lung bench`: can this board run this model? Latency, real-time factor, memory, environment.
+"""Bench measurement: can this board run this model? Latency, real-time factor and memory.
+
+Owns the timing of windows, peak-memory reading, the worker processes and `run_bench`, which
+assembles the JSON-ready report (environment from `bench.environment`; reading it:
+`bench.report`; its picture: `edge_lung.plots`).
 
 Each (model, thread count) is measured in a fresh Python process, so its load time, first
 (cold) inference and peak resident memory are its own and not inherited from the model before
@@ -8,8 +12,8 @@ metadata) -> `OnnxClassifier.logits` -> softmax. `--compare-torch RUN_DIR` adds 
 in PyTorch eager FP32, measured in the same order, so ratios come from one session.
 
 Only the base install is needed (numpy + onnxruntime); torch is imported in the torch worker
-only, matplotlib in `plot_report` only. Peak memory comes from /proc/self/status (VmHWM) or
-`resource.getrusage`, so psutil is not needed either.
+only. Peak memory comes from /proc/self/status (VmHWM) or `resource.getrusage`, so psutil is
+not needed either.
 """
 
 from __future__ import annotations
@@ -17,8 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,42 +32,17 @@ from typing import Any
 
 import numpy as np
 
+from edge_lung.bench.environment import environment, read_proc, thermal_state, usable_cores
+from edge_lung.plots import PLOT_INSTALL
+
 SCHEMA = "edge-lung-bench/1"
-PLOT_INSTALL = "pip install 'edge-lung[plot]'"
 TORCH_INSTALL = "pip install 'edge-lung[train]'"
 POOL_SIZE = 8  # distinct synthetic cycles that the timed windows cycle through
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
-# /proc/cpuinfo flags that decide how fast INT8 and FP32 kernels can be (x86 `flags`, ARM `Features`).
-X86_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
-ARM_FLAGS = ("asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2")
-INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
-# (implementer, part) from /proc/cpuinfo on ARM, which has no "model name" line on most kernels.
-ARM_PARTS = {
-    ("0x41", "0xd03"): "Cortex-A53",
-    ("0x41", "0xd04"): "Cortex-A35",
-    ("0x41", "0xd05"): "Cortex-A55",
-    ("0x41", "0xd07"): "Cortex-A57",
-    ("0x41", "0xd08"): "Cortex-A72",
-    ("0x41", "0xd0a"): "Cortex-A75",
-    ("0x41", "0xd0b"): "Cortex-A76",
-    ("0x41", "0xd0c"): "Neoverse-N1",
-    ("0x41", "0xd40"): "Neoverse-V1",
-    ("0x41", "0xd41"): "Cortex-A78",
-    ("0x41", "0xd49"): "Neoverse-N2",
-    ("0x41", "0xd4f"): "Neoverse-V2",
-}
-
 
 class BenchError(ValueError):
     """A model or run that cannot be benchmarked, naming it and the reason."""
-
-
-def usable_cores() -> int:
-    """CPUs this process may run on (respects `taskset`), or the machine's count where unknown."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def default_threads() -> tuple[int, ...]:
@@ -195,106 +172,12 @@ def verdict(e2e_ms: dict[str, float], hop_s: float, budget_ms: float | None = No
     }
 
 
-# --------------------------------------------------------------------------- environment
-
-
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text(errors="replace").strip("\x00\n ")
-    except OSError:
-        return None
-
-
-def parse_cpuinfo(text: str) -> dict[str, Any]:
-    """CPU model, the flags that matter for inference, and whether INT8 dot-product instructions exist."""
-    first: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            first.setdefault(key.strip().lower(), value.strip())
-    model = first.get("model name")
-    if not model:
-        part = ARM_PARTS.get((first.get("cpu implementer", ""), first.get("cpu part", "")))
-        model = part or first.get("hardware") or first.get("cpu part")
-    present = set((first.get("flags") or first.get("features") or "").split())
-    known = X86_FLAGS + ARM_FLAGS
-    flags = [f for f in known if f in present]
-    return {
-        "model": model or platform.processor() or "unknown",
-        "flags": flags,
-        "neon": "asimd" in present or "neon" in present,
-        "int8_dot": any(f in present for f in INT8_DOT_FLAGS),
-    }
-
-
-def thermal_state() -> dict[str, Any]:
-    """SoC temperature, clock and (on a Raspberry Pi) `vcgencmd get_throttled`; empty where absent."""
-    out: dict[str, Any] = {}
-    temp = _read("/sys/class/thermal/thermal_zone0/temp")
-    if temp and temp.lstrip("-").isdigit():
-        out["temp_c"] = round(int(temp) / 1000, 1)
-    freq = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
-    if freq and freq.isdigit():
-        out["cpu0_mhz"] = int(freq) // 1000
-    vcgencmd = shutil.which("vcgencmd")
-    if vcgencmd:
-        try:
-            res = subprocess.run([vcgencmd, "get_throttled"], capture_output=True, text=True, timeout=5)
-            out["throttled"] = res.stdout.strip() or res.stderr.strip()
-        except (OSError, subprocess.SubprocessError) as exc:
-            out["throttled"] = f"vcgencmd failed: {exc}"
-    return out
-
-
-def _mem_total_bytes() -> int | None:
-    meminfo = _read("/proc/meminfo") or ""
-    for line in meminfo.splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) * 1024
-    if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return None
-
-
-def environment() -> dict[str, Any]:
-    """What the figures depend on: CPU, cores, memory, OS, library versions, governor, load, thermals."""
-    import onnxruntime
-
-    cpu = parse_cpuinfo(_read("/proc/cpuinfo") or "")
-    env: dict[str, Any] = {
-        "cpu": cpu["model"],
-        "cpu_flags": cpu["flags"],
-        "neon": cpu["neon"],
-        "int8_dot": cpu["int8_dot"],
-        "board": _read("/proc/device-tree/model"),
-        "machine": platform.machine(),
-        "cores": os.cpu_count(),
-        "usable_cores": usable_cores(),
-        "cpu_max_mhz": None,
-        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
-        "memory_bytes": _mem_total_bytes(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": np.__version__,
-        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        "thermal_before": thermal_state(),
-    }
-    max_khz = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
-    if max_khz and max_khz.isdigit():
-        env["cpu_max_mhz"] = int(max_khz) // 1000
-    from edge_lung import __version__
-
-    env["edge_lung"] = __version__
-    return env
-
-
 # --------------------------------------------------------------------------- the worker (one process per row)
 
 
 def _proc_status_bytes(field: str) -> int | None:
     """A `kB` field of /proc/self/status (Linux) in bytes, or None."""
-    for line in (_read("/proc/self/status") or "").splitlines():
+    for line in (read_proc("/proc/self/status") or "").splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return None
@@ -604,223 +487,3 @@ def run_bench(
     if hasattr(os, "getloadavg"):  # other work during the run shows here, not in the start figure
         report["environment"]["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     return report
-
-
-def write_json(report: dict[str, Any], path: str | Path) -> Path:
-    """Write the report atomically (indent 2, keys sorted)."""
-    from edge_lung.fileio import atomic_write_json
-
-    path = Path(path)
-    if path.parent and not path.parent.is_dir():
-        raise BenchError(f"--json {path}: folder {path.parent} does not exist")
-    atomic_write_json(path, report)
-    return path
-
-
-# --------------------------------------------------------------------------- reading the figures
-
-
-def runtime_label(row: dict[str, Any]) -> str:
-    """'onnx int8-dynamic', 'onnx fp32' or 'torch fp32': what ran, in a few characters."""
-    return f"{'torch' if row['backend'] == 'torch-eager' else 'onnx'} {row['quantization']}"
-
-
-def short_names(rows: list[dict[str, Any]]) -> list[str]:
-    """Each row's model folder name, or its full path where two different models share a name."""
-    base = [Path(r["name"]).name or r["name"] for r in rows]
-    owners: dict[str, set[str]] = {}
-    for r, b in zip(rows, base, strict=True):
-        owners.setdefault(b, set()).add(r["name"])
-    return [r["name"] if len(owners[b]) > 1 else b for r, b in zip(rows, base, strict=True)]
-
-
-def _mb(n: float | None) -> str:
-    return "-" if n is None else f"{n:.0f}"
-
-
-def _file_mb(size_bytes: int | None) -> str:
-    if size_bytes is None:
-        return "-"
-    return f"{size_bytes / 1e6:.1f}" if size_bytes >= 1e6 else f"{size_bytes / 1e6:.3f}"
-
-
-def environment_line(env: dict[str, Any]) -> str:
-    """One line: CPU, cores, memory, flags, versions, load."""
-    mem = env.get("memory_bytes")
-    flags = " ".join(env.get("cpu_flags") or []) or "no SIMD flags read"
-    parts = [
-        env.get("board") or env.get("cpu"),
-        f"{env.get('machine')}, {env.get('usable_cores')}/{env.get('cores')} cores",
-        f"{mem / 2**30:.1f} GiB" if mem else None,
-        f"governor {env['governor']}" if env.get("governor") else None,
-        flags,
-        f"onnxruntime {env.get('onnxruntime')}, numpy {env.get('numpy')}, Python {env.get('python')}",
-        f"load {env['load_avg_1m']}" if env.get("load_avg_1m") is not None else None,
-    ]
-    return " | ".join(p for p in parts if p)
-
-
-def verdict_line(row: dict[str, Any]) -> str:
-    """'model, N threads: keeps up with a decision every 1.0 s: p95 ... (headroom ...)'."""
-    v, e = row["verdict"], row["e2e_ms"]
-    limit = f"a decision every {v['hop_ms'] / 1000:g} s"
-    if v["budget_ms"] is not None:
-        limit += f" within {v['budget_ms']:g} ms"
-    text = (
-        f"{row['name']} ({runtime_label(row)}), {row['threads']} thread(s): {v['status']} with {limit} "
-        f"(limit {v['limit_ms']:g} ms, by {v['limited_by']}): p95 {e['p95']:.1f} ms ({v['headroom_p95']:+.0%} "
-        f"headroom), p99 {e['p99']:.1f} ms ({v['headroom_p99']:+.0%}); inference uses {v['duty']:.0%} of each hop"
-    )
-    if not v["sustainable"]:
-        text += "; the mean reaches the hop, so the backlog grows without bound"
-    return text
-
-
-def render(report: dict[str, Any], console: Any) -> None:
-    """Print the environment, a latency table, a footprint table, ratios and verdicts with rich."""
-    from rich.table import Table
-
-    rows = report["results"]
-    console.print(f"[bold]Machine:[/bold] {environment_line(report['environment'])}")
-    s = report["settings"]
-    lat = Table(
-        title=f"Latency per {rows[0]['window_s'] if rows else '?'} s window, ms "
-        f"({s['windows']} timed after {s['warmup']} warm-up)",
-        title_justify="left",
-    )
-    for col in (
-        "model",
-        "runtime",
-        "thr",
-        "feat p50",
-        "model p50",
-        "model p95",
-        "e2e p50",
-        "e2e p95",
-        "e2e p99",
-        "e2e max",
-        "RTF",
-    ):
-        lat.add_column(col, justify="left" if col in ("model", "runtime") else "right")
-    foot = Table(title="Footprint (each row measured in a fresh process)", title_justify="left")
-    for col in ("model", "thr", "load ms", "cold ms", "peak RSS MB", "RSS before load MB", "file MB"):
-        foot.add_column(col, justify="left" if col == "model" else "right")
-    for r, name in zip(rows, short_names(rows), strict=True):
-        f, m, e = r["features_ms"], r["model_ms"], r["e2e_ms"]
-        lat.add_row(
-            name,
-            runtime_label(r),
-            str(r["threads"]),
-            f"{f['p50']:.1f}",
-            f"{m['p50']:.1f}",
-            f"{m['p95']:.1f}",
-            f"{e['p50']:.1f}",
-            f"{e['p95']:.1f}",
-            f"{e['p99']:.1f}",
-            f"{e['max']:.1f}",
-            f"{r['rtf']:.3f}",
-        )
-        foot.add_row(
-            name,
-            str(r["threads"]),
-            f"{r['load_ms']:.0f}",
-            f"{r['cold_ms']:.0f}",
-            _mb(r["peak_rss_mb"]),
-            _mb(r["rss_before_load_mb"]),
-            _file_mb(r["size_bytes"]),
-        )
-    console.print(lat)
-    console.print(foot)
-    for c in report.get("comparisons", []):
-        console.print(
-            f"torch eager / ONNX at {c['threads']} thread(s) ({c['onnx']}"
-            f"{', exported from this run' if c['same_run'] else ', another run'}): model p50 x{c['model_p50_ratio']}, "
-            f"end-to-end p50 x{c['e2e_p50_ratio']}, peak memory x{c['peak_rss_ratio']}"
-        )
-    for r in rows:
-        console.print(verdict_line(r))
-    console.print(
-        "RTF = mean end-to-end time / window length (below 1: faster than real time). Figures from a "
-        "shared or throttled machine are noisy: check load and thermal_after in the JSON."
-    )
-    env = report["environment"]
-    if env.get("load_avg_1m") is not None and env.get("load_avg_1m_after") is not None:
-        console.print(
-            f"Load average (1 min) {env['load_avg_1m']} at the start, {env['load_avg_1m_after']} at the end, "
-            f"on {env['cores']} cores (a load above {env['cores']}: other work competed for them)."
-        )
-
-
-def results_markdown(paths: Sequence[str | Path]) -> str:
-    """The benchmarks/README.md results table, one row per (model, threads) of each JSON report.
-
-    `load` is the 1-minute load average at the start of the run: above the core count, other work
-    shared the cores and the latencies are not the machine's alone.
-    """
-    lines = [
-        "| machine | cores | load | model | runtime | threads | e2e p50 ms | e2e p95 ms | e2e p99 ms | RTF "
-        "| peak RSS MB | file MB | JSON |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for path in paths:
-        path = Path(path)
-        report = json.loads(path.read_text())
-        if report.get("schema") != SCHEMA:
-            raise BenchError(f"{path}: expected a {SCHEMA} report, got schema {report.get('schema')!r}")
-        env = report["environment"]
-        machine = f"{env.get('board') or env.get('cpu')} ({env.get('machine')})"
-        load = "-" if env.get("load_avg_1m") is None else f"{env['load_avg_1m']:.1f}"
-        for r in report["results"]:
-            e = r["e2e_ms"]
-            lines.append(
-                f"| {machine} | {env.get('usable_cores')} | {load} | {Path(r['name']).name} | {runtime_label(r)} "
-                f"| {r['threads']} | {e['p50']:.0f} | {e['p95']:.0f} | {e['p99']:.0f} | {r['rtf']:.3f} "
-                f"| {_mb(r['peak_rss_mb'])} | {_file_mb(r['size_bytes'])} | [{path.name}](results/{path.name}) |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def plot_report(report: dict[str, Any], path: str | Path) -> Path:
-    """PNG: end-to-end latency distribution per model and thread count (box + points), hop and budget lines,
-    and the p50 split between features and model."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ImportError(f"--plot needs matplotlib: {PLOT_INSTALL}") from exc
-    path = Path(path)
-    if path.parent and not path.parent.is_dir():
-        raise BenchError(f"--plot {path}: folder {path.parent} does not exist")
-    rows = report["results"]
-    names = short_names(rows)
-    labels = [f"{name}\n{runtime_label(r)}, {r['threads']} thr" for r, name in zip(rows, names, strict=True)]
-    fig = Figure(figsize=(12, 1.2 + 0.7 * len(rows)), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax, bx = fig.subplots(1, 2, width_ratios=[3, 1], sharey=True)
-    data = [r["samples"]["e2e_ms"] for r in rows]
-    try:
-        ax.boxplot(data, orientation="horizontal", whis=(1, 99), showfliers=False)
-    except TypeError:  # matplotlib < 3.10 has no `orientation`; `vert` is deprecated after it
-        ax.boxplot(data, vert=False, whis=(1, 99), showfliers=False)
-    rng = np.random.default_rng(0)
-    for i, d in enumerate(data, start=1):
-        ax.plot(d, i + rng.uniform(-0.15, 0.15, len(d)), ".", ms=3, alpha=0.5, color="tab:blue")
-    v = rows[0]["verdict"] if rows else None
-    if v:
-        ax.axvline(v["hop_ms"], color="tab:red", ls="--", label=f"hop {v['hop_ms']:g} ms")
-        if v["budget_ms"] is not None:
-            ax.axvline(v["budget_ms"], color="tab:orange", ls=":", label=f"budget {v['budget_ms']:g} ms")
-        ax.legend(loc="lower right")
-    ax.set_yticks(range(1, len(rows) + 1), labels)
-    ax.set_xlabel("end-to-end latency per window, ms (box: p25-p75, whiskers p1-p99)")
-    ax.set_title(f"edge-lung bench: {report['environment'].get('board') or report['environment'].get('cpu')}")
-    y = np.arange(1, len(rows) + 1)
-    feat = [r["features_ms"]["p50"] for r in rows]
-    model = [r["model_ms"]["p50"] for r in rows]
-    bx.barh(y, feat, color="tab:green", label="features")
-    bx.barh(y, model, left=feat, color="tab:purple", label="model")
-    bx.set_xlabel("p50 split, ms")
-    ax.invert_yaxis()  # first row on top, as in the table (the axes share y)
-    bx.legend(loc="lower right")
-    fig.savefig(path, dpi=110)
-    return path

@@ -53,16 +53,9 @@ def bench(
     """
     from rich.console import Console
 
-    from edge_lung.bench.measure import (
-        BenchConfig,
-        BenchError,
-        check_outputs,
-        parse_threads,
-        plot_report,
-        render,
-        run_bench,
-        write_json,
-    )
+    from edge_lung.bench.measure import BenchConfig, BenchError, check_outputs, parse_threads, run_bench
+    from edge_lung.bench.report import render, row_labels, write_json
+    from edge_lung.plots import plot_bench_report
 
     console = Console()
     if not console.is_terminal:  # piped or logged: do not squeeze the tables to 80 columns
@@ -76,8 +69,8 @@ def bench(
         if json_path is not None:
             typer.echo(f"wrote {write_json(report, json_path)}")
         if plot is not None:
-            typer.echo(f"wrote {plot_report(report, plot)}")
-    except (BenchError, ImportError) as exc:
+            typer.echo(f"wrote {plot_bench_report(report, row_labels(report['results']), plot)}")
+    except (BenchError, ImportError, OSError) as exc:  # OSError: an output folder gone or not writable
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     except ValueError as exc:  # option values rejected by BenchConfig
