@@ -82,7 +82,8 @@ def throughput(size: str, adapter: str, batch: int, repeats: int, device: str) -
 
 def gpu_epoch(db_dir: str, out: str, batch: int) -> dict:
     """One epoch of base + LungAdapter + SAM on CUDA (bf16 autocast): samples/s and peak memory."""
-    from edge_lung.train.loop import TrainConfig, train
+    from edge_lung.train.config import TrainConfig
+    from edge_lung.train.loop import train
 
     torch.cuda.reset_peak_memory_stats()
     cfg = TrainConfig(data=db_dir, out=out, backbone="base", adapter="lung", optimizer="sam", epochs=1,

@@ -126,7 +126,8 @@ class Demo:
     def pretrain(self) -> dict[str, Path]:
         """A tiny AST trained from scratch: the stand-in for the AudioSet checkpoint, which real runs
         name with `--backbone MIT/ast-finetuned-audioset-10-10-0.4593` (it cannot be downloaded here)."""
-        from edge_lung.train.loop import TrainConfig, train
+        from edge_lung.train.config import TrainConfig
+        from edge_lung.train.loop import train
 
         run_dir = self.out / "backbone-run"
         epochs = self.cfg.epochs or (3 if self.cfg.quick else DEMO_BACKBONE_EPOCHS)
@@ -142,7 +143,8 @@ class Demo:
     # -- step 3 ---------------------------------------------------------------------------
     def train(self) -> dict[str, Path]:
         """LungAdapter adapters on the frozen backbone, with SAM and the weighted random sampler."""
-        from edge_lung.train.loop import TrainConfig, train
+        from edge_lung.train.config import TrainConfig
+        from edge_lung.train.loop import train
 
         run_dir = self.out / "run"
         epochs = self.cfg.epochs or (2 if self.cfg.quick else DEMO_ADAPTER_EPOCHS)

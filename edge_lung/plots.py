@@ -1,10 +1,15 @@
-"""Pictures of features: a PNG (matplotlib, optional) and a terminal shade map (no dependencies)."""
+"""Pictures: log-mel features (a PNG, matplotlib optional, and a terminal shade map with no dependencies),
+the bench report and a training run's curve and confusion matrix (PNGs, matplotlib)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from edge_lung.fileio import atomic_path
 
 _SHADES = " .:-=+*#%@"
 
@@ -97,3 +102,66 @@ def _latency_boxes(ax, data: list[list[float]]) -> None:
     rng = np.random.default_rng(0)
     for i, d in enumerate(data, start=1):
         ax.plot(d, i + rng.uniform(-0.15, 0.15, len(d)), ".", ms=3, alpha=0.5, color="tab:blue")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training run figures (training_curve.png, confusion_matrix.png of a run directory)
+
+
+def _pyplot_for(what: str) -> Any:
+    """matplotlib.pyplot on the file-only Agg backend, or ImportError with the install command."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(f"{what} needs matplotlib: {PLOT_INSTALL}") from exc
+    return plt
+
+
+def _save_atomic(fig: Any, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    return path
+
+
+def save_training_curve(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Train loss and validation ICBHI Score per epoch of a run's metrics.json history, as a PNG."""
+    plt = _pyplot_for("the training curve")
+    epochs = [h["epoch"] for h in history]
+    fig, ax1 = plt.subplots(figsize=(6, 3.5))
+    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", color="tab:blue", label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("train loss", color="tab:blue")
+    ax2 = ax1.twinx()
+    ax2.plot(epochs, [h["val"]["score"] for h in history], "s-", color="tab:red", label="val ICBHI Score")
+    ax2.set_ylabel("val ICBHI Score (%)", color="tab:red")
+    ax1.set_title("Training curve")
+    fig.tight_layout()
+    try:
+        return _save_atomic(fig, Path(path))
+    finally:
+        plt.close(fig)
+
+
+def save_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str,
+                          path: str | Path) -> Path:
+    """A confusion matrix (rows true, columns predicted) with its counts written in, as a PNG."""
+    plt = _pyplot_for("the confusion matrix picture")
+    cm = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=30)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="black")
+    ax.set_title(title)
+    fig.tight_layout()
+    try:
+        return _save_atomic(fig, Path(path))
+    finally:
+        plt.close(fig)

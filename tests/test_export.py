@@ -33,7 +33,8 @@ def make_run(run_dir: Path, db_dir: Path, features: FeatureConfig, epochs: int =
     the default SAM + smoothing, 3 epochs leave the top-2 logits ~0.01 apart (a near-tie that any
     rounding flips), and INT8 agreement would measure the model's indecision, not the quantisation.
     """
-    from edge_lung.train.loop import TrainConfig, train
+    from edge_lung.train.config import TrainConfig
+    from edge_lung.train.loop import train
 
     cfg = TrainConfig(
         data=str(db_dir), out=str(run_dir), backbone="tiny", adapter="lung", optimizer="adamw", lr=3e-3,

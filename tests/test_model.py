@@ -111,9 +111,9 @@ def test_missing_local_dir_and_bad_names(tmp_path) -> None:
     (tmp_path / "file.bin").write_bytes(b"x")
     with pytest.raises(BackboneError, match="got a file"):
         build_model(str(tmp_path / "file.bin"), len(LABELS), FEATURES, adapter="none")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(BackboneError, match="empty"):
-        build_model(str(tmp_path / "empty"), len(LABELS), FEATURES, adapter="none")
+    (tmp_path / "blank").mkdir()  # a directory without a checkpoint in it
+    with pytest.raises(BackboneError, match=r"blank: cannot load an AST checkpoint from it \("):
+        build_model(str(tmp_path / "blank"), len(LABELS), FEATURES, adapter="none")
     with pytest.raises(ValueError, match="--adapter"):
         build_model("tiny", len(LABELS), FEATURES, adapter="bogus")
 

@@ -13,29 +13,28 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge_lung.config import LABELS  # noqa: E402
-from edge_lung.train.loop import (  # noqa: E402
-    CHECKPOINT,
-    TrainConfig,
-    TrainError,
-    augment_waveform,
-    lr_at,
-    sample_order,
-    spec_augment,
-    train,
-    train_seeds,
-)
+from edge_lung.train.augment import augment_waveform, sample_order, spec_augment  # noqa: E402
+from edge_lung.train.config import TrainConfig, TrainError  # noqa: E402
+from edge_lung.train.loop import lr_at, train  # noqa: E402
+from edge_lung.train.rundir import CHECKPOINT  # noqa: E402
+from edge_lung.train.seeds import train_seeds  # noqa: E402
 
 
 def test_lr_at_warmup_then_cosine() -> None:
-    total, warm, base, low = 100, 10, 1e-3, 1e-5
-    lrs = [lr_at(s, total, warm, base, low) for s in range(total)]
-    assert lrs == [lr_at(s, total, warm, base, low) for s in range(total)]  # pure
-    assert all(a < b for a, b in zip(lrs[:warm], lrs[1:warm], strict=False))  # linear warm-up
-    assert math.isclose(lrs[warm - 1], base) and math.isclose(lrs[warm], base)
-    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1 :], strict=False))  # cosine decay
-    assert math.isclose(lr_at(total, total, warm, base, low), low)
-    assert math.isclose(lr_at(warm + (total - warm) // 2, total, warm, base, low), (base + low) / 2)
-    assert lr_at(0, 10, 0, base) == base  # no warm-up
+    total, warm, base, low = 110, 10, 1e-3, 1e-5
+    # warm-up: step s of 10 reaches (s + 1) / 10 of the peak
+    assert [lr_at(s, total, warm, base, low) for s in range(warm)] == pytest.approx(
+        [1e-4, 2e-4, 3e-4, 4e-4, 5e-4, 6e-4, 7e-4, 8e-4, 9e-4, 1e-3], rel=1e-12)
+    # cosine over the remaining 100 steps: peak at its start, midway between peak and floor at
+    # step 10 + 50, cos(pi/4) of the way at 10 + 25, the floor at the last step and beyond
+    assert lr_at(10, total, warm, base, low) == pytest.approx(1e-3, rel=1e-12)
+    assert lr_at(60, total, warm, base, low) == pytest.approx(5.05e-4, rel=1e-12)
+    assert lr_at(35, total, warm, base, low) == pytest.approx(1e-5 + 9.9e-4 * (1 + 2**-0.5) / 2, rel=1e-12)
+    assert lr_at(110, total, warm, base, low) == pytest.approx(1e-5, rel=1e-12)
+    assert lr_at(500, total, warm, base, low) == pytest.approx(1e-5, rel=1e-12)
+    # no warm-up: the first step is at the peak, and min_lr defaults to 0
+    assert lr_at(0, 10, 0, base) == pytest.approx(1e-3, rel=1e-12)
+    assert lr_at(5, 10, 0, base) == pytest.approx(5e-4, rel=1e-12)
 
 
 def test_weighted_sampler_matches_class_weights() -> None:
@@ -238,3 +237,21 @@ def test_real_subset_trains_and_evaluates(icbhi_dir: Path, tmp_path: Path) -> No
     report = evaluate_run(run, None, "val")  # the subset holds official-train recordings only: no test split
     assert report["num_cycles"] > 0 and 0.0 <= report["score"] <= 100.0
     assert sum(map(sum, report["confusion_matrix"])) == report["num_cycles"]
+
+
+def test_cli_train_defaults_are_the_library_defaults() -> None:
+    import typer
+
+    from edge_lung.cli import app
+    from edge_lung.cli.train_cmd import _parse_seeds
+
+    params = {p.name: p for p in typer.main.get_command(app).commands["train"].params}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    # every field is an option except the feature settings (they travel in config.json); --seeds sets seed
+    assert set(fields) - set(params) == {"features", "seed"}
+    assert set(params) - set(fields) == {"seeds"}
+    assert params["data"].required and fields["data"].default is dataclasses.MISSING
+    differ = {name: (params[name].default, f.default) for name, f in fields.items()
+              if name in params and name != "data" and params[name].default != f.default}
+    assert not differ, f"CLI default != TrainConfig default: {differ}"
+    assert _parse_seeds(params["seeds"].default) == [TrainConfig.seed]

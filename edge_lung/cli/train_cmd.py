@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from edge_lung.train.config import TrainConfig  # torch-free: the options' defaults come from it
+
 _MULTI_GPU = (
     "Multi-GPU: run the same command under accelerate or torchrun, e.g. "
     '`accelerate launch --multi_gpu --num_processes 4 "$(which edge-lung)" train --data DB ...`; '
@@ -26,72 +28,74 @@ def _parse_seeds(text: str) -> list[int]:
 
 def train_command(
     data: Path = typer.Option(..., "--data", help="ICBHI-layout database folder (e.g. from `edge-lung data synth`)."),
-    out: Path = typer.Option(None, "--out", help="Run directory to create (default runs/<backbone>-...). "
-                             "With several --seeds, the parent of one run per seed."),
-    backbone: str = typer.Option("tiny", help="tiny | small | base (from scratch), a save_pretrained directory, or "
-                                 "a hub id such as MIT/ast-finetuned-audioset-10-10-0.4593 (local cache only "
-                                 "unless --allow-download)."),
-    allow_download: bool = typer.Option(False, help="Let a hub id download from the Hugging Face hub."),
-    adapter: str = typer.Option("auto", help="lung (bottleneck adapters, frozen backbone) | lora | none (full "
-                                "fine-tune) | auto (lung for checkpoints, none for named sizes)."),
-    adapter_width: int = typer.Option(64, help="Adapter bottleneck width."),
-    adapter_scale: float = typer.Option(0.1, help="Multiplier of the adapter branch."),
-    adapter_placement: str = typer.Option("both", help="Adapters parallel to: both | attention | mlp."),
-    lora_rank: int = typer.Option(8, help="LoRA rank (--adapter lora)."),
-    optimizer: str = typer.Option("sam", help="sam | asam | adamw (SAM wraps AdamW)."),
-    rho: float = typer.Option(None, help="SAM neighbourhood size (default 0.05 for sam, 2.0 for asam)."),
-    lr: float = typer.Option(None, help="Peak learning rate (default: 1e-3 adapters/tiny, 3e-4 small/base from "
-                             "scratch, 5e-5 full fine-tune of a checkpoint)."),
-    min_lr_ratio: float = typer.Option(0.01, help="Final learning rate of the cosine schedule, as a share of --lr."),
-    weight_decay: float = typer.Option(0.01, help="AdamW weight decay."),
-    epochs: int = typer.Option(30, help="Training epochs."),
-    warmup_epochs: float = typer.Option(1.0, help="Linear warm-up length in epochs."),
-    batch_size: int = typer.Option(16, help="Global batch size."),
-    grad_clip: float = typer.Option(1.0, help="Clip the gradient norm to this (0 = off)."),
-    label_smoothing: float = typer.Option(0.1, help="Label smoothing of the cross-entropy."),
-    sampler: str = typer.Option("uniform", help="uniform | wrs (weighted random sampler, weight 1/class "
+    out: Path = typer.Option(TrainConfig.out, "--out", help="Run directory to create (default "
+                             "runs/<backbone>-...). With several --seeds, the parent of one run per seed."),
+    backbone: str = typer.Option(TrainConfig.backbone, help="tiny | small | base (from scratch), a save_pretrained "
+                                 "directory, or a hub id such as MIT/ast-finetuned-audioset-10-10-0.4593 (local "
+                                 "cache only unless --allow-download)."),
+    allow_download: bool = typer.Option(TrainConfig.allow_download, help="Let a hub id download from the Hugging "
+                                        "Face hub."),
+    adapter: str = typer.Option(TrainConfig.adapter, help="lung (bottleneck adapters, frozen backbone) | lora | none "
+                                "(full fine-tune) | auto (lung for checkpoints, none for named sizes)."),
+    adapter_width: int = typer.Option(TrainConfig.adapter_width, help="Adapter bottleneck width."),
+    adapter_scale: float = typer.Option(TrainConfig.adapter_scale, help="Multiplier of the adapter branch."),
+    adapter_placement: str = typer.Option(TrainConfig.adapter_placement, help="Adapters parallel to: both | "
+                                          "attention | mlp."),
+    lora_rank: int = typer.Option(TrainConfig.lora_rank, help="LoRA rank (--adapter lora)."),
+    optimizer: str = typer.Option(TrainConfig.optimizer, help="sam | asam | adamw (SAM wraps AdamW)."),
+    rho: float = typer.Option(TrainConfig.rho, help="SAM neighbourhood size (default 0.05 for sam, 2.0 for asam)."),
+    lr: float = typer.Option(TrainConfig.lr, help="Peak learning rate (default: 1e-3 adapters/tiny, 3e-4 small/base "
+                             "from scratch, 5e-5 full fine-tune of a checkpoint)."),
+    min_lr_ratio: float = typer.Option(TrainConfig.min_lr_ratio, help="Final learning rate of the cosine schedule, "
+                                       "as a share of --lr."),
+    weight_decay: float = typer.Option(TrainConfig.weight_decay, help="AdamW weight decay."),
+    epochs: int = typer.Option(TrainConfig.epochs, help="Training epochs."),
+    warmup_epochs: float = typer.Option(TrainConfig.warmup_epochs, help="Linear warm-up length in epochs."),
+    batch_size: int = typer.Option(TrainConfig.batch_size, help="Global batch size."),
+    grad_clip: float = typer.Option(TrainConfig.grad_clip, help="Clip the gradient norm to this (0 = off)."),
+    label_smoothing: float = typer.Option(TrainConfig.label_smoothing, help="Label smoothing of the cross-entropy."),
+    sampler: str = typer.Option(TrainConfig.sampler, help="uniform | wrs (weighted random sampler, weight 1/class "
                                 "count; the LungAdapter recipe on real data)."),
-    class_weighted_loss: bool = typer.Option(False, help="Weight the loss by inverse class frequency."),
-    spec_augment: bool = typer.Option(False, help="SpecAugment frequency and time masks (real-data recipe)."),
-    freq_mask: int = typer.Option(24, help="SpecAugment: widest frequency mask (mel bins)."),
-    time_mask: int = typer.Option(96, help="SpecAugment: widest time mask (frames)."),
-    num_masks: int = typer.Option(1, help="SpecAugment: masks of each kind per sample."),
-    waveform_aug: bool = typer.Option(False, help="Random gain and noise on the waveform (features recomputed "
-                                      "every epoch; off = features computed once and cached)."),
-    gain_db: float = typer.Option(6.0, help="Waveform aug: gain drawn in +-gain_db."),
-    noise_snr_min_db: float = typer.Option(20.0, help="Waveform aug: lowest SNR of the added noise."),
-    noise_snr_max_db: float = typer.Option(40.0, help="Waveform aug: highest SNR of the added noise."),
-    val_fraction: float = typer.Option(0.2, help="Share of train cycles (whole patients) held out for validation."),
-    val_seed: int = typer.Option(0, help="Seed of the patient-grouped validation split."),
-    max_cycles: int = typer.Option(None, help="Train on at most this many cycles (quick checks); validation "
-                                   "always uses the whole split."),
-    seeds: str = typer.Option("0", help="Comma-separated seeds; several train one run each and report mean/std."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
-    precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16."),
-    num_threads: int = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
-    cache_dir: Path = typer.Option(None, help="Decoded-audio cache (default ~/.cache/edge-lung)."),
-    resume: bool = typer.Option(False, help="Continue the interrupted run in --out from its last checkpoint; "
-                                "the settings must match."),
-    progress: bool = typer.Option(True, help="Show the live progress bar."),
+    class_weighted_loss: bool = typer.Option(TrainConfig.class_weighted_loss, help="Weight the loss by inverse "
+                                             "class frequency."),
+    spec_augment: bool = typer.Option(TrainConfig.spec_augment, help="SpecAugment frequency and time masks "
+                                      "(real-data recipe)."),
+    freq_mask: int = typer.Option(TrainConfig.freq_mask, help="SpecAugment: widest frequency mask (mel bins)."),
+    time_mask: int = typer.Option(TrainConfig.time_mask, help="SpecAugment: widest time mask (frames)."),
+    num_masks: int = typer.Option(TrainConfig.num_masks, help="SpecAugment: masks of each kind per sample."),
+    waveform_aug: bool = typer.Option(TrainConfig.waveform_aug, help="Random gain and noise on the waveform "
+                                      "(features recomputed every epoch; off = features computed once and cached)."),
+    gain_db: float = typer.Option(TrainConfig.gain_db, help="Waveform aug: gain drawn in +-gain_db."),
+    noise_snr_min_db: float = typer.Option(TrainConfig.noise_snr_min_db, help="Waveform aug: lowest SNR of the "
+                                           "added noise."),
+    noise_snr_max_db: float = typer.Option(TrainConfig.noise_snr_max_db, help="Waveform aug: highest SNR of the "
+                                           "added noise."),
+    val_fraction: float = typer.Option(TrainConfig.val_fraction, help="Share of train cycles (whole patients) held "
+                                       "out for validation."),
+    val_seed: int = typer.Option(TrainConfig.val_seed, help="Seed of the patient-grouped validation split."),
+    max_cycles: int = typer.Option(TrainConfig.max_cycles, help="Train on at most this many cycles (quick checks); "
+                                   "validation always uses the whole split."),
+    seeds: str = typer.Option(str(TrainConfig.seed), help="Comma-separated seeds; several train one run each and "
+                              "report mean/std."),
+    device: str = typer.Option(TrainConfig.device, help="auto | cpu | cuda."),
+    precision: str = typer.Option(TrainConfig.precision, help="auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | "
+                                  "bf16."),
+    num_threads: int = typer.Option(TrainConfig.num_threads, help="CPU threads for torch (default: torch's choice)."),
+    eval_batch_size: int = typer.Option(TrainConfig.eval_batch_size, help="Validation cycles per forward pass."),
+    cache_dir: Path = typer.Option(TrainConfig.cache_dir, help="Decoded-audio cache (default ~/.cache/edge-lung)."),
+    resume: bool = typer.Option(TrainConfig.resume, help="Continue the interrupted run in --out from its last "
+                                "checkpoint; the settings must match."),
+    progress: bool = typer.Option(TrainConfig.progress, help="Show the live progress bar."),
 ) -> None:
     """Train an AST classifier on the cycles of an ICBHI-layout database and select it on validation."""
-    from edge_lung.train.loop import TrainConfig, train, train_seeds
+    # every option but --seeds is the TrainConfig field of the same name (Paths go in as text)
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "seeds"}
+    from edge_lung.train.loop import train
+    from edge_lung.train.seeds import train_seeds
 
     seed_list = _parse_seeds(seeds)
     try:
-        cfg = TrainConfig(
-            data=str(data), out=str(out) if out else None, backbone=backbone, allow_download=allow_download,
-            adapter=adapter, adapter_width=adapter_width, adapter_scale=adapter_scale,
-            adapter_placement=adapter_placement, lora_rank=lora_rank, optimizer=optimizer, rho=rho, lr=lr,
-            min_lr_ratio=min_lr_ratio, weight_decay=weight_decay, epochs=epochs, warmup_epochs=warmup_epochs,
-            batch_size=batch_size, grad_clip=grad_clip, label_smoothing=label_smoothing, sampler=sampler,
-            class_weighted_loss=class_weighted_loss, spec_augment=spec_augment, freq_mask=freq_mask,
-            time_mask=time_mask, num_masks=num_masks, waveform_aug=waveform_aug, gain_db=gain_db,
-            noise_snr_min_db=noise_snr_min_db, noise_snr_max_db=noise_snr_max_db, val_fraction=val_fraction,
-            val_seed=val_seed, max_cycles=max_cycles, seed=seed_list[0], device=device, precision=precision,
-            num_threads=num_threads, cache_dir=str(cache_dir) if cache_dir else None, resume=resume,
-            progress=progress,
-        )
+        cfg = TrainConfig(**options, seed=seed_list[0])
         if len(seed_list) == 1:
             train(cfg)
             return

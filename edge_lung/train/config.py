@@ -1,0 +1,196 @@
+"""Training settings: `TrainConfig` (every option of `edge-lung train`), its validation, the option
+constants and the `resolve_*` helpers that turn "auto"/unset options into the values a run uses.
+
+Torch-free at import (the model module is imported inside the helpers that need it), so the CLI
+reads its defaults from `TrainConfig` without loading torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_lung.config import FeatureConfig, dataclass_from_dict
+
+if TYPE_CHECKING:
+    import torch
+
+OPTIMIZERS = ("sam", "asam", "adamw")
+SAMPLERS = ("wrs", "uniform")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+PLACEMENTS = ("both", "attention", "mlp")
+DEFAULT_RHO = {"sam": 0.05, "asam": 2.0}
+# Settings that may differ between an interrupted run and its --resume.
+RESUME_FREE = ("resume", "progress", "device", "num_threads", "cache_dir")
+_POSITIVE_INTS = ("adapter_width", "lora_rank", "epochs", "batch_size", "eval_batch_size")
+_NON_NEGATIVE = ("warmup_epochs", "weight_decay", "grad_clip", "gain_db", "freq_mask", "time_mask", "num_masks")
+
+
+class TrainError(ValueError):
+    """Bad training input (data, run directory, settings), with what was expected."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of `edge-lung train`; recorded in the run's config.json.
+
+    `max_cycles` trains on a random subset (quick checks); validation always uses the whole
+    split, so `edge-lung evaluate RUN --split val` reproduces the selection figures.
+    The sampler and SpecAugment default to off: with them on, the from-scratch tiny model stays at
+    chance for 12+ epochs on the synthetic database (it learns with uniform sampling). Turn them
+    on (`sampler="wrs"`, `spec_augment=True`) for the LungAdapter recipe on real ICBHI data.
+    `adapter="auto"` means LungAdapter for a checkpoint backbone and a full fine-tune for a
+    named size (adapters on a frozen random backbone learn little). `lr=None` and `rho=None`
+    resolve to per-setting defaults, recorded in config.json.
+    """
+
+    data: str
+    out: str | None = None
+    backbone: str = "tiny"
+    allow_download: bool = False
+    adapter: str = "auto"
+    adapter_width: int = 64
+    adapter_scale: float = 0.1
+    adapter_placement: str = "both"
+    lora_rank: int = 8
+    optimizer: str = "sam"
+    rho: float | None = None
+    lr: float | None = None
+    min_lr_ratio: float = 0.01
+    weight_decay: float = 0.01
+    epochs: int = 30
+    warmup_epochs: float = 1.0
+    batch_size: int = 32
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.1
+    sampler: str = "uniform"
+    class_weighted_loss: bool = False
+    spec_augment: bool = False
+    freq_mask: int = 24
+    time_mask: int = 96
+    num_masks: int = 1
+    waveform_aug: bool = False
+    gain_db: float = 6.0
+    noise_snr_min_db: float = 20.0
+    noise_snr_max_db: float = 40.0
+    val_fraction: float = 0.2
+    val_seed: int = 0
+    max_cycles: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    num_threads: int | None = None
+    eval_batch_size: int = 32
+    cache_dir: str | None = None
+    features: dict[str, Any] = field(default_factory=lambda: FeatureConfig().to_dict())
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self._check_choices()
+        self._check_ranges()
+        FeatureConfig.from_dict(self.features)  # validates
+
+    def _check_choices(self) -> None:
+        from edge_lung.train.model import ADAPTERS
+
+        choices = {
+            "adapter": ("auto", *ADAPTERS),
+            "optimizer": OPTIMIZERS,
+            "sampler": SAMPLERS,
+            "device": DEVICES,
+            "precision": PRECISIONS,
+            "adapter_placement": PLACEMENTS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+
+    def _check_ranges(self) -> None:
+        for name in _POSITIVE_INTS:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        for name in ("lr", "rho"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name}: expected > 0 (or unset for the default), got {value}")
+        for name in ("max_cycles", "num_threads"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name}: expected a positive count or unset, got {value}")
+        for name in _NON_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing: expected 0 <= x < 1, got {self.label_smoothing}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio: expected 0 <= x <= 1, got {self.min_lr_ratio}")
+        if self.noise_snr_min_db > self.noise_snr_max_db:
+            raise ValueError(
+                f"noise_snr_min_db/noise_snr_max_db: expected min <= max, got "
+                f"{self.noise_snr_min_db} / {self.noise_snr_max_db}"
+            )
+
+    @property
+    def feature_config(self) -> FeatureConfig:
+        return FeatureConfig.from_dict(self.features)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return dataclass_from_dict(cls, data)
+
+
+def resolve_adapter(cfg: TrainConfig) -> str:
+    """The adapter a run trains: `cfg.adapter`, or for "auto" LungAdapter on a checkpoint, none on a named size."""
+    from edge_lung.train.model import backbone_kind
+
+    if cfg.adapter != "auto":
+        return cfg.adapter
+    return "none" if backbone_kind(cfg.backbone) == "size" else "lung"
+
+
+def resolve_lr(cfg: TrainConfig, adapter: str) -> float:
+    """Default learning rate: adapters 1e-3; full fine-tune 1e-3 from scratch (tiny) / 3e-4, 5e-5 pretrained."""
+    from edge_lung.train.model import backbone_kind
+
+    if cfg.lr is not None:
+        return cfg.lr
+    if adapter != "none":
+        return 1e-3
+    if backbone_kind(cfg.backbone) == "size":
+        return 1e-3 if cfg.backbone == "tiny" else 3e-4
+    return 5e-5
+
+
+def resolve_rho(cfg: TrainConfig) -> float | None:
+    """SAM's neighbourhood size: `cfg.rho`, or the optimizer's default; None for plain AdamW."""
+    if cfg.optimizer == "adamw":
+        return None
+    return cfg.rho if cfg.rho is not None else DEFAULT_RHO[cfg.optimizer]
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device of `--device` (auto: CUDA when torch sees one)."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TrainError("--device cuda: no CUDA device is available to torch here; use --device cpu or auto")
+    return torch.device(device)
+
+
+def default_run_dir(cfg: TrainConfig, adapter: str) -> Path:
+    """runs/<backbone>-<adapter>-<optimizer>-seed<N>-<time> when no --out is given."""
+    from edge_lung.train.model import SIZES
+
+    name = cfg.backbone if cfg.backbone in SIZES else Path(cfg.backbone.rstrip("/")).name
+    return Path("runs") / f"{name}-{adapter}-{cfg.optimizer}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
