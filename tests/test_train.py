@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge_lung.config import LABELS  # noqa: E402
-from edge_lung.train.augment import augment_waveform, sample_order, spec_augment  # noqa: E402
+from edge_lung.train.augment import EpochRandom, augment_waveform, sample_order, spec_augment  # noqa: E402
 from edge_lung.train.config import TrainConfig, TrainError  # noqa: E402
 from edge_lung.train.loop import lr_at, train  # noqa: E402
 from edge_lung.train.rundir import CHECKPOINT  # noqa: E402
@@ -35,6 +35,21 @@ def test_lr_at_warmup_then_cosine() -> None:
     # no warm-up: the first step is at the peak, and min_lr defaults to 0
     assert lr_at(0, 10, 0, base) == pytest.approx(1e-3, rel=1e-12)
     assert lr_at(5, 10, 0, base) == pytest.approx(5e-4, rel=1e-12)
+
+
+def test_epoch_streams_depend_on_seed_and_epoch_only() -> None:
+    def draws(seed: int, epoch: int) -> tuple:
+        r = EpochRandom.for_epoch(seed, epoch)
+        return (torch.randperm(50, generator=r.order).tolist(), torch.rand(3, generator=r.spec).tolist(),
+                r.wave.random(3).tolist(), r.dropout_seed)
+
+    a = draws(3, 2)
+    assert a == draws(3, 2)  # a resumed epoch redraws exactly what it drew before
+    assert all(x != y for x, y in zip(a, draws(3, 3), strict=True))  # every stream moves with the epoch
+    assert all(x != y for x, y in zip(a, draws(4, 2), strict=True))  # and with the seed
+    fresh = EpochRandom.for_epoch(3, 2)  # four distinct streams, not one seed used four times
+    assert torch.rand(3, generator=fresh.order).tolist() != torch.rand(3, generator=fresh.spec).tolist()
+    assert fresh.dropout_seed not in (fresh.order.initial_seed(), fresh.spec.initial_seed())
 
 
 def test_weighted_sampler_matches_class_weights() -> None:

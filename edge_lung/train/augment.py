@@ -33,9 +33,17 @@ class EpochRandom:
 
     @classmethod
     def for_epoch(cls, seed: int, epoch: int) -> EpochRandom:
-        mixed = (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
-        gen = torch.Generator().manual_seed(mixed)
-        return cls(order=gen, spec=gen, wave=np.random.default_rng(mixed), dropout_seed=mixed)
+        order, spec, wave, dropout = np.random.SeedSequence([seed, epoch]).spawn(4)
+
+        def torch_seed(seq: np.random.SeedSequence) -> int:
+            return int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1))  # fits torch's signed 64 bits
+
+        return cls(
+            order=torch.Generator().manual_seed(torch_seed(order)),
+            spec=torch.Generator().manual_seed(torch_seed(spec)),
+            wave=np.random.default_rng(wave),
+            dropout_seed=torch_seed(dropout),
+        )
 
 
 def sample_order(labels: np.ndarray, sampler: str, generator: torch.Generator, num_classes: int) -> np.ndarray:
