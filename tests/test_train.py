@@ -250,7 +250,9 @@ def test_real_subset_trains_and_evaluates(icbhi_dir: Path, tmp_path: Path) -> No
 
     run = train(_quick(icbhi_dir, tmp_path / "real", adapter="none", optimizer="adamw", epochs=1, max_cycles=24))
     report = evaluate_run(run, None, "val")  # the subset holds official-train recordings only: no test split
-    assert report["num_cycles"] > 0 and 0.0 <= report["score"] <= 100.0
+    config = json.loads((run / "config.json").read_text())
+    assert report["num_cycles"] == config["val_cycles"] > 0
+    assert report["confusion_matrix"] == config["best"]["val"]["confusion_matrix"]  # what selected it
     assert sum(map(sum, report["confusion_matrix"])) == report["num_cycles"]
 
 
