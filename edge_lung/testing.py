@@ -287,3 +287,31 @@ class VirtualStethoscope:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# Known degradations of real recordings for the quality gate's tests and benchmark. Hand-written
+# because the assertions depend on their exact definitions (clipping by a gain over the recording's
+# own peak, noise at an SNR over its own RMS); audiomentations' ClippingDistortion clips at a
+# percentile instead, which hides the gain a person would have turned up.
+
+
+def overdrive(audio: np.ndarray, over_db: float) -> np.ndarray:
+    """Raise the gain until the peak is `over_db` above full scale, then clip at +-1 like an ADC."""
+    gain = 10.0 ** (over_db / 20.0) / max(float(np.max(np.abs(audio))), 1e-9)
+    return np.clip(audio * gain, -1.0, 1.0).astype(np.float32)
+
+
+def add_white_noise(audio: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    """Mix in white noise `snr_db` below the recording's RMS; a mix peaking over 0.9 is scaled down to
+    0.9, as a person setting the gain would, so the noise tests do not turn into clipping tests."""
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    noise = np.random.default_rng(seed).standard_normal(audio.shape[0]) * rms / 10.0 ** (snr_db / 20.0)
+    mix = audio + noise
+    return (mix * min(1.0, 0.9 / max(float(np.max(np.abs(mix))), 1e-9))).astype(np.float32)
+
+
+def with_nan_run(audio: np.ndarray, start: int, length: int) -> np.ndarray:
+    """A copy with `length` NaN samples from `start` (a driver or file glitch)."""
+    out = np.array(audio, dtype=np.float32)
+    out[start : start + length] = np.nan
+    return out

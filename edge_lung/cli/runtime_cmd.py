@@ -17,6 +17,11 @@ _THRESHOLD = typer.Option(
     "specificity; `edge-lung evaluate` and `classify` on annotated recordings print the curve."
 )
 _THREADS = typer.Option(0, "--threads", help="onnxruntime intra-op threads (0: onnxruntime decides).")
+_QUALITY = typer.Option("on", "--quality", help="Signal-quality gate: 'on' gives windows that cannot be heard "
+                        "(no_signal, clipping, too_loud, too_quiet, noise) that verdict instead of a class; 'off' "
+                        "classifies them (windows with NaN/inf samples are never classified).")
+_QUALITY_SET = typer.Option(None, "--quality-set", help="Override one gate threshold of the model directory, "
+                            "NAME=VALUE (repeatable), e.g. clipped_share=0.1; names: see manifest.json 'quality'.")
 
 
 def _fail(exc: BaseException) -> typer.Exit:
@@ -64,6 +69,8 @@ def stream(
                                "PROTOCOL.md), e.g. /dev/ttyACM0."),
     duration: float = typer.Option(None, "--duration", help="Stop after this many seconds of audio."),
     quiet: bool = typer.Option(False, "--quiet", help="No live table (use with --jsonl)."),
+    quality: str = _QUALITY,
+    quality_set: list[str] = _QUALITY_SET,
 ) -> None:
     """Stream from a USB stethoscope (or --replay FILE, or --serial PORT) and print a decision every hop."""
     from rich.console import Console
@@ -74,7 +81,9 @@ def stream(
 
     try:
         opts = StreamOptions(device, replay, realtime, serial, jsonl, record, duration, display=not quiet)
-        classifier = load_classifier(model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads)
+        classifier = load_classifier(
+            model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads, quality, quality_set or ()
+        )
         summary = stream_session(classifier, opts)
     except _USER_ERRORS as exc:
         raise _fail(exc) from exc
@@ -92,6 +101,8 @@ def classify(
     threads: int = _THREADS,
     jsonl: Path = typer.Option(None, "--jsonl", help="Write every window decision and a per-file summary as "
                                "JSON lines to PATH; '-' for stdout."),
+    quality: str = _QUALITY,
+    quality_set: list[str] = _QUALITY_SET,
 ) -> None:
     """Classify files with the same windowing as `stream` (as fast as the CPU allows) and report per file."""
     from rich.console import Console
@@ -101,7 +112,9 @@ def classify(
     from edge_lung.runtime.stream import StreamConfig
 
     try:
-        classifier = load_classifier(model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads)
+        classifier = load_classifier(
+            model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads, quality, quality_set or ()
+        )
         results, pooled = classify_session(classifier, files, jsonl)
     except _USER_ERRORS as exc:
         raise _fail(exc) from exc

@@ -19,6 +19,7 @@ from edge_lung.audio import AudioError, load_audio
 from edge_lung.config import LABELS
 from edge_lung.data.icbhi import CycleSpec, parse_annotation
 from edge_lung.metrics import score_predictions, screening_curve
+from edge_lung.runtime.quality import nonfinite_runs
 from edge_lung.runtime.stream import Decision, StreamingClassifier
 
 
@@ -50,12 +51,26 @@ class FileResult:
             "duration_s": round(self.duration_s, 3),
             "windows": len(self.decisions),
             "flagged_windows": sum(d.flag for d in self.decisions),
-            "max_p_abnormal": max((d.p_abnormal for d in self.decisions), default=float("nan")),
+            "max_p_abnormal": max((d.p_abnormal for d in self.decided), default=None),
+            "verdicts": self.verdicts,
             "note": self.note,
         }
         if self.cycles is not None:
             out.update(cycle_agreement(self.cycles, labels))
         return out
+
+    @property
+    def decided(self) -> list[Decision]:
+        """The windows that passed the quality gate and got a class decision."""
+        return [d for d in self.decisions if d.verdict == "ok"]
+
+    @property
+    def verdicts(self) -> dict[str, int]:
+        """Windows per quality verdict (`ok` = classified)."""
+        counts: dict[str, int] = {}
+        for d in self.decisions:
+            counts[d.verdict] = counts.get(d.verdict, 0) + 1
+        return counts
 
 
 def annotation_for(audio_path: str | Path) -> Path | None:
@@ -65,7 +80,10 @@ def annotation_for(audio_path: str | Path) -> Path | None:
 
 
 def align_cycles(decisions: list[Decision], cycles: list[CycleSpec], abnormal: list[int]) -> list[CycleMatch]:
-    """Match each annotated cycle with the windows that overlap it, weighting by overlap length."""
+    """Match each annotated cycle with the windows that overlap it, weighting by overlap length.
+
+    Windows the quality gate stopped have no probabilities and are left out."""
+    decisions = [d for d in decisions if d.verdict == "ok"]
     out = []
     for cycle in cycles:
         weights, probs = [], []
@@ -121,8 +139,9 @@ def classify_file(
 
     def decide(windows: Iterable) -> None:
         for window in windows:
-            probs, feature_ms, model_ms = classifier.infer(window)
-            decision = decider.decide(window, probs, feature_ms, model_ms, source=str(path))
+            r = classifier.process(window)
+            decision = decider.decide(window, r.probabilities, r.feature_ms, r.model_ms, source=str(path),
+                                      quality=r.quality)
             result.decisions.append(decision)
             if on_decision is not None:
                 on_decision(decision)
@@ -134,6 +153,9 @@ def classify_file(
         result.note = (
             f"too short for a decision ({result.duration_s:.2f} s < --min-audio {classifier.cfg.min_audio_s} s)"
         )
+    invalid_note = nonfinite_note(audio)
+    if invalid_note:
+        result.note = "; ".join(filter(None, [invalid_note, result.note]))  # first: `classify` exits 1 on "error"
     txt = annotation_for(path)
     if txt is not None:
         abnormal = list(classifier.model.info.abnormal_indices)
@@ -143,6 +165,16 @@ def classify_file(
             notes = [f"{Path(p.file).name}: {p.reason}" for p in problems if p.kind == "error"]
             result.note = "; ".join([result.note, *notes] if result.note else notes)
     return result
+
+
+def nonfinite_note(audio: np.ndarray) -> str:
+    """'error: N NaN/inf samples at input samples a-b, ...' or '' for finite audio."""
+    count, runs = nonfinite_runs(audio)
+    if not count:
+        return ""
+    ranges = ", ".join(f"{s}-{e - 1}" for s, e in runs)
+    more = "" if sum(e - s for s, e in runs) == count else ", ..."
+    return f"error: {count} NaN/inf samples (input samples {ranges}{more}), their windows not classified"
 
 
 def classify_files(

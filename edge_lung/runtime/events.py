@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
+from edge_lung.runtime.quality import Guidance
 from edge_lung.runtime.stream import Decision
 
 
@@ -45,15 +47,21 @@ class JsonlWriter:
 
 
 class LiveDisplay:
-    """Last few decisions as a small table that redraws in place, with loss counters underneath."""
+    """Last few decisions as a small table that redraws in place, with loss counters underneath.
 
-    def __init__(self, title: str, rows: int = 8, console=None) -> None:
+    A window the quality gate stopped shows its verdict instead of a class, and the advice for it
+    ("no signal: place the chest piece on the skin") is printed above the table, at most once per
+    `advice_every_s` while the same verdict repeats.
+    """
+
+    def __init__(self, title: str, rows: int = 8, console=None, advice_every_s: float = 5.0) -> None:
         from rich.console import Console
 
         self.title = title
         self.console = console or Console(stderr=True)
         self._rows: deque[Decision] = deque(maxlen=rows)
         self._live = None
+        self.guidance = Guidance(advice_every_s)
 
     def __enter__(self) -> LiveDisplay:
         from rich.live import Live
@@ -69,6 +77,9 @@ class LiveDisplay:
 
     def __call__(self, decision: Decision) -> None:
         self._rows.append(decision)
+        advice = self.guidance.message(decision.verdict)
+        if advice is not None:
+            self.console.print(f"[bold yellow]{decision.window.end_s:7.1f} s  {advice}[/]", highlight=False)
         if self._live is not None:
             self._live.update(self._render())
 
@@ -89,12 +100,14 @@ class LiveDisplay:
         for d in self._rows:
             w = d.window
             flag = "[bold red]ABNORMAL[/]" if d.smoothed_flag else "[green]ok[/]"
+            if d.verdict != "ok":
+                flag = f"[bold yellow]{d.verdict}[/]"
             pad = "*" if w.padded else ""
             table.add_row(
                 f"{w.start_s:7.1f}-{w.end_s:<7.1f}{pad}",
                 d.label,
-                f"{d.p_abnormal:.2f}",
-                f"{d.smoothed_label} {d.smoothed_p_abnormal:.2f}",
+                _prob(d.p_abnormal),
+                f"{d.smoothed_label} {_prob(d.smoothed_p_abnormal)}",
                 flag,
                 f"{d.feature_ms:.1f}",
                 f"{d.model_ms:.1f}",
@@ -107,3 +120,7 @@ class LiveDisplay:
             )
             table.caption_justify = "left"
         return table
+
+
+def _prob(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}"

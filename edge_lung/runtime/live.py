@@ -31,6 +31,7 @@ class LiveSummary:
     input_samples: int = 0
     windows: int = 0
     flagged: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)  # windows per quality verdict (`ok` = classified)
     counters: Counters = field(default_factory=Counters)
     reconnects: int = 0
     wall_s: float = 0.0
@@ -48,6 +49,7 @@ class LiveSummary:
             "audio_s": round(self.seconds, 3),
             "windows": self.windows,
             "flagged": self.flagged,
+            "verdicts": dict(self.verdicts),
             "reconnects": self.reconnects,
             "wall_s": round(self.wall_s, 3),
             "stopped_by": self.stopped_by,
@@ -122,7 +124,7 @@ class _Loop:
         self.rate = source.rate
         self.stream: WindowStream = classifier.create_stream(self.rate)
         self.decider = classifier.create_decider()
-        self.worker = InferenceWorker(classifier.infer, max_pending=1, backpressure=backpressure)
+        self.worker = InferenceWorker(classifier.process, max_pending=1, backpressure=backpressure)
         self._lost_seen = 0
 
     def run(self, stop: threading.Event, duration_s: float | None, poll_s: float, max_block_s: float) -> None:
@@ -200,9 +202,12 @@ class _Loop:
     def _decide(self, results) -> None:
         self.counters.overflows = self.source.overflows
         self.counters.skipped = self.worker.skipped
-        for window, (probs, feature_ms, model_ms) in results:
-            decision = self.decider.decide(window, probs, feature_ms, model_ms, self.counters, self.source.name)
+        for window, r in results:
+            decision = self.decider.decide(
+                window, r.probabilities, r.feature_ms, r.model_ms, self.counters, self.source.name, r.quality
+            )
             self.summary.windows += 1
             self.summary.flagged += int(decision.flag)
+            self.summary.verdicts[decision.verdict] = self.summary.verdicts.get(decision.verdict, 0) + 1
             for sink in self.on_decision:
                 sink(decision)

@@ -17,6 +17,7 @@ import numpy as np
 
 from edge_lung.config import FeatureConfig
 from edge_lung.fileio import atomic_write_json, sha256_file
+from edge_lung.runtime.quality import QualityConfig
 from edge_lung.scoring import softmax
 
 ARTIFACT_FORMAT = 1
@@ -34,6 +35,9 @@ META_KEYS = {
 }
 """ONNX metadata key for each field; values are JSON strings."""
 
+OPTIONAL_META_KEYS = {"quality": "edge_lung.quality"}
+"""Keys added after format 1 shipped: a model without them gets the defaults (`QualityConfig()`)."""
+
 
 class ArtifactError(ValueError):
     """A model directory or file that cannot be used, with the path and the reason."""
@@ -45,17 +49,20 @@ def build_metadata(
     quantization: str,
     metrics: dict[str, Any],
     run: dict[str, Any],
+    quality: QualityConfig | None = None,
 ) -> dict[str, str]:
     """The metadata_props dict (string -> JSON string) that export writes into the ONNX file."""
-    values = {
+    values: dict[str, Any] = {
         "format": ARTIFACT_FORMAT,
         "labels": list(labels),
         "features": features.to_dict(),
         "quantization": quantization,
         "metrics": metrics,
         "run": run,
+        "quality": (quality or QualityConfig()).to_dict(),
     }
-    return {META_KEYS[k]: json.dumps(v, sort_keys=True) for k, v in values.items()}
+    keys = {**META_KEYS, **OPTIONAL_META_KEYS}
+    return {keys[k]: json.dumps(v, sort_keys=True) for k, v in values.items()}
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class ModelInfo:
     metrics: dict[str, Any] = field(default_factory=dict)
     run: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
+    quality: QualityConfig = field(default_factory=QualityConfig)  # the signal-quality gate's thresholds
 
     @property
     def abnormal_indices(self) -> list[int]:
@@ -84,7 +92,9 @@ def parse_metadata(meta: dict[str, str], path: Path) -> dict[str, Any]:
             "(export it with `edge-lung export`)"
         )
     out = {}
-    for name, key in META_KEYS.items():
+    for name, key in {**META_KEYS, **OPTIONAL_META_KEYS}.items():
+        if key not in meta:
+            continue
         try:
             out[name] = json.loads(meta[key])
         except json.JSONDecodeError as exc:
@@ -163,6 +173,7 @@ class OnnxClassifier:
             metrics=meta["metrics"],
             run=meta["run"],
             manifest=manifest,
+            quality=quality_from_meta(meta.get("quality"), path),
         )
         self.threads = threads
         self._input = self.session.get_inputs()[0].name
@@ -181,6 +192,17 @@ class OnnxClassifier:
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         return softmax(self.logits(features))
+
+
+def quality_from_meta(data: dict[str, Any] | None, path: Path) -> QualityConfig:
+    """The gate's thresholds stored in a model; the defaults for a model exported before they were."""
+    if data is None:
+        return QualityConfig()
+    try:
+        return QualityConfig.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        key = OPTIONAL_META_KEYS["quality"]
+        raise ArtifactError(f"{path}: metadata {key!r} is not a valid quality-gate config ({exc})") from exc
 
 
 def write_manifest(model_dir: str | Path, onnx_path: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:

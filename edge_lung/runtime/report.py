@@ -41,7 +41,7 @@ def classify_table(results: list[FileResult], labels: tuple[str, ...], threshold
     annotated = any(r.cycles is not None for r in results)
     notes = any(r.note for r in results)
     table = Table(title=f"Windows per recording (flag: P(abnormal) >= {threshold:.2f})", title_justify="left")
-    cols = ["file", "Hz", "sec", "win", "flag", "maxP"]
+    cols = ["file", "Hz", "sec", "win", "flag", "maxP", "quality"]
     cols += ["cycles", "agree%", "Se%", "Sp%"] if annotated else []
     cols += ["note"] if notes else []
     for col in cols:
@@ -49,7 +49,8 @@ def classify_table(results: list[FileResult], labels: tuple[str, ...], threshold
     for r in results:
         s = r.summary(labels)
         row = [r.path.name, str(r.input_rate), f"{r.duration_s:.1f}", str(s["windows"]), str(s["flagged_windows"])]
-        row.append("-" if not r.decisions else f"{s['max_p_abnormal']:.2f}")
+        row.append("-" if not r.decided else f"{s['max_p_abnormal']:.2f}")
+        row.append(verdict_counts(s["verdicts"]))
         if annotated:
             row += [
                 str(s.get("cycles", "-")),
@@ -60,7 +61,8 @@ def classify_table(results: list[FileResult], labels: tuple[str, ...], threshold
         if notes:
             row.append(r.note)
         table.add_row(*row)
-    table.caption = "win: windows decided; flag: windows flagged abnormal; maxP: highest P(abnormal)"
+    table.caption = ("win: windows; flag: windows flagged abnormal; maxP: highest P(abnormal); quality: windows per "
+                     "signal-quality verdict (only 'ok' windows get a class)")
     if annotated:
         table.caption += "; agree/Se/Sp: annotated cycles vs overlapping windows"
     table.caption_justify = "left"
@@ -86,12 +88,19 @@ def pooled_lines(pooled: dict[str, Any]) -> list[str]:
     return lines
 
 
+def verdict_counts(verdicts: dict[str, int]) -> str:
+    """'ok 12, clipping 3' ('-' for none), `ok` first."""
+    order = sorted(verdicts, key=lambda v: (v != "ok", v))
+    return ", ".join(f"{v} {verdicts[v]}" for v in order) or "-"
+
+
 def summary_line(summary: LiveSummary) -> str:
     c = summary.counters
     speed = summary.seconds / summary.wall_s if summary.wall_s > 0 else float("nan")
     return (
         f"{summary.source}: {summary.seconds:.1f} s of audio at {summary.input_rate} Hz in {summary.wall_s:.1f} s "
-        f"({speed:.1f}x real time), {summary.windows} windows, {summary.flagged} flagged; "
+        f"({speed:.1f}x real time), {summary.windows} windows ({verdict_counts(summary.verdicts)}), "
+        f"{summary.flagged} flagged; "
         f"overflows {c.overflows}, lost samples {c.lost_samples}, gaps {c.gaps} ({c.gap_s:.1f} s), "
         f"skipped windows {c.skipped}, reconnects {summary.reconnects}; stopped: {summary.stopped_by}"
     )

@@ -19,13 +19,27 @@ AUDIO_SUFFIXES = (".wav", ".flac")
 log = logging.getLogger(__name__)
 
 
-def load_classifier(model_dir: str | Path, cfg: StreamConfig, threads: int | None) -> StreamingClassifier:
-    """OnnxClassifier (onnxruntime only) wrapped with the stream settings."""
+def load_classifier(
+    model_dir: str | Path,
+    cfg: StreamConfig,
+    threads: int | None,
+    quality: str = "on",
+    quality_set: list[str] | tuple[str, ...] = (),
+) -> StreamingClassifier:
+    """OnnxClassifier (onnxruntime only) wrapped with the stream settings and the quality gate.
+
+    The gate's thresholds are the model directory's, with `quality_set` (`NAME=VALUE`) applied;
+    `quality="off"` classifies every window except those holding NaN/inf samples.
+    """
     from edge_lung.runtime.model_dir import OnnxClassifier
 
     if threads is not None and threads < 0:
         raise ValueError(f"--threads: expected 0 (onnxruntime decides) or a positive count, got {threads}")
-    return StreamingClassifier(OnnxClassifier(model_dir, threads=threads or None), cfg)
+    if quality not in ("on", "off"):
+        raise ValueError(f"--quality: expected 'on' or 'off', got {quality!r}")
+    model = OnnxClassifier(model_dir, threads=threads or None)
+    gate = model.info.quality.with_overrides(list(quality_set))
+    return StreamingClassifier(model, cfg, quality=gate, gate=quality == "on")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 from edge_lung.audio import StreamResampler, cyclic_pad
 from edge_lung.config import FeatureConfig, seconds_to_samples
 from edge_lung.features import window_features
+from edge_lung.runtime.quality import OK, Quality, QualityConfig, assess, input_marks
 from edge_lung.runtime.ring import RingBuffer
 
 
@@ -63,6 +64,10 @@ class Window:
     sample_rate: int
     created: float  # time.monotonic() when the window's last sample arrived
     segment: int = 0  # bumped at every gap; smoothing never spans two segments
+    # input samples the window covers, and how many of them were at full scale / NaN or inf (quality gate)
+    span: int = 0
+    clipped: int = 0
+    invalid: int = 0
 
     @property
     def start_s(self) -> float:
@@ -96,7 +101,9 @@ class Counters:
 class WindowStream:
     """Samples in (any block size, input rate), `Window`s out every hop; identical for any blocking."""
 
-    def __init__(self, features: FeatureConfig, cfg: StreamConfig, input_rate: int) -> None:
+    def __init__(
+        self, features: FeatureConfig, cfg: StreamConfig, input_rate: int, clip_level: float = QualityConfig.clip_level
+    ) -> None:
         if int(input_rate) <= 0:
             raise ValueError(f"WindowStream: expected a positive input sample rate, got {input_rate}")
         self.features = features
@@ -114,6 +121,7 @@ class WindowStream:
                 f"got {cfg.min_audio_s} s"
             )
         self._ring = RingBuffer(self.window_samples)
+        self.clip_level = float(clip_level)
         self.reset()
 
     def reset(self) -> None:
@@ -129,6 +137,9 @@ class WindowStream:
 
     def _start_segment(self) -> None:
         self._ring.reset()
+        # Per input sample: 2 = NaN/inf, 1 = full scale (quality.input_marks); one window plus the
+        # resampler's lag and one input chunk, at the input rate, indexed from the segment's start.
+        self._marks = RingBuffer(int(math.ceil(self.features.window_s * self.input_rate)) + self.input_rate)
         self._seg_len = 0
         self._last_end = 0
         self._next_end = -(-self.min_samples // self.hop) * self.hop  # first hop multiple >= min audio
@@ -146,7 +157,13 @@ class WindowStream:
         if samples.ndim != 1:
             raise ValueError(f"accept_waveform: expected mono float32[n], got shape {samples.shape}")
         self.input_samples += samples.shape[0]
-        return self._push(self._resampler.process(samples))
+        samples, marks = input_marks(samples, self.clip_level)  # NaN/inf never reach the resampler
+        out: list[Window] = []
+        chunk = max(1, self.input_rate // 2)  # keeps a window's input samples inside the marks ring
+        for pos in range(0, samples.shape[0], chunk):
+            self._marks.write(marks[pos : pos + chunk])
+            out += self._push(self._resampler.process(samples[pos : pos + chunk]))
+        return out
 
     def finish(self) -> list[Window]:
         """End of input: drain the resampler and cover the tail with a last window if it is worth one."""
@@ -219,6 +236,8 @@ class WindowStream:
         if padded:
             audio = cyclic_pad(audio, self.window_samples)
         self._last_end = end
+        first = max(self._marks.start, (end - have) * self.input_rate // self.rate)
+        marks = self._marks.get(first, max(first, min(self._marks.end, end * self.input_rate // self.rate)))
         window = Window(
             index=self._index,
             start=self._offset + end - have,
@@ -229,6 +248,9 @@ class WindowStream:
             sample_rate=self.rate,
             created=time.monotonic(),
             segment=self._segment,
+            span=marks.shape[0],
+            clipped=int(np.count_nonzero(marks == 1.0)),
+            invalid=int(np.count_nonzero(marks == 2.0)),
         )
         self._index += 1
         return window
@@ -256,9 +278,15 @@ class Decision:
     labels: tuple[str, ...]
     counters: dict[str, Any]
     source: str | None = None
+    quality: Quality | None = None  # None: the gate is off; a failing verdict leaves the class fields NaN
+
+    @property
+    def verdict(self) -> str:
+        """`ok` when the window was classified, else the quality verdict that replaced the decision."""
+        return OK if self.quality is None else self.quality.verdict
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready event (one line of `--jsonl`)."""
+        """JSON-ready event (one line of `--jsonl`); a window the gate stopped has nulls for its class fields."""
         w = self.window
         event: dict[str, Any] = {
             "type": "window",
@@ -271,12 +299,12 @@ class Decision:
             "padded": w.padded,
             "final": w.final,
             "time": round(self.wall_time, 3),
-            "probabilities": {n: round(float(p), 6) for n, p in zip(self.labels, self.probabilities, strict=True)},
+            "probabilities": {n: _rounded(p) for n, p in zip(self.labels, self.probabilities, strict=True)},
             "label": self.label,
-            "p_abnormal": round(self.p_abnormal, 6),
+            "p_abnormal": _rounded(self.p_abnormal),
             "flag": self.flag,
             "smoothed_label": self.smoothed_label,
-            "smoothed_p_abnormal": round(self.smoothed_p_abnormal, 6),
+            "smoothed_p_abnormal": _rounded(self.smoothed_p_abnormal),
             "smoothed_flag": self.smoothed_flag,
             "smoothed_over": self.smoothed_over,
             "threshold": self.threshold,
@@ -287,7 +315,17 @@ class Decision:
         }
         if self.source is not None:
             event["source"] = self.source
+        if self.quality is not None:
+            event["quality"] = self.quality.verdict
+            event["quality_ms"] = round(self.quality.ms, 3)
+            if self.quality.stats is not None:
+                event["quality_stats"] = self.quality.stats.as_dict()
         return event
+
+
+def _rounded(value: float) -> float | None:
+    """JSON has no NaN: a value the gate left undecided is null."""
+    return None if math.isnan(value) else round(float(value), 6)
 
 
 class Decider:
@@ -315,7 +353,12 @@ class Decider:
         model_ms: float,
         counters: Counters | None = None,
         source: str | None = None,
+        quality: Quality | None = None,
     ) -> Decision:
+        """One window's decision. A `quality` verdict other than `ok` replaces it: the label is the
+        verdict, the class fields are NaN and the window does not enter the smoothing history."""
+        if quality is not None and not quality.ok:
+            return self._undecided(window, quality, counters, source)
         probs = np.asarray(probabilities, dtype=np.float32).reshape(-1)
         if probs.shape[0] != len(self.labels):
             raise ValueError(f"Decider: expected {len(self.labels)} probabilities, got {probs.shape[0]}")
@@ -346,7 +389,48 @@ class Decider:
             labels=self.labels,
             counters=(counters or Counters()).as_dict(),
             source=source,
+            quality=quality,
         )
+
+    def _undecided(self, window: Window, quality: Quality, counters: Counters | None, source: str | None) -> Decision:
+        nan = np.full(len(self.labels), np.nan, dtype=np.float32)
+        return Decision(
+            window=window,
+            probabilities=nan,
+            label=quality.verdict,
+            p_abnormal=math.nan,
+            flag=False,
+            smoothed_probabilities=nan,
+            smoothed_label=quality.verdict,
+            smoothed_p_abnormal=math.nan,
+            smoothed_flag=False,
+            smoothed_over=0,
+            threshold=self.cfg.threshold,
+            feature_ms=0.0,
+            model_ms=0.0,
+            latency_ms=1000.0 * (time.monotonic() - window.created),
+            wall_time=time.time(),
+            labels=self.labels,
+            counters=(counters or Counters()).as_dict(),
+            source=source,
+            quality=quality,
+        )
+
+
+def assess_window(window: Window, cfg: QualityConfig) -> Quality:
+    """The quality gate's verdict on a window: its real audio (before cyclic padding) and input-sample marks."""
+    real = window.audio[: window.end - window.start]
+    return assess(real, window.sample_rate, cfg, window.clipped, window.invalid, window.span)
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """What the worker hands back for one window: the gate's verdict, and probabilities if the model ran."""
+
+    quality: Quality | None
+    probabilities: np.ndarray | None
+    feature_ms: float = 0.0
+    model_ms: float = 0.0
 
 
 class StreamingClassifier:
@@ -356,14 +440,19 @@ class StreamingClassifier:
     `.probabilities(features)` works).
     """
 
-    def __init__(self, model: Any, cfg: StreamConfig | None = None) -> None:
+    def __init__(
+        self, model: Any, cfg: StreamConfig | None = None, quality: QualityConfig | None = None, gate: bool = True
+    ) -> None:
         self.model = model
         self.cfg = cfg or StreamConfig()
         self.features: FeatureConfig = model.info.features
         self.labels: tuple[str, ...] = tuple(model.info.labels)
+        # the gate's thresholds: given, else the model directory's, else the defaults (older models)
+        self.quality: QualityConfig = quality or getattr(model.info, "quality", None) or QualityConfig()
+        self.gate = bool(gate)  # False (--quality off): only windows with NaN/inf samples are held back
 
     def create_stream(self, input_rate: int) -> WindowStream:
-        return WindowStream(self.features, self.cfg, input_rate)
+        return WindowStream(self.features, self.cfg, input_rate, clip_level=self.quality.clip_level)
 
     def create_decider(self) -> Decider:
         return Decider(self.labels, list(self.model.info.abnormal_indices), self.cfg)
@@ -376,3 +465,18 @@ class StreamingClassifier:
         probs = self.model.probabilities(feats)[0]
         t2 = time.perf_counter()
         return probs, 1000.0 * (t1 - t0), 1000.0 * (t2 - t1)
+
+    def assess(self, window: Window) -> Quality:
+        return assess_window(window, self.quality)
+
+    def process(self, window: Window) -> WindowResult:
+        """Gate, then features and model only for a window that passes; the worker thread runs this."""
+        if not self.gate:
+            if window.invalid:  # never classify zeros that stand in for NaN/inf, gate or not
+                return WindowResult(assess(window.audio[:0], window.sample_rate, self.quality, invalid=window.invalid),
+                                    None)
+            return WindowResult(None, *self.infer(window))
+        quality = self.assess(window)
+        if not quality.ok:
+            return WindowResult(quality, None)
+        return WindowResult(quality, *self.infer(window))
