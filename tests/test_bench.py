@@ -64,13 +64,14 @@ def test_report_fields_and_their_relations(report: dict, tiny_dir: Path) -> None
         assert row["size_bytes"] == (tiny_dir / manifest["model_file"]).stat().st_size
         assert row["thread_env"]["OMP_NUM_THREADS"] is not None
         samples = row["samples"]
-        for part in ("features_ms", "model_ms", "e2e_ms"):
+        for part in ("gate_ms", "features_ms", "model_ms", "e2e_ms"):
             stats = row[part]
             assert stats["n"] == len(samples[part]) == WINDOWS
             assert 0 < stats["min"] <= stats["p50"] <= stats["p95"] <= stats["p99"] <= stats["max"]
-        # end to end is features + model, window by window (rounding aside)
-        for f, m, e in zip(samples["features_ms"], samples["model_ms"], samples["e2e_ms"], strict=True):
-            assert e == pytest.approx(f + m, abs=0.01)
+        # end to end is quality gate + features + model, window by window (rounding aside)
+        parts = zip(samples["gate_ms"], samples["features_ms"], samples["model_ms"], samples["e2e_ms"], strict=True)
+        for g, f, m, e in parts:
+            assert e == pytest.approx(g + f + m, abs=0.01)
         assert row["rtf"] == pytest.approx(row["e2e_ms"]["mean"] / (1000 * row["window_s"]), rel=1e-3, abs=1e-6)
         assert row["load_ms"] > 0 and row["cold_ms"] >= row["cold_model_ms"] > 0
         if row["peak_rss_mb"] is not None:

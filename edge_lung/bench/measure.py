@@ -7,9 +7,11 @@ assembles the JSON-ready report (environment from `bench.environment`; reading i
 Each (model, thread count) is measured in a fresh Python process, so its load time, first
 (cold) inference and peak resident memory are its own and not inherited from the model before
 it. The worker times the device's whole path for one 8 s window, exactly as the runtime runs
-it: cyclic padding of a respiratory cycle -> `window_features` (settings from the model's own
-metadata) -> `OnnxClassifier.logits` -> softmax. `--compare-torch RUN_DIR` adds the same run
-in PyTorch eager FP32, measured in the same order, so ratios come from one session.
+it: cyclic padding of a respiratory cycle -> the signal-quality gate (`runtime.quality`: the
+input-sample marks and the window's level, flatness and envelope, thresholds from the model)
+-> `window_features` (settings from the model's own metadata) -> `OnnxClassifier.logits` ->
+softmax. The gate's verdict is not acted on here: every window is timed through the model.
+`--compare-torch RUN_DIR` adds the same run in PyTorch eager FP32, measured in the same order, so ratios come from one session.
 
 Only the base install is needed (numpy + onnxruntime); torch is imported in the torch worker
 only. Peak memory comes from /proc/self/status (VmHWM) or `resource.getrusage`, so psutil is
@@ -215,18 +217,31 @@ def bench_cycles(sample_rate: int, count: int, seed: int) -> list[np.ndarray]:
 
 
 def _time_windows(
-    infer: Callable[[np.ndarray], np.ndarray], feature_cfg: Any, windows: int, warmup: int, seed: int
+    infer: Callable[[np.ndarray], np.ndarray],
+    feature_cfg: Any,
+    windows: int,
+    warmup: int,
+    seed: int,
+    quality_cfg: Any = None,
 ) -> dict[str, Any]:
-    """Cold first window, then `warmup` untimed ones, then `windows` timed: pad + features, model, total."""
+    """Cold first window, then `warmup` untimed ones, then `windows` timed: gate, pad + features, model, total."""
+    from edge_lung.audio import cyclic_pad
     from edge_lung.features import cycle_features
+    from edge_lung.runtime.quality import QualityConfig, assess, input_marks
     from edge_lung.scoring import softmax
+
+    quality_cfg = quality_cfg or QualityConfig()
 
     # A small pool, reused: audio for hundreds of windows would add tens of MB to the peak memory measured.
     pool = bench_cycles(feature_cfg.sample_rate, POOL_SIZE, seed)
-    feat_ms, model_ms, e2e_ms = [], [], []
+    feat_ms, model_ms, e2e_ms, gate_ms = [], [], [], []
     cold: dict[str, float] = {}
     for i in range(1 + warmup + windows):
         cycle = pool[i % POOL_SIZE]
+        tg = time.perf_counter()
+        # the gate sees a full window (its worst case): the marks stand in for the input-rate pass
+        window, marks = input_marks(cyclic_pad(cycle, feature_cfg.window_samples), quality_cfg.clip_level)
+        assess(window, feature_cfg.sample_rate, quality_cfg, int(np.count_nonzero(marks == 1.0)), 0, marks.shape[0])
         t0 = time.perf_counter()
         feats = cycle_features(cycle, feature_cfg)
         t1 = time.perf_counter()
@@ -235,18 +250,21 @@ def _time_windows(
         if probs.shape[0] != 1 or not np.isfinite(probs).all():
             raise RuntimeError(f"model output: expected one finite row of probabilities, got {probs!r}")
         if i == 0:
-            cold = {"cold_ms": 1000 * (t2 - t0), "cold_model_ms": 1000 * (t2 - t1)}
+            cold = {"cold_ms": 1000 * (t2 - tg), "cold_model_ms": 1000 * (t2 - t1)}
         elif i > warmup:
+            gate_ms.append(1000 * (t0 - tg))
             feat_ms.append(1000 * (t1 - t0))
             model_ms.append(1000 * (t2 - t1))
-            e2e_ms.append(1000 * (t2 - t0))
+            e2e_ms.append(1000 * (t2 - tg))
     return {
         **{k: round(v, 3) for k, v in cold.items()},
+        "gate_ms": latency_stats(gate_ms),
         "features_ms": latency_stats(feat_ms),
         "model_ms": latency_stats(model_ms),
         "e2e_ms": latency_stats(e2e_ms),
         "rtf": round(float(np.mean(e2e_ms)) / (1000 * feature_cfg.window_s), 6),
         "samples": {
+            "gate_ms": [round(x, 3) for x in gate_ms],
             "features_ms": [round(x, 3) for x in feat_ms],
             "model_ms": [round(x, 3) for x in model_ms],
             "e2e_ms": [round(x, 3) for x in e2e_ms],
@@ -277,7 +295,7 @@ def measure_onnx(model: str | Path, threads: int, windows: int, warmup: int, see
     clf = OnnxClassifier(model, threads=threads)
     load_ms = 1000 * (time.perf_counter() - t0)
     info = clf.info
-    timing = _time_windows(clf.logits, info.features, windows, warmup, seed)
+    timing = _time_windows(clf.logits, info.features, windows, warmup, seed, info.quality)
     return {
         "backend": "onnxruntime",
         "quantization": info.quantization,

@@ -18,6 +18,7 @@ LATENCY_COLUMNS = (
     "model",
     "runtime",
     "thr",
+    "gate p50",
     "feat p50",
     "model p50",
     "model p95",
@@ -125,7 +126,9 @@ def render(report: dict[str, Any], console: Any) -> None:
 
 
 def latency_table(rows: list[dict[str, Any]], settings: dict[str, Any]) -> Any:
-    """rich Table: features, model and end-to-end percentiles and the RTF, one row per (model, threads)."""
+    """rich Table: quality gate, features, model and end-to-end percentiles and the RTF, one row per (model, threads).
+
+    Reports written before the gate have no `gate_ms`: their column shows '-'."""
     from rich.table import Table
 
     table = Table(
@@ -137,10 +140,12 @@ def latency_table(rows: list[dict[str, Any]], settings: dict[str, Any]) -> Any:
         table.add_column(col, justify="left" if col in ("model", "runtime") else "right")
     for r, name in zip(rows, short_names(rows), strict=True):
         f, m, e = r["features_ms"], r["model_ms"], r["e2e_ms"]
+        gate = r.get("gate_ms")
         table.add_row(
             name,
             runtime_label(r),
             str(r["threads"]),
+            "-" if gate is None else f"{gate['p50']:.2f}",
             *(f"{x:.1f}" for x in (f["p50"], m["p50"], m["p95"], e["p50"], e["p95"], e["p99"], e["max"])),
             f"{r['rtf']:.3f}",
         )

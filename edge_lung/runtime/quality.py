@@ -30,6 +30,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -160,16 +161,24 @@ def spectral_flatness(audio: np.ndarray, sample_rate: int, low_hz: float, high_h
     """Wiener entropy (geometric / arithmetic mean) of the Welch power spectrum within [low_hz, high_hz].
 
     1.0 for white noise, near 0 for a spectrum dominated by a few bands (breath and heart
-    sounds fall steeply above a few hundred Hz). Non-overlapping Hann frames of `nfft`.
+    sounds fall steeply above a few hundred Hz). Every other non-overlapping Hann frame of
+    `nfft` (125 frames per 8 s window are plenty for the average; all 250 cost 2.6 ms instead
+    of 0.2 ms on the 2-core EPYC VM, more than the rest of the gate together).
     """
     frames = audio.shape[0] // nfft
     if frames == 0:
         return 0.0
-    x = audio[: frames * nfft].reshape(frames, nfft).astype(np.float32)
-    power = np.mean(np.abs(np.fft.rfft(x * np.hanning(nfft).astype(np.float32), axis=1)) ** 2, axis=0)
+    x = audio[: frames * nfft].reshape(frames, nfft)[::2] if frames > 1 else audio[:nfft].reshape(1, nfft)
+    z = np.fft.rfft(x.astype(np.float32) * _hann(nfft), axis=1)
+    power = np.mean(np.square(z.real) + np.square(z.imag), axis=0)
     freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
     band = power[(freqs >= low_hz) & (freqs <= high_hz)].astype(np.float64) + _EPS
     return float(np.exp(np.mean(np.log(band))) / np.mean(band))
+
+
+@lru_cache(maxsize=4)
+def _hann(n: int) -> np.ndarray:
+    return np.hanning(n).astype(np.float32)
 
 
 def envelope_spread_db(audio: np.ndarray, sample_rate: int, frame_s: float = 0.1) -> float:
