@@ -7,7 +7,8 @@ default 8 s window and 1 s hop) and every window is measured by `edge_lung.runti
    that fires there is a false alarm (aim: <= 1% each). Percentiles of each feature show the
    margin to its threshold.
 2. **degraded** copies of every recording: zeroed, overdriven (peak 6/12/18 dB over full scale,
-   then clipped), white noise at 20/10/0/-10 dB SNR, and a 0.1 s NaN run; the table gives the
+   then clipped), white noise at 20/10/0/-10 dB SNR, friction (white-noise bursts of 0.1-0.5 s
+   over half the time) at 10/0/-10 dB SNR, and a 0.1 s NaN run; the table gives the
    share of windows whose verdict is the expected one (and, for the NaN run, of the windows
    that cover it).
 3. **clipping sweep**: false alarms on clean windows against detection of the +6 dB and
@@ -32,7 +33,7 @@ from edge_lung.audio import load_audio
 from edge_lung.config import FeatureConfig
 from edge_lung.runtime.quality import CHECKS, QualityConfig, QualityStats, checks, verdict
 from edge_lung.runtime.stream import StreamConfig, Window, WindowStream, assess_window
-from edge_lung.testing import add_white_noise, overdrive, with_nan_run
+from edge_lung.testing import add_friction, add_white_noise, overdrive, with_nan_run
 
 NAN_RUN_S = 0.1
 
@@ -46,6 +47,8 @@ def degradations() -> dict[str, tuple[str, Callable[[np.ndarray, int], np.ndarra
         out[f"overdrive +{db} dB"] = ("clipping", lambda x, r, db=db: overdrive(x, db))
     for snr in (20, 10, 0, -10):
         out[f"white noise {snr:+d} dB SNR"] = ("noise|no_signal", lambda x, r, snr=snr: add_white_noise(x, snr))
+    for snr in (10, 0, -10):
+        out[f"friction {snr:+d} dB SNR"] = ("noise|no_signal", lambda x, r, snr=snr: add_friction(x, r, snr))
     out["NaN run 0.1 s"] = ("invalid", lambda x, r: with_nan_run(x, x.shape[0] // 2, int(NAN_RUN_S * r)))
     return out
 

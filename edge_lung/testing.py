@@ -310,6 +310,21 @@ def add_white_noise(audio: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarr
     return (mix * min(1.0, 0.9 / max(float(np.max(np.abs(mix))), 1e-9))).astype(np.float32)
 
 
+def add_friction(audio: np.ndarray, rate: int, snr_db: float, seed: int = 0) -> np.ndarray:
+    """Cable or skin friction: white-noise bursts of 0.1-0.5 s over about half the time, `snr_db` below the
+    recording's RMS while on; peak kept at or under 0.9 as in `add_white_noise`."""
+    rng = np.random.default_rng(seed)
+    gate = np.zeros(audio.shape[0], dtype=np.float32)
+    pos = 0
+    while pos < gate.shape[0]:
+        length = int(rng.uniform(0.1, 0.5) * rate)
+        gate[pos : pos + length] = rng.random() < 0.5
+        pos += length
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    mix = audio + gate * rng.standard_normal(audio.shape[0]) * rms / 10.0 ** (snr_db / 20.0)
+    return (mix * min(1.0, 0.9 / max(float(np.max(np.abs(mix))), 1e-9))).astype(np.float32)
+
+
 def with_nan_run(audio: np.ndarray, start: int, length: int) -> np.ndarray:
     """A copy with `length` NaN samples from `start` (a driver or file glitch)."""
     out = np.array(audio, dtype=np.float32)

@@ -20,7 +20,7 @@ from edge_lung.runtime.model_dir import ArtifactError, OnnxClassifier, build_met
 from edge_lung.runtime.quality import CHECKS, GUIDANCE, Guidance, Quality, QualityConfig, QualityStats, checks, verdict
 from edge_lung.runtime.session import load_classifier
 from edge_lung.runtime.stream import assess_window
-from edge_lung.testing import add_white_noise, build_tiny_model, overdrive, with_nan_run
+from edge_lung.testing import add_friction, add_white_noise, build_tiny_model, overdrive, with_nan_run
 
 # Recordings of the real subset with no clipping at the source, one per device and rate
 # (4 kHz Meditron, 44.1 kHz AKG C417L, Littmann Classic II SE and Meditron), cut to 20 s.
@@ -92,6 +92,14 @@ def test_white_noise_is_noise_and_grows_as_snr_falls(recordings):
         detected = [share(qs, "noise", "no_signal") for qs in by_snr.values()]
         assert detected == sorted(detected), f"{stem}: detection falls as the SNR falls: {detected}"
         assert detected[-1] >= 0.9, f"{stem}: -10 dB SNR flagged in only {detected[-1]:.0%} of windows"
+
+
+def test_friction_bursts_are_noise_and_grow_as_snr_falls(recordings):
+    for stem, audio, rate in recordings:
+        detected = [share(assessed(add_friction(audio, rate, snr, seed=2), rate), "noise", "no_signal")
+                    for snr in (10, -10)]
+        assert share(assessed(audio, rate), "noise", "no_signal") <= detected[0] <= detected[1], (stem, detected)
+        assert detected[-1] >= 0.9, f"{stem}: friction at -10 dB SNR flagged in only {detected[-1]:.0%} of windows"
 
 
 def test_nan_run_marks_exactly_the_windows_that_hold_it(recordings):

@@ -5,7 +5,11 @@ resamples them to the model's rate with state across blocks, keeps the last wind
 buffer and returns a `Window` every hop. Before a full window exists the audio so far is
 cyclic-padded exactly as training padded short cycles. `Decider` turns class probabilities
 into `Decision` events with smoothing over the last N windows and a screening threshold.
-`StreamingClassifier` binds both to a shared, stateless `OnnxClassifier`.
+`StreamingClassifier` binds both to a shared, stateless `OnnxClassifier`, with the signal-quality
+gate (`runtime.quality`) in front of the model: `WindowStream` counts NaN/inf and full-scale
+samples as they arrive (and zeroes the NaN/inf ones), `StreamingClassifier.process` gives a window
+its verdict and runs the model only when it is `ok`, and `Decider` turns any other verdict into
+an undecided `Decision` that stays out of the smoothing.
 
 Every number about audio and features (sample rate, window length, fbank settings) comes
 from the model's metadata (`model.info.features`); nothing here redefines it.
@@ -122,6 +126,7 @@ class WindowStream:
             )
         self._ring = RingBuffer(self.window_samples)
         self.clip_level = float(clip_level)
+        self._marks: RingBuffer | None = None  # sized per input rate in _start_segment
         self.reset()
 
     def reset(self) -> None:
@@ -139,7 +144,10 @@ class WindowStream:
         self._ring.reset()
         # Per input sample: 2 = NaN/inf, 1 = full scale (quality.input_marks); one window plus the
         # resampler's lag and one input chunk, at the input rate, indexed from the segment's start.
-        self._marks = RingBuffer(int(math.ceil(self.features.window_s * self.input_rate)) + self.input_rate)
+        capacity = int(math.ceil(self.features.window_s * self.input_rate)) + self.input_rate
+        if self._marks is None or self._marks.capacity != capacity:
+            self._marks = RingBuffer(capacity)  # a new one only when the input rate changed
+        self._marks.reset()
         self._seg_len = 0
         self._last_end = 0
         self._next_end = -(-self.min_samples // self.hop) * self.hop  # first hop multiple >= min audio
