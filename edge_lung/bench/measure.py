@@ -11,7 +11,8 @@ it: cyclic padding of a respiratory cycle -> the signal-quality gate (`runtime.q
 input-sample marks and the window's level, flatness and envelope, thresholds from the model)
 -> `window_features` (settings from the model's own metadata) -> `OnnxClassifier.logits` ->
 softmax. The gate's verdict is not acted on here: every window is timed through the model.
-`--compare-torch RUN_DIR` adds the same run in PyTorch eager FP32, measured in the same order, so ratios come from one session.
+`--compare-torch RUN_DIR` adds the same run in PyTorch eager FP32, measured in the same order,
+so ratios come from one session.
 
 Only the base install is needed (numpy + onnxruntime); torch is imported in the torch worker
 only. Peak memory comes from /proc/self/status (VmHWM) or `resource.getrusage`, so psutil is
