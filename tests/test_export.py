@@ -21,6 +21,7 @@ from edge_lung.config import LABELS, FeatureConfig
 from edge_lung.export.onnx import AIMS, ExportConfig, ExportError, ParityError, export_model
 from edge_lung.export.quantize import QuantPreset, available_presets, load_preset
 from edge_lung.runtime.model_dir import ArtifactError, OnnxClassifier
+from edge_lung.runtime.quality import QualityConfig
 
 QUIET = dict(log=lambda *_: None)
 
@@ -148,6 +149,9 @@ def test_metadata_carries_everything_the_device_needs(work: Path) -> None:
     assert manifest["model_file"] == "model.int8.onnx"
     assert manifest["parity"]["argmax_agreement"] == parity(work / "dynamic")["int8_vs_fp32"]["argmax_agreement"]
     assert "int8-dynamic" in (work / "dynamic" / "model_card.md").read_text()
+    # the quality gate's thresholds travel in the ONNX metadata and the manifest (issue 11)
+    meta = OnnxClassifier(work / "dynamic").session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["edge_lung.quality"]) == manifest["quality"] == QualityConfig().to_dict()
 
 
 @pytest.mark.slow
