@@ -263,6 +263,7 @@ class Demo:
                        "split": parity["split"], "cycles": parity["num_cycles"]},
             "replay": {"recording": str(a["replay_recording"]), "windows": len(decisions),
                        "flagged": sum(1 for d in decisions if d.get("flag")),
+                       "verdicts": stream_summary.get("verdicts", {}),
                        "lost_samples": stream_summary.get("lost_samples"),
                        "skipped_windows": stream_summary.get("skipped")},
             "bench": [{"threads": r["threads"], "e2e_p50_ms": r["e2e_ms"]["p50"], "e2e_p95_ms": r["e2e_ms"]["p95"],
@@ -294,8 +295,10 @@ class Demo:
             a["parity"],
         )
         r = s["replay"]
-        table.add_row("streaming replay", f"{r['windows']} windows, {r['flagged']} flagged abnormal, "
-                      f"{r['lost_samples']} lost samples, {r['skipped_windows']} skipped", a["replay_events"])
+        quality = ", ".join(f"{k} {v}" for k, v in sorted(r["verdicts"].items(), key=lambda kv: kv[0] != "ok"))
+        table.add_row("streaming replay", f"{r['windows']} windows (quality: {quality or '-'}), "
+                      f"{r['flagged']} flagged abnormal, {r['lost_samples']} lost samples, "
+                      f"{r['skipped_windows']} skipped", a["replay_events"])
         for b in s["bench"]:
             table.add_row(f"bench, {b['threads']} thread(s)", f"end-to-end p50 {b['e2e_p50_ms']:.1f} ms, "
                           f"p95 {b['e2e_p95_ms']:.1f} ms, peak memory {b['peak_rss_mb']} MB", a["bench"])

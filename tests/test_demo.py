@@ -35,5 +35,6 @@ def test_demo_quick_end_to_end(tmp_path):
     events = [json.loads(x) for x in artifacts["replay_events"].read_text().splitlines()]
     assert summary["replay"]["windows"] == sum(e["type"] == "window" for e in events) > 0
     assert summary["replay"]["lost_samples"] == 0
+    assert sum(summary["replay"]["verdicts"].values()) == summary["replay"]["windows"]  # windows per quality verdict
     text = console.export_text()
     assert "Score" in text and "relaxed 2-class" in text and str(artifacts["model"]) in text
