@@ -116,11 +116,23 @@ class FeatureConfig:
 
 def dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
     """`cls(**data)` for a config dataclass, refusing keys it does not know (a typo is an error)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown settings {unknown}; expected a subset of {sorted(names)}")
+    reject_unknown_keys(data, {f.name for f in dataclasses.fields(cls)}, cls.__name__, "settings")
     return cls(**data)
+
+
+def reject_unknown_keys(data: dict[str, Any], known: set[str], where: str, what: str = "keys") -> None:
+    """`ValueError` naming `where` and every key of `data` not in `known` (a typo is an error, not ignored)."""
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown {what} {unknown}; expected a subset of {sorted(known)}")
+
+
+def parse_int_list(text: str, option: str) -> tuple[int, ...]:
+    """'1,2,4' -> (1, 2, 4) (blank items ignored); `ValueError` naming `option` otherwise."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise ValueError(f"{option}: expected comma-separated whole numbers such as 1,2,4, got {text!r}") from exc
 
 
 def num_frames_for(num_samples: int, frame_length: int, frame_shift: int) -> int:

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edge_lung.config import LABELS, FeatureConfig
-from edge_lung.fileio import atomic_write_json
+from edge_lung.fileio import RUN_CONFIG, atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class Demo:
     def train(self) -> dict[str, Path]:
         """LungAdapter adapters on the frozen backbone, with SAM and the weighted random sampler."""
         from edge_lung.train.config import TrainConfig
-        from edge_lung.train.loop import train
+        from edge_lung.train.loop import METRICS, train
 
         run_dir = self.out / "run"
         epochs = self.cfg.epochs or (2 if self.cfg.quick else DEMO_ADAPTER_EPOCHS)
@@ -155,7 +155,7 @@ class Demo:
         )
         _fresh(run_dir)
         train(cfg, console=self.console)
-        return {"run": run_dir, "run_config": run_dir / "config.json", "metrics": run_dir / "metrics.json",
+        return {"run": run_dir, "run_config": run_dir / RUN_CONFIG, "metrics": run_dir / METRICS,
                 "training_curve": run_dir / "training_curve.png", "confusion_matrix": run_dir / "confusion_matrix.png"}
 
     # -- step 3 ---------------------------------------------------------------------------
@@ -173,6 +173,7 @@ class Demo:
     def export(self) -> dict[str, Path]:
         from edge_lung.export.onnx import ExportConfig, export_model
         from edge_lung.runtime.evaluate import evaluate_model_dir
+        from edge_lung.runtime.model_dir import MANIFEST_NAME, PARITY_NAME
         from edge_lung.scoring import format_report
 
         model_dir = self.out / "model-int8"
@@ -183,7 +184,7 @@ class Demo:
         atomic_write_json(path, report)
         self.console.print(f"[bold]INT8 ONNX on the {self.eval_split} split:[/bold]")
         self.console.print(format_report(report), highlight=False)
-        return {"model": model_dir, "parity": model_dir / "parity.json", "manifest": model_dir / "manifest.json",
+        return {"model": model_dir, "parity": model_dir / PARITY_NAME, "manifest": model_dir / MANIFEST_NAME,
                 "eval_int8": path}
 
     # -- step 5 ---------------------------------------------------------------------------

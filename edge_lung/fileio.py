@@ -1,4 +1,5 @@
-"""File I/O every layer shares: atomic temp-then-replace writes, the project's JSON format, SHA-256.
+"""File I/O every layer shares: atomic temp-then-replace writes (files and directories), the project's
+JSON format, SHA-256, and the file names of a run directory.
 
 Torch-free core; imports nothing from edge_lung.
 """
@@ -8,10 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+RUN_CONFIG = "config.json"
+"""A run directory's settings and results (written by `edge-lung train`, read by export, demo, bench)."""
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -41,3 +47,30 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, data: Any) -> None:
     """The project's JSON files: indented, keys sorted, paths as strings, written atomically."""
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@contextmanager
+def replaced_dir(target: str | Path) -> Iterator[Path]:
+    """Yield a new empty temp directory beside `target` to fill; on success it replaces `target` (an
+    existing one is removed after the swap), on failure it is removed and `target` is left as it was.
+
+    The parent of `target` must exist; `OSError` if the temp directory cannot be made there. The temp
+    directory gets the usual umask permissions (mkdtemp makes it 0700).
+    """
+    target = Path(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
+        yield tmp
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            target.rename(old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -10,6 +10,7 @@ figures that selected the checkpoint. `evaluate_run` loads a training run (torch
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -77,8 +78,7 @@ def evaluate_cycles(
     if logits.ndim != 2 or logits.shape[1] != len(labels):
         raise ValueError(f"evaluate: expected logits [N, {len(labels)}], got {logits.shape}")
     report = score_predictions(y_true, logits.argmax(axis=1))
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    log_p = log_softmax(logits.astype(np.float64))
     report["loss"] = float(-log_p[np.arange(len(y_true)), y_true].mean())
     report["labels"] = list(labels)
     # 2-class screening on P(abnormal): the curve a clinic reads to pick `stream --threshold`.
@@ -95,16 +95,23 @@ def format_report(report: dict[str, Any]) -> str:
     if curve:
         text += "\nScreening on P(abnormal) >= threshold (pick `edge-lung stream --threshold`):\n"
         text += "  threshold " + " ".join(f"{p['threshold']:>5.2f}" for p in curve[::2]) + "\n"
-        text += "  Se        " + " ".join(_pct(p["sensitivity"]) for p in curve[::2]) + "\n"
-        text += "  Sp        " + " ".join(_pct(p["specificity"]) for p in curve[::2])
+        text += "  Se        " + " ".join(format_pct(p["sensitivity"]) for p in curve[::2]) + "\n"
+        text += "  Sp        " + " ".join(format_pct(p["specificity"]) for p in curve[::2])
     return text
 
 
-def _pct(value: float | None) -> str:
-    return "    -" if value is None else f"{value:>5.1f}"
+def format_pct(value: float | None, width: int = 5) -> str:
+    """A percentage with one decimal, right-aligned to `width`; "-" for a missing (None or NaN) figure."""
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    return ("-" if missing else f"{value:.1f}").rjust(width)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable log of `softmax` over the last axis, in the input's dtype."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    """Class probabilities float32[..., C] from logits (the one softmax: evaluation, runtime, bench)."""
+    return np.exp(log_softmax(logits)).astype(np.float32)

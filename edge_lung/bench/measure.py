@@ -56,12 +56,9 @@ def default_threads() -> tuple[int, ...]:
 
 def parse_threads(text: str) -> tuple[int, ...]:
     """'1,2,4' -> (1, 2, 4); `ValueError` naming --threads otherwise."""
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError as exc:
-        raise ValueError(
-            f"threads (--threads): expected comma-separated whole numbers such as 1,2,4, got {text!r}"
-        ) from exc
+    from edge_lung.config import parse_int_list
+
+    return parse_int_list(text, "threads (--threads)")
 
 
 def default_hop_s() -> float:

@@ -42,6 +42,7 @@ def export(
     Fails with a non-zero status, writing nothing, if FP32 ONNX differs from PyTorch by 1e-4 or more.
     """
     from edge_lung.export.onnx import ExportConfig, ExportError, export_model
+    from edge_lung.runtime.model_dir import PARITY_NAME
 
     try:
         cfg = ExportConfig(
@@ -63,7 +64,7 @@ def export(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     shipped = "int8" if int8 else "fp32"
-    typer.echo(f"wrote {out} ({shipped}, {record['export_seconds']} s); parity in {out / 'parity.json'}")
+    typer.echo(f"wrote {out} ({shipped}, {record['export_seconds']} s); parity in {out / PARITY_NAME}")
 
 
 def register(app: typer.Typer) -> None:

@@ -17,10 +17,12 @@ _MULTI_GPU = (
 
 
 def _parse_seeds(text: str) -> list[int]:
+    from edge_lung.config import parse_int_list
+
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        seeds = list(parse_int_list(text, "--seeds"))
     except ValueError as exc:
-        raise typer.BadParameter(f"expected comma-separated integers like 0,1,2, got {text!r}") from exc
+        raise typer.BadParameter(str(exc)) from exc
     if not seeds:
         raise typer.BadParameter(f"expected at least one seed, got {text!r}")
     return seeds
@@ -126,8 +128,9 @@ def evaluate_command(
         typer.echo(f"error: --split: expected 'test' or 'val', got {split!r}", err=True)
         raise typer.Exit(2)
     try:
-        if (path / "manifest.json").is_file():
-            from edge_lung.runtime.evaluate import evaluate_model_dir
+        from edge_lung.runtime.evaluate import evaluate_model_dir, is_model_dir
+
+        if is_model_dir(path):
 
             if data is None:
                 raise ValueError(f"{path}: an exported model needs --data DB_DIR")

@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_lung.config import reject_unknown_keys
+from edge_lung.runtime.model_dir import INPUT_NAME
+
 QUANT_MODES: tuple[str, ...] = ("dynamic", "static")
 _QUANT_TYPES = ("QInt8", "QUInt8")
 _CALIBRATE_METHODS = ("MinMax", "Percentile", "Entropy")
@@ -107,10 +110,7 @@ def load_preset(name_or_path: str | Path) -> QuantPreset:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: preset is not valid JSON ({exc})") from exc
-    known = set(QuantPreset.__dataclass_fields__) - {"source"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown preset keys {unknown}; expected a subset of {sorted(known)}")
+    reject_unknown_keys(data, set(QuantPreset.__dataclass_fields__) - {"source"}, str(path), "preset keys")
     data = {k: tuple(v) if k in ("op_types", "exclude") else v for k, v in data.items()}
     data.setdefault("name", path.stem)
     return QuantPreset(**data, source=str(path))
@@ -170,7 +170,7 @@ def quantize_model(
     mode: str,
     preset: QuantPreset,
     calibration: np.ndarray | None = None,
-    input_name: str = "features",
+    input_name: str = INPUT_NAME,
 ) -> dict:
     """Write the INT8 version of the FP32 model `src` to `dst`; returns what was done (for the record).
 

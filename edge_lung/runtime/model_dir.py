@@ -1,6 +1,6 @@
 """The exported model directory: the contract between export and the device.
 
-A MODEL_DIR holds one ONNX file, `manifest.json`, `model_card.md` and `parity.json`.
+A MODEL_DIR holds one ONNX file, `manifest.json`, `model_card.md` and `parity.json` (the names below).
 The ONNX file's metadata (`metadata_props`) carries everything needed to turn microphone
 samples into a decision, under the keys in `META_KEYS`; the manifest repeats it and adds the
 file's SHA-256. This module reads both with onnxruntime alone (no torch, no onnx package).
@@ -22,6 +22,8 @@ from edge_lung.scoring import softmax
 
 ARTIFACT_FORMAT = 1
 MANIFEST_NAME = "manifest.json"
+PARITY_NAME = "parity.json"
+CARD_NAME = "model_card.md"
 INPUT_NAME = "features"
 OUTPUT_NAME = "logits"
 
@@ -147,6 +149,21 @@ def session_options(threads: int | None = None):
     return opts
 
 
+def open_session(path: str | Path, threads: int | None = None):
+    """The one place an onnxruntime InferenceSession is built: CPU, `session_options(threads)`.
+
+    `ArtifactError` naming the file when onnxruntime cannot load it.
+    """
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ArtifactError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from exc
+
+
 class OnnxClassifier:
     """Stateless ONNX classifier: normalised features [B, T, M] -> logits [B, C].
 
@@ -155,15 +172,8 @@ class OnnxClassifier:
     """
 
     def __init__(self, model: str | Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         path, manifest = resolve_model_path(model)
-        try:
-            self.session = ort.InferenceSession(
-                str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ArtifactError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from exc
+        self.session = open_session(path, threads)
         meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         self.info = ModelInfo(
             path=path,
@@ -207,10 +217,8 @@ def quality_from_meta(data: dict[str, Any] | None, path: Path) -> QualityConfig:
 
 def write_manifest(model_dir: str | Path, onnx_path: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write `manifest.json` for the ONNX file in `model_dir` (SHA-256, size, metadata copy)."""
-    import onnxruntime as ort
-
     model_dir, onnx_path = Path(model_dir), Path(onnx_path)
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    sess = open_session(onnx_path)
     meta = parse_metadata(sess.get_modelmeta().custom_metadata_map, onnx_path)
     features = FeatureConfig.from_dict(meta["features"])
     manifest = {

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from rich.table import Table
 
 from edge_lung.runtime.classify import FileResult
 from edge_lung.runtime.live import LiveSummary
+from edge_lung.scoring import format_pct
 
 
 def devices_table(devices: list) -> Table:
@@ -32,10 +32,6 @@ def devices_table(devices: list) -> Table:
     return table
 
 
-def _pct(value: Any) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
-
-
 def classify_table(results: list[FileResult], labels: tuple[str, ...], threshold: float) -> Table:
     """`edge-lung classify`: one row per file; annotated recordings add cycle agreement columns."""
     annotated = any(r.cycles is not None for r in results)
@@ -54,9 +50,9 @@ def classify_table(results: list[FileResult], labels: tuple[str, ...], threshold
         if annotated:
             row += [
                 str(s.get("cycles", "-")),
-                _pct(s.get("class_agreement")),
-                _pct(s.get("screening_sensitivity")),
-                _pct(s.get("screening_specificity")),
+                format_pct(s.get("class_agreement"), 0),
+                format_pct(s.get("screening_sensitivity"), 0),
+                format_pct(s.get("screening_specificity"), 0),
             ]
         if notes:
             row.append(r.note)
@@ -76,15 +72,16 @@ def pooled_lines(pooled: dict[str, Any]) -> list[str]:
     ]
     if "screening_sensitivity" in pooled:
         lines.append(
-            f"Screening at the chosen threshold: Se {_pct(pooled['screening_sensitivity'])}%  "
-            f"Sp {_pct(pooled['screening_specificity'])}%  ({pooled['abnormal_cycles']} abnormal cycles)"
+            f"Screening at the chosen threshold: Se {format_pct(pooled['screening_sensitivity'], 0)}%  "
+            f"Sp {format_pct(pooled['screening_specificity'], 0)}%  ({pooled['abnormal_cycles']} abnormal cycles)"
         )
     if "class_agreement" in pooled:
         lines.append(f"4-class agreement {pooled['class_agreement']:.1f}%  ICBHI score {pooled['icbhi_score']:.1f}")
     if "screening_curve" in pooled:
         lines.append("Threshold  Se%    Sp%   (cycle level, windows' overlap-weighted mean)")
         for row in pooled["screening_curve"][::2]:
-            lines.append(f"  {row['threshold']:.2f}   {_pct(row['sensitivity']):>5}  {_pct(row['specificity']):>5}")
+            se, sp = format_pct(row["sensitivity"]), format_pct(row["specificity"])
+            lines.append(f"  {row['threshold']:.2f}   {se}  {sp}")
     return lines
 
 

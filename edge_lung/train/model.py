@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from edge_lung.config import LABELS, FeatureConfig
+from edge_lung.fileio import RUN_CONFIG, replaced_dir
 
 DEFAULT_HUB_ID = "MIT/ast-finetuned-audioset-10-10-0.4593"
 ADAPTERS = ("lung", "lora", "none")
-RUN_CONFIG = "config.json"
 MODEL_DIR = "model"
 BACKBONE_DIR = "backbone"
 ADAPTER_DIR = "adapter"
@@ -336,26 +336,16 @@ def save_trained(model: nn.Module, run_dir: Path, epoch: int) -> None:
     folder records its epoch (`selected.json`): `load_run` refuses a model that is not the epoch
     config.json names as best (a crash between the two writes).
     """
-    import shutil
-
     from peft import PeftModel
 
     target = run_dir / MODEL_DIR / (ADAPTER_DIR if isinstance(model, PeftModel) else BACKBONE_DIR)
-    tmp = target.with_name(f".{target.name}.tmp")
-    old = target.with_name(f".{target.name}.old")
-    for stale in (tmp, old):
-        if stale.exists():
-            shutil.rmtree(stale)
-    if isinstance(model, PeftModel):
-        model.save_pretrained(tmp, save_embedding_layers=False)
-    else:
-        model.save_pretrained(tmp, safe_serialization=True)
-    (tmp / SELECTED).write_text(json.dumps({"epoch": int(epoch)}))
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    if old.exists():
-        shutil.rmtree(old)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with replaced_dir(target) as tmp:
+        if isinstance(model, PeftModel):
+            model.save_pretrained(tmp, save_embedding_layers=False)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / SELECTED).write_text(json.dumps({"epoch": int(epoch)}))
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:

@@ -1,0 +1,106 @@
+"""model_card.md: what an exported model is, its input, its measured figures and its limits.
+
+Built from the manifest (what the device reads) and the parity record (what export measured),
+so the card never states a figure the files do not hold.
+"""
+
+from __future__ import annotations
+
+from edge_lung.runtime.model_dir import MANIFEST_NAME, PARITY_NAME
+
+
+def model_card(manifest: dict, record: dict) -> str:
+    """model_card.md text: what the model is, its input, its figures and its limits."""
+    lines = _header(manifest) + _provenance(manifest) + _figures(manifest, record) + _LIMITS
+    return "\n".join(lines)
+
+
+def _header(manifest: dict) -> list[str]:
+    feats = manifest["features"]
+    return [
+        f"# edge-lung respiratory-sound classifier ({manifest['quantization']})",
+        "",
+        "Classifies one respiratory cycle, cyclic-padded to a fixed window, into "
+        + ", ".join(f"`{x}`" for x in manifest["labels"])
+        + " (ICBHI 2017 classes). Research software, not a medical device: it does not diagnose.",
+        "",
+        "## Files",
+        f"- `{manifest['model_file']}`: ONNX, {manifest['size_bytes'] / 1e6:.1f} MB, SHA-256 `{manifest['sha256']}`",
+        f"- `{MANIFEST_NAME}`: the same metadata as the ONNX file, plus the hash; `{PARITY_NAME}`: measured parity",
+        "",
+        "## Input and output",
+        f"- input `{manifest['input']['name']}`: float32 {manifest['input']['shape']}, normalised log-mel features",
+        f"- output `{manifest['output']['name']}`: float32 {manifest['output']['shape']}, logits (softmax for "
+        "probabilities)",
+        f"- audio: mono, {feats['sample_rate']} Hz, {feats['window_s']} s windows, `{feats['padding']}` padding, "
+        f"{feats['num_mel_bins']} Kaldi fbank bins ({feats['frame_length_ms']} ms / {feats['frame_shift_ms']} ms), "
+        f"normalised (x - {feats['norm_mean']}) / (2 * {feats['norm_std']}), feature version "
+        f"`{feats['feature_version']}`",
+        "- every setting is in the ONNX metadata (`edge_lung.*` keys); "
+        "`edge_lung.runtime.model_dir.OnnxClassifier` reads them",
+    ]
+
+
+def _provenance(manifest: dict) -> list[str]:
+    run = manifest["run"]
+    lines = [
+        "",
+        "## Provenance",
+        f"- run: `{run.get('run_dir')}`, data: `{run.get('data')}`",
+        f"- exporter: {run.get('exporter')}; torch {run.get('torch')}, transformers {run.get('transformers')}, "
+        f"onnxruntime {run.get('onnxruntime')}; exported {run.get('exported_at')}",
+    ]
+    if "quantization" in run:
+        q = run["quantization"]
+        lines.append(
+            f"- quantisation: {q['mode']}, preset `{q['preset']['name']}` (weights {q['preset']['weight_type']}, "
+            f"per-channel {q['preset']['per_channel']}, reduce_range {q['preset']['reduce_range']}), "
+            f"{q['excluded_nodes']} nodes kept in float"
+        )
+    return lines
+
+
+def _figures(manifest: dict, record: dict) -> list[str]:
+    best = manifest.get("metrics") or {}
+    val = best.get("val", best)  # train.py records {"epoch": N, "val": report}
+    lines = ["", "## Figures", ""]
+    if val:
+        lines.append(
+            f"Run validation (PyTorch{', epoch ' + str(best['epoch']) if 'epoch' in best else ''}): "
+            + ", ".join(f"{k} {val[k]:.2f}" for k in ("score", "sensitivity", "specificity") if k in val)
+        )
+    fp = record["fp32_vs_torch"]
+    lines += [
+        "",
+        f"Parity on {record['num_cycles']} `{record['split']}` cycles:",
+        "",
+        "| check | value | limit / aim |",
+        "| --- | --- | --- |",
+        f"| FP32 ONNX vs PyTorch, max abs logit diff | {fp['max_abs_logit_diff']:.2e} | < {fp['limit']:.0e} |",
+        f"| FP32 ONNX vs PyTorch, argmax agreement | {fp['argmax_agreement']:.2f}% | 100% |",
+        f"| ICBHI Score, PyTorch / FP32 ONNX | {record['scores']['torch']['score']:.2f} / "
+        f"{record['scores']['fp32']['score']:.2f} | |",
+    ]
+    if "int8_vs_fp32" in record:
+        lines += _int8_rows(record["int8_vs_fp32"])
+    return lines
+
+
+def _int8_rows(q: dict) -> list[str]:
+    return [
+        f"| INT8 vs FP32, argmax agreement | {q['argmax_agreement']:.2f}% | {q['aims']['argmax_agreement']['aim']} |",
+        f"| ICBHI Score, INT8 / FP32 (diff) | {q['score_int8']:.2f} / {q['score_fp32']:.2f} "
+        f"({q['score_diff']:+.2f}) | loss {q['aims']['score_loss']['aim']} |",
+        f"| size INT8 / FP32 | {q['size_int8_bytes'] / 1e6:.1f} MB / {q['size_fp32_bytes'] / 1e6:.1f} MB "
+        f"({100 * q['size_ratio']:.1f}%) | {q['aims']['size_ratio']['aim']} |",
+    ]
+
+
+_LIMITS = [
+    "",
+    "## Limits",
+    "- Trained and validated on the data named above only; performance on other stethoscopes, body positions "
+    "or populations is unknown until measured (`edge-lung evaluate MODEL_DIR --data DB --split test`).",
+    "- The ICBHI Score counts exact classes; see the run's report for the relaxed 2-class figures.",
+    "",
+]
