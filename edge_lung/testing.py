@@ -21,6 +21,7 @@ import numpy as np
 from edge_lung.config import LABELS, FeatureConfig
 from edge_lung.runtime.model_dir import INPUT_NAME, OUTPUT_NAME, build_metadata, write_manifest
 from edge_lung.runtime.serial import MAX_SAMPLES, SEQ_MOD, encode_frame, float_to_pcm16
+from edge_lung.runtime.sources import join_thread
 
 # Mean normalised log-mel of each third of the mel bins for the quiet noise floor of `make_signal`,
 # and the rise a tone in that band gives (measured once); the logits are the rises, rescaled.
@@ -270,8 +271,7 @@ class VirtualStethoscope:
     def close(self) -> None:
         """Stop playing and remove the pty (a reader then sees the device disappear)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
+        join_thread(self._thread)
         for fd in (self._master, self._slave):
             if fd is not None:
                 try:

@@ -175,7 +175,6 @@ class SoundDeviceSource(Source):
         self.backoff = backoff or Backoff()
         self._stream = None
         self._last_callback = 0.0
-        self._thread: threading.Thread | None = None
 
     def _callback(self, indata: np.ndarray, frames: int, time_info, status) -> None:
         # Runs on PortAudio's thread: copy and count, nothing else.
@@ -236,18 +235,16 @@ class SoundDeviceSource(Source):
             log.warning("audio device %s back after %.1f s", self.device.name, secs)
 
     def _reconnect(self) -> bool:
-        self.backoff.reset()
-        while not self._stop.wait(self.backoff.next()):
-            try:
-                self._rescan()
-                match = [d for d in list_input_devices(self._sd) if d.name == self.device.name]
-                if not match:
-                    raise CaptureError(f"audio device {self.device.name}: not present")
-                self._open(match[0].index)
-                return True
-            except CaptureError as exc:
-                log.info("%s", exc)
-        return False
+        what = f"audio device {self.device.name}"
+        return self.backoff.retry(self._reopen, self._stop, (CaptureError,), what) is not None
+
+    def _reopen(self) -> bool:
+        self._rescan()
+        match = [d for d in list_input_devices(self._sd) if d.name == self.device.name]
+        if not match:
+            raise CaptureError(f"audio device {self.device.name}: not present")
+        self._open(match[0].index)
+        return True
 
     def _rescan(self) -> None:
         # PortAudio caches its device list at initialisation; re-initialise to see a replugged device.
@@ -271,7 +268,5 @@ class SoundDeviceSource(Source):
 
     def stop(self) -> None:
         super().stop()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)
         self._close_stream()
         self.finished.set()

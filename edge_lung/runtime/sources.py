@@ -12,8 +12,10 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -22,6 +24,7 @@ from edge_lung.runtime.ring import RingBuffer
 
 log = logging.getLogger(__name__)
 _EMPTY = np.zeros(0, dtype=np.float32)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,12 @@ class CaptureBuffer:
         return self.ring.available > 0 or bool(self._gaps)
 
 
+def join_thread(thread: threading.Thread | None, timeout: float = 2.0) -> None:
+    """Wait up to `timeout` s for a worker thread that was told to stop (none, or the caller itself: no wait)."""
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(timeout=timeout)
+
+
 class Backoff:
     """Retry delays: initial, doubling up to maximum (seconds)."""
 
@@ -88,6 +97,20 @@ class Backoff:
         delay = self._next
         self._next = min(self._next * 2, self.maximum)
         return delay
+
+    def retry(self, attempt: Callable[[], T], stop: threading.Event, errors: tuple[type[BaseException], ...],
+              what: str) -> T | None:
+        """Call `attempt` after each delay until it returns without one of `errors`; None once `stop` is set.
+
+        The one reconnect loop of the capture sources (serial port, sound card).
+        """
+        self.reset()
+        while not stop.wait(self.next()):
+            try:
+                return attempt()
+            except errors as exc:
+                log.info("%s: still unavailable (%s)", what, exc)
+        return None
 
 
 class Source:
@@ -107,6 +130,7 @@ class Source:
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._started = False
+        self._thread: threading.Thread | None = None  # the source's worker, joined by `stop()`
 
     def _make_buffer(self, rate: int) -> None:
         self.buffer = CaptureBuffer(max(1, int(self.capacity_s * rate)))
@@ -121,7 +145,9 @@ class Source:
         raise NotImplementedError
 
     def stop(self) -> None:
+        """Signal the worker to end and wait for it (briefly)."""
         self._stop.set()
+        join_thread(self._thread)
 
     def __enter__(self) -> Source:
         self.start()
@@ -152,7 +178,6 @@ class ReplaySource(Source):
         if self.block > capacity_s * self.rate:
             raise ValueError(f"block_s: expected a block shorter than the buffer ({capacity_s} s), got {block_s}")
         self._make_buffer(self.rate)
-        self._thread: threading.Thread | None = None
         self.samples_played = 0
 
     def _start(self) -> None:
@@ -186,11 +211,6 @@ class ReplaySource(Source):
         finally:
             self.finished.set()
 
-    def stop(self) -> None:
-        super().stop()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)
-
 
 class SerialSource(Source):
     """Framed PCM from a serial port (`edge_lung.runtime.serial`); lost frames and lost ports become gaps."""
@@ -203,7 +223,6 @@ class SerialSource(Source):
         self.lost_frames = 0
         self.crc_errors = 0
         self._serial = None
-        self._thread: threading.Thread | None = None
 
     def _start(self) -> None:
         from edge_lung.runtime.serial import open_serial
@@ -228,7 +247,7 @@ class SerialSource(Source):
                     log.warning("%s: lost (%s); retrying", self.port, exc)
                     self._close()
                     lost_at = last_rx  # the audio stopped with the last bytes received
-                    self._serial = self._reopen(open_serial)
+                    self._serial = self.backoff.retry(lambda: open_serial(self.port), self._stop, (OSError,), self.port)
                     if self._serial is None:
                         return
                     secs = time.monotonic() - lost_at
@@ -262,16 +281,6 @@ class SerialSource(Source):
             self.buffer.mark_gap(0, 0.0, "sender restarted its sequence numbers")
         self.buffer.write(frame.audio)
 
-    def _reopen(self, open_serial):
-        self.backoff.reset()
-        while not self._stop.is_set():
-            self._stop.wait(self.backoff.next())
-            try:
-                return open_serial(self.port)
-            except OSError as exc:
-                log.info("%s: still unavailable (%s)", self.port, exc)
-        return None
-
     def _close(self) -> None:
         if self._serial is not None:
             try:
@@ -279,8 +288,3 @@ class SerialSource(Source):
             except OSError:
                 pass
             self._serial = None
-
-    def stop(self) -> None:
-        super().stop()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)
