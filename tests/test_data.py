@@ -100,7 +100,7 @@ def test_cache_invalidated_when_file_changes(db_copy, tmp_path):
 
 
 def _problem_for(db: Database, name: str) -> list[str]:
-    return [p.reason for p in db.problems if Path(p.file).name == name]
+    return [p.code for p in db.problems if Path(p.file).name == name]
 
 
 def test_each_bad_input_is_counted_with_its_reason(db_copy):
@@ -118,14 +118,15 @@ def test_each_bad_input_is_counted_with_its_reason(db_copy):
     split_path.write_text("\n".join(lines) + "\n")
 
     db = Database.scan(db_copy)
-    assert "missing .wav" in _problem_for(db, f"{missing}.txt")[0]
-    assert "not a readable audio file" in _problem_for(db, f"{unreadable}.wav")[0]
-    assert "empty audio" in _problem_for(db, f"{empty}.wav")[0]
-    reasons = _problem_for(db, f"{past_end}.txt")
-    assert any("clipped" in r for r in reasons) and any("skipped" in r for r in reasons)
-    assert "not listed" in _problem_for(db, f"{unlisted}.wav")[0]
+    assert _problem_for(db, f"{missing}.txt") == ["missing_wav"]
+    assert _problem_for(db, f"{unreadable}.wav") == ["unreadable_audio"]
+    assert _problem_for(db, f"{empty}.wav") == ["empty_audio"]
+    assert _problem_for(db, f"{past_end}.txt") == ["ends_past_end", "starts_past_end"]
+    assert _problem_for(db, f"{unlisted}.wav") == ["not_in_split"]
     s = db.summary()
     assert s["problem_count"] == 6
+    assert sorted(p["code"] for p in s["problems"]) == sorted(
+        ["missing_wav", "unreadable_audio", "empty_audio", "ends_past_end", "starts_past_end", "not_in_split"])
     assert s["recordings"] == 24 - 3  # missing, unreadable, empty are skipped; the others kept
     unlisted_rec = next(r for r in db.recordings if r.stem == unlisted)
     assert unlisted_rec.split is None

@@ -51,13 +51,42 @@ class DataError(ValueError):
     """Bad database input in strict mode, or a database with nothing usable."""
 
 
+PROBLEM_CODES: dict[str, str] = {
+    "no_split_file": "error",
+    "missing_wav": "error",
+    "missing_txt": "error",
+    "bad_name": "error",
+    "duplicate": "error",
+    "unreadable_audio": "error",
+    "empty_audio": "error",
+    "not_in_split": "error",
+    "bad_line": "error",
+    "bad_values": "error",
+    "starts_past_end": "error",
+    "ends_past_end": "error",
+    "no_cycles": "note",
+    "short_cycle": "note",
+}
+"""Every kind of database problem, by code, with its kind: "error" (data skipped or altered) or "note"
+(kept, worth knowing). Consumers match the code, never the wording of `reason`."""
+
+
 @dataclass(frozen=True)
 class Problem:
-    """One thing in the database that could not be used as-is."""
+    """One thing in the database that could not be used as-is: `code` (a key of `PROBLEM_CODES`)
+    says what, `reason` says it in words for people."""
 
     file: str
+    code: str
     reason: str
-    kind: str = "error"  # "error": data skipped or altered; "note": kept, worth knowing
+
+    def __post_init__(self) -> None:
+        if self.code not in PROBLEM_CODES:
+            raise ValueError(f"Problem code: expected one of {sorted(PROBLEM_CODES)}, got {self.code!r}")
+
+    @property
+    def kind(self) -> str:
+        return PROBLEM_CODES[self.code]
 
     def __str__(self) -> str:
         return f"{self.file}: {self.reason}"
@@ -178,9 +207,9 @@ class _Problems:
         self.strict = strict
         self.items: list[Problem] = []
 
-    def add(self, file: Path | str, reason: str, kind: str = "error") -> None:
-        problem = Problem(str(file), reason, kind)
-        if self.strict and kind == "error":
+    def add(self, file: Path | str, code: str, reason: str) -> None:
+        problem = Problem(str(file), code, reason)
+        if self.strict and problem.kind == "error":
             raise DataError(f"{problem} (strict mode)")
         log.warning("%s", problem)
         self.items.append(problem)
@@ -227,27 +256,31 @@ def read_annotation(path: Path, duration_s: float, problems: _Problems) -> list[
         try:
             start, end, crackle, wheeze = float(parts[0]), float(parts[1]), int(parts[2]), int(parts[3])
         except (ValueError, IndexError):
-            problems.add(path, f"line {lineno}: expected 'start end crackles wheezes', got {line.strip()!r}; skipped")
+            problems.add(path, "bad_line",
+                         f"line {lineno}: expected 'start end crackles wheezes', got {line.strip()!r}; skipped")
             continue
         if crackle not in (0, 1) or wheeze not in (0, 1) or end <= start or start < 0:
             problems.add(
-                path, f"line {lineno}: expected 0 <= start < end and 0/1 flags, got {line.strip()!r}; skipped"
+                path, "bad_values",
+                f"line {lineno}: expected 0 <= start < end and 0/1 flags, got {line.strip()!r}; skipped"
             )
             continue
         if start >= duration_s:
             problems.add(
-                path, f"line {lineno}: cycle {start:.3f}-{end:.3f} s starts past the audio end ({duration_s:.3f} s); "
+                path, "starts_past_end",
+                f"line {lineno}: cycle {start:.3f}-{end:.3f} s starts past the audio end ({duration_s:.3f} s); "
                 "skipped"
             )
             continue
         if end > duration_s + END_TOLERANCE_S:
             problems.add(
-                path, f"line {lineno}: cycle {start:.3f}-{end:.3f} s ends past the audio end ({duration_s:.3f} s); "
+                path, "ends_past_end",
+                f"line {lineno}: cycle {start:.3f}-{end:.3f} s ends past the audio end ({duration_s:.3f} s); "
                 "clipped to the end"
             )
         end = min(end, duration_s)
         if end - start < SHORT_CYCLE_S:
-            problems.add(path, f"line {lineno}: cycle of {1000 * (end - start):.0f} ms (< 100 ms), kept", kind="note")
+            problems.add(path, "short_cycle", f"line {lineno}: cycle of {1000 * (end - start):.0f} ms (< 100 ms), kept")
         cycles.append(CycleSpec(len(cycles), start, end, bool(crackle), bool(wheeze)))
     return cycles
 
@@ -277,67 +310,88 @@ def _scan(root: Path, strict: bool, val_fraction: float, val_seed: int) -> Datab
     audio_dir = _find_audio_dir(root)
     problems = _Problems(strict)
     split_path = _find_file(root, audio_dir, SPLIT_FILE)
-    split_map = read_split_file(split_path) if split_path else {}
     if split_path is None:
-        problems.add(root, f"no {SPLIT_FILE}: every recording is unassigned (no train/test split)")
+        problems.add(root, "no_split_file", f"no {SPLIT_FILE}: every recording is unassigned (no train/test split)")
     diag_path = _find_file(root, audio_dir, DIAGNOSIS_FILE)
-    diagnosis = read_diagnosis_file(diag_path) if diag_path else {}
-
-    wavs = _files_with_suffix(audio_dir, ".wav")
-    txts = {stem: p for stem, p in _files_with_suffix(audio_dir, ".txt").items() if p.name not in _NON_ANNOTATION_TXT}
-    for stem in sorted(set(txts) - set(wavs)):
-        problems.add(txts[stem], "annotation without its recording (missing .wav); skipped")
-    for stem in sorted(set(wavs) - set(txts)):
-        problems.add(wavs[stem], "recording without its annotation (.txt); skipped")
-
-    recordings: list[Recording] = []
-    seen_keys: dict[tuple[str, str, str, str], str] = {}
-    renamed = 0
-    for stem in sorted(set(wavs) & set(txts)):
-        wav = wavs[stem]
-        try:
-            name = parse_name(stem)
-        except ValueError as exc:
-            problems.add(wav, f"{exc}; skipped")
-            continue
-        if name.key in seen_keys:
-            problems.add(wav, f"same patient/index/location/mode as {seen_keys[name.key]}; skipped as a duplicate")
-            continue
-        seen_keys[name.key] = stem
-        try:
-            info = audio_info(wav)
-        except AudioError as exc:
-            problems.add(wav, f"{exc}; skipped")
-            continue
-        if info.frames == 0:
-            problems.add(wav, "empty audio (0 samples); skipped")
-            continue
-        split = None
-        if split_path is not None:
-            entry = split_map.get(name.key)
-            if entry is None:
-                problems.add(wav, f"not listed in {SPLIT_FILE}; excluded from every split")
-            else:
-                split = entry[1]
-                renamed += entry[0] != stem
-        cycles = read_annotation(txts[stem], info.duration_s, problems)
-        if not cycles:
-            problems.add(txts[stem], "no usable cycles in the annotation", kind="note")
-        recordings.append(
-            Recording(
-                stem=stem, patient=name.patient, index=name.index, location=name.location, mode=name.mode,
-                device=name.device, wav=wav, txt=txts[stem], split=split, sample_rate=info.sample_rate,
-                channels=info.channels, subtype=info.subtype, duration_s=info.duration_s, cycles=tuple(cycles),
-                diagnosis=diagnosis.get(name.patient),
-            )
-        )
+    ctx = _ScanContext(
+        split_path=split_path,
+        split_map=read_split_file(split_path) if split_path else {},
+        diagnosis=read_diagnosis_file(diag_path) if diag_path else {},
+        problems=problems,
+    )
+    wavs, txts = _paired_files(audio_dir, problems)
+    recordings = [rec for stem in sorted(set(wavs) & set(txts))
+                  if (rec := _read_recording(stem, wavs[stem], txts[stem], ctx)) is not None]
     matched = {(r.patient, r.index, r.location, r.mode) for r in recordings}
-    unmatched = sorted(stem for key, (stem, _) in split_map.items() if key not in matched)
+    unmatched = sorted(stem for key, (stem, _) in ctx.split_map.items() if key not in matched)
+    renamed = sum(1 for r in recordings if r.split is not None
+                  and ctx.split_map[(r.patient, r.index, r.location, r.mode)][0] != r.stem)
     recordings = assign_validation(recordings, val_fraction, val_seed)
     return Database(
         root=root, audio_dir=audio_dir, recordings=recordings, problems=problems.items,
         unmatched_split_entries=unmatched, renamed_device_matches=renamed, split_file=split_path,
         val_fraction=val_fraction, val_seed=val_seed,
+    )
+
+
+@dataclass
+class _ScanContext:
+    """What every recording of one scan is checked against, and where its problems go."""
+
+    split_path: Path | None
+    split_map: dict[tuple[str, str, str, str], tuple[str, str]]
+    diagnosis: dict[str, str]
+    problems: _Problems
+    seen_keys: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
+
+
+def _paired_files(audio_dir: Path, problems: _Problems) -> tuple[dict[str, Path], dict[str, Path]]:
+    """({stem: wav}, {stem: annotation txt}); a file without its partner is a problem."""
+    wavs = _files_with_suffix(audio_dir, ".wav")
+    txts = {stem: p for stem, p in _files_with_suffix(audio_dir, ".txt").items() if p.name not in _NON_ANNOTATION_TXT}
+    for stem in sorted(set(txts) - set(wavs)):
+        problems.add(txts[stem], "missing_wav", "annotation without its recording (missing .wav); skipped")
+    for stem in sorted(set(wavs) - set(txts)):
+        problems.add(wavs[stem], "missing_txt", "recording without its annotation (.txt); skipped")
+    return wavs, txts
+
+
+def _read_recording(stem: str, wav: Path, txt: Path, ctx: _ScanContext) -> Recording | None:
+    """One wav + annotation pair as a `Recording`, or None (with the problem recorded) if unusable."""
+    problems = ctx.problems
+    try:
+        name = parse_name(stem)
+    except ValueError as exc:
+        problems.add(wav, "bad_name", f"{exc}; skipped")
+        return None
+    if name.key in ctx.seen_keys:
+        problems.add(wav, "duplicate",
+                     f"same patient/index/location/mode as {ctx.seen_keys[name.key]}; skipped as a duplicate")
+        return None
+    ctx.seen_keys[name.key] = stem
+    try:
+        info = audio_info(wav)
+    except AudioError as exc:
+        problems.add(wav, "unreadable_audio", f"{exc}; skipped")
+        return None
+    if info.frames == 0:
+        problems.add(wav, "empty_audio", "empty audio (0 samples); skipped")
+        return None
+    split = None
+    if ctx.split_path is not None:
+        entry = ctx.split_map.get(name.key)
+        if entry is None:
+            problems.add(wav, "not_in_split", f"not listed in {SPLIT_FILE}; excluded from every split")
+        else:
+            split = entry[1]
+    cycles = read_annotation(txt, info.duration_s, problems)
+    if not cycles:
+        problems.add(txt, "no_cycles", "no usable cycles in the annotation")
+    return Recording(
+        stem=stem, patient=name.patient, index=name.index, location=name.location, mode=name.mode,
+        device=name.device, wav=wav, txt=txt, split=split, sample_rate=info.sample_rate,
+        channels=info.channels, subtype=info.subtype, duration_s=info.duration_s, cycles=tuple(cycles),
+        diagnosis=ctx.diagnosis.get(name.patient),
     )
 
 
@@ -486,11 +540,11 @@ def summarize(db: Database) -> dict[str, Any]:
         },
         "per_device": {k: dict(v) for k, v in sorted(by_device.items())},
         "per_sample_rate": {str(k): dict(v) for k, v in sorted(by_rate.items())},
-        "short_cycles": sum(1 for p in db.problems if p.kind == "note" and "< 100 ms" in p.reason),
+        "short_cycles": sum(1 for p in db.problems if p.code == "short_cycle"),
         "renamed_device_matches": db.renamed_device_matches,
         "split_entries_without_recording": len(db.unmatched_split_entries),
         "split_entries_without_recording_list": db.unmatched_split_entries,
-        "problems": [{"file": p.file, "reason": p.reason, "kind": p.kind} for p in db.problems],
+        "problems": [{"file": p.file, "code": p.code, "reason": p.reason, "kind": p.kind} for p in db.problems],
         "problem_count": sum(1 for p in db.problems if p.kind == "error"),
     }
 
