@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from edge_lung.config import LABELS, FeatureConfig
-from edge_lung.export.onnx import AIMS, ExportConfig, ExportError, ParityError, export_model
+from edge_lung.export.onnx import ExportConfig, ExportError, ParityError, export_model
 from edge_lung.export.quantize import QuantPreset, available_presets, load_preset
 from edge_lung.runtime.model_dir import ArtifactError, OnnxClassifier
 from edge_lung.runtime.quality import QualityConfig
@@ -77,29 +77,75 @@ def test_fp32_onnx_matches_pytorch(work: Path) -> None:
     onnx.checker.check_model(str(work / "fp32" / "model.onnx"), full_check=True)
 
 
+def _icbhi_score(y: np.ndarray, pred: np.ndarray) -> float:
+    """ICBHI Score written out here, apart from edge_lung.metrics: mean of Sp (normal cycles called normal)
+    and Se (abnormal cycles given their exact class), in percent."""
+    normal = y == 0
+    return 100.0 * (np.mean(pred[normal] == 0) + np.mean(pred[~normal] == y[~normal])) / 2
+
+
+@pytest.fixture(scope="module")
+def parity_logits(work: Path, synth_db: Path) -> dict[str, np.ndarray]:
+    """Logits of every shipped model on the run's whole validation split, measured here, one window per call
+    (as the device runs it), plus the labels: an independent measurement to check parity.json against."""
+    from edge_lung.data.icbhi import load_split
+    from edge_lung.scoring import stack_features
+
+    cycles = load_split(synth_db, "val", FeatureConfig(), cache_dir=work / "cache-parity")
+    x = stack_features(cycles, FeatureConfig())
+    out = {"y": np.array([c.label for c in cycles])}
+    for name in ("fp32", "dynamic", "static"):
+        clf = OnnxClassifier(work / name, threads=1)
+        out[name] = np.concatenate([clf.logits(x[i : i + 1]) for i in range(len(x))])
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
-def test_int8_parity_against_the_aims(work: Path, mode: str) -> None:
-    """INT8 follows FP32 closely (asserted); the issue's aims are checked and, when the tiny model misses
-    them, the test says so with the figures (xfail) instead of hiding them.
+def test_int8_flips_only_where_fp32_is_undecided(work: Path, parity_logits: dict, mode: str) -> None:
+    """A cycle can change class under INT8 only if its FP32 top-2 logit margin is under twice the largest
+    |INT8 - FP32| logit error; where FP32 is decisive (margin at least that), INT8 agrees at the 98% aim.
 
-    The tiny AST (hidden 64, frozen random base initialised at std 0.1) has outlier-heavy activations:
-    per-tensor activation quantisation moves its logits by ~4% of their spread, and on 22 validation
-    cycles one flip costs 4.5 points of agreement. On the real ICBHI subset (116 validation cycles)
-    the same export measured 99-100% (see the export report).
+    Flips, margins and the error are measured here from the shipped models; the recorded error is the one
+    parity.json states, so an export that under-measures it (e.g. batched INT8 runs) fails this test.
     """
-    p = parity(work / mode)
-    q = p["int8_vs_fp32"]
+    q = parity(work / mode)["int8_vs_fp32"]
+    fp32, int8, y = parity_logits["fp32"], parity_logits[mode], parity_logits["y"]
+    err = float(np.abs(int8 - fp32).max())
+    assert q["max_abs_logit_diff"] == pytest.approx(err, rel=1e-3, abs=1e-6)
+    top2 = np.sort(fp32, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    flipped = int8.argmax(1) != fp32.argmax(1)
+    assert q["flipped_cycles"] == int(flipped.sum())
+    assert np.all(margin[flipped] < 2 * q["max_abs_logit_diff"]), (margin[flipped], q["max_abs_logit_diff"])
+    decisive = margin >= 2 * q["max_abs_logit_diff"]
+    assert decisive.sum() >= len(y) // 2, f"only {decisive.sum()} of {len(y)} cycles decisive: model too weak to test"
+    assert 100.0 * np.mean(~flipped[decisive]) >= 98.0
+    assert q["argmax_agreement"] == pytest.approx(100.0 * np.mean(~flipped))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_int8_record_states_its_aims_truthfully(work: Path, parity_logits: dict, mode: str) -> None:
+    """Each aim's `met` in parity.json against figures worked out here: agreement and ICBHI Score from the
+    logits measured in `parity_logits`, the size from the files on disk, the aims as the issue states them."""
+    q = parity(work / mode)["int8_vs_fp32"]
+    fp32, int8, y = parity_logits["fp32"], parity_logits[mode], parity_logits["y"]
     assert q["mode"] == mode
-    assert q["mean_abs_logit_diff"] <= 0.1 * q["fp32_logit_std"], q
-    assert q["argmax_agreement"] >= 80.0, q
-    assert q["size_int8_bytes"] < q["size_fp32_bytes"]
-    checks = {
-        "argmax_agreement": q["argmax_agreement"] >= AIMS["int8_argmax_agreement"],
-        "score_loss": -q["score_diff"] <= AIMS["int8_score_loss"],
-        "size_ratio": q["size_ratio"] <= AIMS["int8_size_ratio"],
+    agreement = 100.0 * np.mean(int8.argmax(1) == fp32.argmax(1))
+    score_fp32, score_int8 = _icbhi_score(y, fp32.argmax(1)), _icbhi_score(y, int8.argmax(1))
+    assert q["score_fp32"] == pytest.approx(score_fp32) and q["score_int8"] == pytest.approx(score_int8)
+    fp32_bytes = (work / "fp32" / "model.onnx").stat().st_size
+    int8_bytes = (work / mode / "model.int8.onnx").stat().st_size
+    assert q["size_ratio"] == pytest.approx(int8_bytes / fp32_bytes, abs=0.01)  # files differ by metadata only
+    assert {k: v["met"] for k, v in q["aims"].items()} == {
+        "argmax_agreement": agreement >= 98.0,
+        "score_loss": score_fp32 - score_int8 <= 1.0,
+        # The tiny model's weights are mostly positional embeddings and the patch convolution, which stay
+        # float, so its file cannot reach 30% of FP32: that aim is checked at a realistic size below.
+        "size_ratio": False,
     }
-    assert {k: v["met"] for k, v in q["aims"].items()} == checks  # parity.json reports the truth
+    assert q["mean_abs_logit_diff"] <= 0.1 * q["fp32_logit_std"], q
     import onnx
 
     onnx.checker.check_model(str(work / mode / "model.int8.onnx"), full_check=True)
@@ -107,15 +153,6 @@ def test_int8_parity_against_the_aims(work: Path, mode: str) -> None:
     info = OnnxClassifier(work / mode).info
     assert info.quantization == f"int8-{mode}"
     assert info.run["quantization"]["mode"] == mode
-    # The tiny model's weights are mostly positional embeddings and the patch convolution, which stay
-    # float, so its file cannot reach 30% of FP32: that aim is checked at a realistic size below.
-    missed = [k for k, ok in checks.items() if not ok and k != "size_ratio"]
-    if missed:
-        pytest.xfail(
-            f"tiny model misses INT8 aims {missed}: agreement {q['argmax_agreement']:.1f}% "
-            f"({q['flipped_cycles']} of {p['num_cycles']} flipped, FP32 top-2 margins "
-            f"{q['fp32_top2_margin_of_flipped']}), Score {q['score_int8']:.2f} vs {q['score_fp32']:.2f}"
-        )
 
 
 @pytest.mark.slow
@@ -135,7 +172,7 @@ def test_int8_size_ratio_at_realistic_size(tmp_path: Path) -> None:
 
     quantize_model(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", "dynamic", load_preset("x86-avx2"))
     ratio = (tmp_path / "int8.onnx").stat().st_size / (tmp_path / "fp32.onnx").stat().st_size
-    assert ratio <= AIMS["int8_size_ratio"], ratio
+    assert ratio <= 0.30, ratio  # the issue's aim
 
 
 @pytest.mark.slow

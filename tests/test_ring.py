@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -110,6 +111,7 @@ def test_writer_and_reader_threads_lose_nothing_they_do_not_count():
     received = 0
     expected_next = 0
     while not (done.is_set() and ring.available == 0):
+        time.sleep(0.0002)  # a reader slower than the writer: the ring must be lapped
         before_lost = ring.lost
         block = ring.read(97)
         if block.shape[0]:
@@ -118,6 +120,7 @@ def test_writer_and_reader_threads_lose_nothing_they_do_not_count():
             expected_next = first + block.shape[0]
             received += block.shape[0]
     thread.join()
+    assert ring.lost > 0, "the writer never lapped the reader: the overflow path was not exercised"
     assert received + ring.lost == ring.end == min(total, int(sizes.sum()))
 
 

@@ -1,4 +1,9 @@
-"""The device runtime never imports torch, transformers, optimum (or the onnx package): proven in fresh processes."""
+"""The device runtime never imports torch, transformers, optimum (or the onnx package) while it works.
+
+tests/test_structure.py imports every device-side module (a pkgutil walk) and checks the import
+alone; this file runs the real paths in fresh processes (load a model, classify a file, stream it
+through a replay source, and the `edge-lung classify` command), which also catches a training
+import done lazily inside a function."""
 
 from __future__ import annotations
 
@@ -17,7 +22,6 @@ FORBIDDEN = ("torch", "transformers", "optimum", "onnx", "peft", "accelerate")
 LIBRARY_PATH = textwrap.dedent(
     """
     import json, sys
-    import edge_lung.runtime, edge_lung.runtime.serial, edge_lung.runtime.capture, edge_lung.runtime.session
     from edge_lung.runtime.model_dir import OnnxClassifier
     from edge_lung.runtime import ReplaySource, StreamConfig, StreamingClassifier, classify_file, run_live
 
