@@ -49,20 +49,26 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-@contextmanager
-def replaced_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a new empty temp directory beside `target` to fill; on success it replaces `target` (an
-    existing one is removed after the swap), on failure it is removed and `target` is left as it was.
-
-    The parent of `target` must exist; `OSError` if the temp directory cannot be made there. The temp
-    directory gets the usual umask permissions (mkdtemp makes it 0700).
-    """
+def temp_dir_beside(target: str | Path) -> Path:
+    """A new empty directory `.NAME.tmp-XXXX` beside `target`, with the usual umask permissions (mkdtemp
+    makes it 0700); `OSError` if the parent is missing or not writable."""
     target = Path(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    return tmp
+
+
+@contextmanager
+def replaced_dir(target: str | Path, tmp: Path | None = None) -> Iterator[Path]:
+    """Yield a temp directory beside `target` to fill (`tmp`, else a new `temp_dir_beside(target)`); on
+    success it replaces `target` (an existing one is removed after the swap), on failure it is removed
+    and `target` is left as it was. The one directory swap: export's MODEL_DIR, training's saved model.
+    """
+    target = Path(target)
+    tmp = tmp if tmp is not None else temp_dir_beside(target)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)
         yield tmp
         old = None
         if target.exists():

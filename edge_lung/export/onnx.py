@@ -29,7 +29,6 @@ Decisions, measured (figures in export/README.md and benchmarks/bench_export.py)
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ from edge_lung.export.parity import (
     pick_balanced,
 )
 from edge_lung.export.quantize import QUANT_MODES, check_patterns, load_preset, quantize_model
-from edge_lung.fileio import atomic_path, replaced_dir, sha256_file
+from edge_lung.fileio import atomic_path, replaced_dir, sha256_file, temp_dir_beside
 from edge_lung.runtime.model_dir import (
     CARD_NAME,
     INPUT_NAME,
@@ -171,7 +170,11 @@ def export_model(run_dir: str | Path, out_dir: str | Path, cfg: ExportConfig | N
         preset = dataclasses.replace(preset, exclude=preset.exclude + tuple(cfg.keep_float))
     out_dir = Path(out_dir).expanduser().absolute()
     _check_out_dir(out_dir, cfg.overwrite)
-    with replaced_dir(out_dir) as tmp:
+    try:
+        tmp = temp_dir_beside(out_dir)
+    except OSError as exc:
+        raise ExportError(f"--out {out_dir}: cannot write in {out_dir.parent} ({exc.strerror})") from exc
+    with replaced_dir(out_dir, tmp):
         return _export_into(Path(run_dir), tmp, cfg, preset, log)
 
 
@@ -183,8 +186,6 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise ExportError(f"--out {out_dir}: exists and is not empty; pass --overwrite to replace it")
     if not parent.is_dir():
         raise ExportError(f"--out {out_dir}: parent directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ExportError(f"--out {out_dir}: cannot write in {parent} (permission denied)")
 
 
 def load_trained(run_dir: Path) -> tuple[Any, dict]:
