@@ -92,10 +92,9 @@ def build_variants(features, preset, work: Path, calibration_size: int, fusion: 
 
 def variant_calls(net, paths: dict[str, Path], threads: list[int], x: np.ndarray) -> dict:
     """{(variant, threads): one call on window `x`}: PyTorch eager, and an onnxruntime session per file."""
-    import onnxruntime as ort
     import torch
 
-    from edge_lung.runtime.model_dir import session_options
+    from edge_lung.runtime.model_dir import INPUT_NAME, open_session
 
     def run_torch(n: int) -> None:
         torch.set_num_threads(n)
@@ -105,8 +104,8 @@ def variant_calls(net, paths: dict[str, Path], threads: list[int], x: np.ndarray
     calls = {("pytorch-eager", n): (lambda n=n: run_torch(n)) for n in threads}
     for name, p in paths.items():
         for n in threads:
-            sess = ort.InferenceSession(str(p), sess_options=session_options(n), providers=["CPUExecutionProvider"])
-            calls[(name, n)] = lambda sess=sess: sess.run(None, {"features": x})
+            sess = open_session(p, n)
+            calls[(name, n)] = lambda sess=sess: sess.run(None, {INPUT_NAME: x})
     return calls
 
 

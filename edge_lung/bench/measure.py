@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from edge_lung.bench.environment import environment, read_proc, thermal_state, usable_cores
+from edge_lung.fileio import RUN_CONFIG
 from edge_lung.plots import PLOT_INSTALL
 
 SCHEMA = "edge-lung-bench/1"
@@ -418,7 +419,7 @@ def check_targets(models: Sequence[str | Path], compare_torch: str | Path | None
 
         if importlib.util.find_spec("torch") is None:
             raise ImportError(f"--compare-torch {compare_torch}: torch is not installed; {TORCH_INSTALL}")
-        if not (Path(compare_torch) / "config.json").is_file():
+        if not (Path(compare_torch) / RUN_CONFIG).is_file():
             raise BenchError(
                 f"--compare-torch {compare_torch}: no config.json; expected a run directory written by "
                 "`edge-lung train`"
