@@ -9,13 +9,14 @@ file's SHA-256. This module reads both with onnxruntime alone (no torch, no onnx
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_lung.config import FeatureConfig
+from edge_lung.config import FEATURE_VERSION, FeatureConfig
 from edge_lung.fileio import atomic_write_json, sha256_file
 from edge_lung.runtime.quality import QualityConfig
 from edge_lung.scoring import softmax
@@ -132,6 +133,26 @@ def resolve_model_path(model: str | Path) -> tuple[Path, dict[str, Any]]:
     raise ArtifactError(f"{model}: no such model directory or .onnx file")
 
 
+def usable_cores() -> int:
+    """CPUs this process may run on (respects `taskset`), or the machine's count where unknown."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def check_threads(threads: int | None, option: str = "--threads") -> None:
+    """0/None (onnxruntime decides) or 1..usable cores: more threads than cores only adds contention
+    (10000 threads loaded a 4-core board to 105 and took 44 s to stop, issue 10)."""
+    if threads is None or threads == 0:
+        return
+    cores = usable_cores()
+    if threads < 0 or threads > cores:
+        raise ValueError(
+            f"{option}: expected at most {cores} (the cores this process may use), or 0 to let onnxruntime "
+            f"decide, got {threads}; more threads than cores only adds contention"
+        )
+
+
 def session_options(threads: int | None = None):
     """onnxruntime SessionOptions for CPU inference with `threads` intra-op threads."""
     import onnxruntime as ort
@@ -164,6 +185,56 @@ def open_session(path: str | Path, threads: int | None = None):
         raise ArtifactError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from exc
 
 
+def model_info(path: Path, meta: dict[str, Any], manifest: dict[str, Any]) -> ModelInfo:
+    """`ModelInfo` from decoded metadata, refusing a manifest that disagrees with it or features this
+    edge-lung does not compute (either would run the model on input it was not trained for)."""
+    for name in (*META_KEYS, *OPTIONAL_META_KEYS):
+        if name in manifest and name in meta and manifest[name] != meta[name]:
+            raise ArtifactError(
+                f"{path.parent / MANIFEST_NAME}: {name!r} {manifest[name]!r} disagrees with the ONNX metadata of "
+                f"{path.name} ({meta[name]!r}); the directory was edited or mixed up: re-export it"
+            )
+    try:
+        features = FeatureConfig.from_dict(meta["features"])
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: metadata {META_KEYS['features']!r} is not a valid FeatureConfig ({exc})") from exc
+    if features.feature_version != FEATURE_VERSION:
+        raise ArtifactError(
+            f"{path}: the model expects feature_version {features.feature_version!r}, this edge-lung computes "
+            f"{FEATURE_VERSION!r}; use the edge-lung release that exported it, or re-export the model"
+        )
+    return ModelInfo(
+        path=path,
+        labels=tuple(meta["labels"]),
+        features=features,
+        quantization=str(meta["quantization"]),
+        metrics=meta["metrics"],
+        run=meta["run"],
+        manifest=manifest,
+        quality=quality_from_meta(meta.get("quality"), path),
+    )
+
+
+def check_graph(info: ModelInfo, session) -> None:
+    """The graph's input [batch, frames, mel bins] and output [batch, classes] agree with the metadata
+    wherever the graph fixes a size (a mismatch would fail, or silently misread, at the first window)."""
+    cfg = info.features
+    expected_in = ("batch", cfg.num_frames, cfg.num_mel_bins)
+    expected_out = ("batch", len(info.labels))
+    for port, expected, what in (
+        (session.get_inputs()[0], expected_in, f"num_frames {cfg.num_frames}, num_mel_bins {cfg.num_mel_bins}"),
+        (session.get_outputs()[0], expected_out, f"{len(info.labels)} labels"),
+    ):
+        shape = list(port.shape)
+        fixed = [isinstance(d, int) for d in shape]
+        if len(shape) != len(expected) or any(f and d != e for f, d, e in zip(fixed[1:], shape[1:], expected[1:], strict=True)):
+            dims = ", ".join("batch" if i == 0 else str(d) for i, d in enumerate(shape))
+            raise ArtifactError(
+                f"{info.path}: metadata says {what} ([{', '.join(map(str, expected))}]) but the graph's "
+                f"{port.name!r} is [{dims}]; the metadata does not describe this graph: re-export the model"
+            )
+
+
 class OnnxClassifier:
     """Stateless ONNX classifier: normalised features [B, T, M] -> logits [B, C].
 
@@ -175,16 +246,8 @@ class OnnxClassifier:
         path, manifest = resolve_model_path(model)
         self.session = open_session(path, threads)
         meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
-        self.info = ModelInfo(
-            path=path,
-            labels=tuple(meta["labels"]),
-            features=FeatureConfig.from_dict(meta["features"]),
-            quantization=str(meta["quantization"]),
-            metrics=meta["metrics"],
-            run=meta["run"],
-            manifest=manifest,
-            quality=quality_from_meta(meta.get("quality"), path),
-        )
+        self.info = model_info(path, meta, manifest)
+        check_graph(self.info, self.session)
         self.threads = threads
         self._input = self.session.get_inputs()[0].name
 

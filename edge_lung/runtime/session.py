@@ -31,10 +31,9 @@ def load_classifier(
     The gate's thresholds are the model directory's, with `quality_set` (`NAME=VALUE`) applied;
     `quality="off"` classifies every window except those holding NaN/inf samples.
     """
-    from edge_lung.runtime.model_dir import OnnxClassifier
+    from edge_lung.runtime.model_dir import OnnxClassifier, check_threads
 
-    if threads is not None and threads < 0:
-        raise ValueError(f"--threads: expected 0 (onnxruntime decides) or a positive count, got {threads}")
+    check_threads(threads)
     if quality not in ("on", "off"):
         raise ValueError(f"--quality: expected 'on' or 'off', got {quality!r}")
     model = OnnxClassifier(model_dir, threads=threads or None)

@@ -458,6 +458,12 @@ class StreamingClassifier:
         # the gate's thresholds: given, else the model directory's, else the defaults (older models)
         self.quality: QualityConfig = quality or getattr(model.info, "quality", None) or QualityConfig()
         self.gate = bool(gate)  # False (--quality off): only windows with NaN/inf samples are held back
+        shift = self.features.frame_shift
+        if seconds_to_samples(self.cfg.hop_s, self.features.sample_rate) < shift:
+            raise ValueError(
+                f"--hop: expected at least the model's frame shift ({shift / self.features.sample_rate:g} s), "
+                f"got {self.cfg.hop_s:g}; a shorter hop decides on the same feature frames again and again"
+            )
 
     def create_stream(self, input_rate: int) -> WindowStream:
         return WindowStream(self.features, self.cfg, input_rate, clip_level=self.quality.clip_level)
