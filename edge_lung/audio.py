@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,3 +142,36 @@ def cyclic_pad(wave: np.ndarray, length: int) -> np.ndarray:
         return np.ascontiguousarray(wave[:length], dtype=np.float32)
     reps = -(-length // n)
     return np.tile(np.asarray(wave, dtype=np.float32), reps)[:length]
+
+
+UNKNOWN_LENGTH = 1 << 62
+"""Header frame counts at or above this mean "length unknown" (libsndfile reports 2**63 - 1 for a FLAC
+whose writer never finished: killed, or cut off by a full disk)."""
+
+
+def read_blocks(path: str | Path, block_frames: int) -> Iterator[np.ndarray]:
+    """Decode `path` block by block to mono float32 (a fresh array each): memory independent of its length.
+
+    A file damaged part-way (cut off by a full disk or a power loss) yields every block that decodes,
+    then raises `AudioError` naming the file and how far decoding got. A file shorter than its header
+    says simply ends early; compare the samples read with `audio_info(path).frames`.
+    """
+    if block_frames <= 0:
+        raise ValueError(f"read_blocks: expected block_frames > 0, got {block_frames}")
+    try:
+        f = sf.SoundFile(str(path))
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
+    with f:
+        if f.channels > 1:
+            warnings.warn(f"{path}: {f.channels} channels, downmixing to mono", stacklevel=2)
+        done = 0
+        while True:
+            try:
+                data = f.read(block_frames, dtype="float32", always_2d=True)
+            except (RuntimeError, sf.LibsndfileError) as exc:
+                raise AudioError(f"{path}: unreadable after {done / f.samplerate:.2f} s ({exc})") from exc
+            if data.shape[0] == 0:
+                return
+            done += data.shape[0]
+            yield to_mono(data)

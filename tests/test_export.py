@@ -280,7 +280,7 @@ def test_runtime_follows_feature_settings_changed_at_training(tmp_path: Path, sy
     from edge_lung.runtime import StreamConfig, StreamingClassifier, classify_file
 
     sf.write(tmp_path / "rec.wav", np.random.default_rng(1).standard_normal(441000).astype(np.float32) * 0.1, 44100)
-    result = classify_file(StreamingClassifier(clf, StreamConfig()), tmp_path / "rec.wav")
+    result = classify_file(StreamingClassifier(clf, StreamConfig()), tmp_path / "rec.wav", keep_decisions=True)
     windows = [d.window for d in result.decisions]
     assert windows and all(w.end - w.start <= 64000 and w.audio.shape == (64000,) for w in windows)
     assert windows[0].padded and not windows[-1].padded

@@ -30,7 +30,7 @@ LIBRARY_PATH = textwrap.dedent(
     result = classify_file(classifier, sys.argv[2])
     summary = run_live(classifier, ReplaySource(sys.argv[2]), backpressure=True)
     loaded = sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[3].split(",")))
-    print(json.dumps({"windows": len(result.decisions), "live": summary.windows, "loaded": loaded}))
+    print(json.dumps({"windows": result.windows, "live": summary.windows, "loaded": loaded}))
     """
 )
 

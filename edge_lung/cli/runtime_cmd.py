@@ -67,6 +67,8 @@ def stream(
                                   "(default: as fast as inference allows, nothing skipped)."),
     serial: str = typer.Option(None, "--serial", help="Read framed PCM from this serial port (firmware_host/"
                                "PROTOCOL.md), e.g. /dev/ttyACM0."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --record replace an existing file (by "
+                                   "default an existing NAME.flac is kept and the recording goes to NAME-2.flac)."),
     duration: float = typer.Option(None, "--duration", help="Stop after this many seconds of audio."),
     quiet: bool = typer.Option(False, "--quiet", help="No live table (use with --jsonl)."),
     quality: str = _QUALITY,
@@ -80,7 +82,9 @@ def stream(
     from edge_lung.runtime.stream import StreamConfig
 
     try:
-        opts = StreamOptions(device, replay, realtime, serial, jsonl, record, duration, display=not quiet)
+        opts = StreamOptions(
+            device, replay, realtime, serial, jsonl, record, duration, display=not quiet, overwrite=overwrite
+        )
         classifier = load_classifier(
             model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads, quality, quality_set or ()
         )
@@ -107,22 +111,28 @@ def classify(
     """Classify files with the same windowing as `stream` (as fast as the CPU allows) and report per file."""
     from rich.console import Console
 
+    from edge_lung.runtime.classify import Interrupted
     from edge_lung.runtime.report import classify_table, pooled_lines
     from edge_lung.runtime.session import classify_session, load_classifier
     from edge_lung.runtime.stream import StreamConfig
 
+    console = Console(stderr=jsonl is not None and str(jsonl) == "-")
     try:
         classifier = load_classifier(
             model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads, quality, quality_set or ()
         )
         results, pooled = classify_session(classifier, files, jsonl)
+    except Interrupted as stop:  # Ctrl-C: report what finished, the cut file marked
+        console.print(classify_table(stop.results, classifier.labels, threshold))
+        finished = sum(r.status != "interrupted" for r in stop.results)
+        typer.secho(f"interrupted: {finished} file(s) finished", err=True, fg=typer.colors.YELLOW)
+        raise typer.Exit(130) from None
     except _USER_ERRORS as exc:
         raise _fail(exc) from exc
-    console = Console(stderr=jsonl is not None and str(jsonl) == "-")
     console.print(classify_table(results, classifier.labels, threshold))
     for line in pooled_lines(pooled) if pooled else []:
         console.print(line, highlight=False)
-    if any(r.note.startswith("error") for r in results):
+    if any(r.status != "ok" or r.note.startswith("error") for r in results):
         raise typer.Exit(1)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_lung.audio import AudioError, load_audio
+from edge_lung.audio import UNKNOWN_LENGTH, AudioError, AudioInfo, audio_info, read_blocks
 from edge_lung.config import LABELS
 from edge_lung.data.icbhi import CycleSpec, parse_annotation
 from edge_lung.metrics import score_predictions, screening_curve
@@ -34,43 +34,62 @@ class CycleMatch:
     flag: bool | None
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during `classify`: `results` holds every finished file and, last, the cut one (status
+    "interrupted"), so the caller can still report them."""
+
+    def __init__(self, results: list[FileResult]) -> None:
+        super().__init__(f"interrupted after {len(results)} file(s)")
+        self.results = results
+
+
 @dataclass
 class FileResult:
+    """One recording's figures, folded in window by window (nothing per window is kept unless asked).
+
+    `status`: "ok"; "damaged" (decided up to where the file stops decoding or ends short of its
+    header); "error" (nothing readable); "interrupted" (Ctrl-C while it was being decided).
+    """
+
     path: Path
     input_rate: int
     duration_s: float
-    decisions: list[Decision] = field(default_factory=list)
+    windows: int = 0
+    decided: int = 0  # windows that passed the quality gate and got a class decision
+    flagged: int = 0
+    max_p_abnormal: float | None = None  # over the decided windows
+    verdicts: dict[str, int] = field(default_factory=dict)  # windows per quality verdict (`ok` = classified)
+    decisions: list[Decision] = field(default_factory=list)  # only with classify_file(keep_decisions=True)
     cycles: list[CycleMatch] | None = None
     note: str = ""
+    status: str = "ok"
+
+    def add(self, decision: Decision) -> None:
+        self.windows += 1
+        self.verdicts[decision.verdict] = self.verdicts.get(decision.verdict, 0) + 1
+        if decision.verdict != "ok":
+            return
+        self.decided += 1
+        self.flagged += int(decision.flag)
+        if self.max_p_abnormal is None or decision.p_abnormal > self.max_p_abnormal:
+            self.max_p_abnormal = decision.p_abnormal
 
     def summary(self, labels: tuple[str, ...]) -> dict[str, Any]:
         """Per-recording figures for the report (and for JSON)."""
         out: dict[str, Any] = {
             "file": str(self.path),
+            "status": self.status,
             "input_rate": self.input_rate,
             "duration_s": round(self.duration_s, 3),
-            "windows": len(self.decisions),
-            "flagged_windows": sum(d.flag for d in self.decisions),
-            "max_p_abnormal": max((d.p_abnormal for d in self.decided), default=None),
+            "windows": self.windows,
+            "flagged_windows": self.flagged,
+            "max_p_abnormal": self.max_p_abnormal,
             "verdicts": self.verdicts,
             "note": self.note,
         }
         if self.cycles is not None:
             out.update(cycle_agreement(self.cycles, labels))
         return out
-
-    @property
-    def decided(self) -> list[Decision]:
-        """The windows that passed the quality gate and got a class decision."""
-        return [d for d in self.decisions if d.verdict == "ok"]
-
-    @property
-    def verdicts(self) -> dict[str, int]:
-        """Windows per quality verdict (`ok` = classified)."""
-        counts: dict[str, int] = {}
-        for d in self.decisions:
-            counts[d.verdict] = counts.get(d.verdict, 0) + 1
-        return counts
 
 
 def annotation_for(audio_path: str | Path) -> Path | None:
@@ -79,27 +98,47 @@ def annotation_for(audio_path: str | Path) -> Path | None:
     return txt if txt.is_file() else None
 
 
+class CycleAccumulator:
+    """Each annotated cycle's overlap-weighted mean probabilities, folded in one decision at a time."""
+
+    def __init__(self, cycles: list[CycleSpec], abnormal: list[int], threshold: float) -> None:
+        self.cycles, self.abnormal, self.threshold = list(cycles), list(abnormal), threshold
+        self._sums: list[np.ndarray | None] = [None] * len(self.cycles)
+        self._weights = [0.0] * len(self.cycles)
+        self._counts = [0] * len(self.cycles)
+
+    def add(self, decision: Decision) -> None:
+        if decision.verdict != "ok":  # the quality gate stopped it: no probabilities
+            return
+        w = decision.window
+        for i, cycle in enumerate(self.cycles):
+            overlap = min(cycle.end_s, w.end_s) - max(cycle.start_s, w.start_s)
+            if overlap > 0:
+                part = overlap * decision.probabilities.astype(np.float64)
+                self._sums[i] = part if self._sums[i] is None else self._sums[i] + part
+                self._weights[i] += overlap
+                self._counts[i] += 1
+
+    def matches(self) -> list[CycleMatch]:
+        out = []
+        for cycle, total, weight, count in zip(self.cycles, self._sums, self._weights, self._counts, strict=True):
+            if total is None:
+                out.append(CycleMatch(cycle, 0, None, None, None))
+                continue
+            mean = total / weight
+            p_abn = float(mean[self.abnormal].sum())
+            out.append(CycleMatch(cycle, count, int(np.argmax(mean)), p_abn, p_abn >= self.threshold))
+        return out
+
+
 def align_cycles(decisions: list[Decision], cycles: list[CycleSpec], abnormal: list[int]) -> list[CycleMatch]:
     """Match each annotated cycle with the windows that overlap it, weighting by overlap length.
 
     Windows the quality gate stopped have no probabilities and are left out."""
-    decisions = [d for d in decisions if d.verdict == "ok"]
-    out = []
-    for cycle in cycles:
-        weights, probs = [], []
-        for d in decisions:
-            overlap = min(cycle.end_s, d.window.end_s) - max(cycle.start_s, d.window.start_s)
-            if overlap > 0:
-                weights.append(overlap)
-                probs.append(d.probabilities)
-        if not weights:
-            out.append(CycleMatch(cycle, 0, None, None, None))
-            continue
-        mean = np.average(np.stack(probs), axis=0, weights=np.asarray(weights))
-        p_abn = float(mean[abnormal].sum())
-        threshold = decisions[0].threshold
-        out.append(CycleMatch(cycle, len(weights), int(np.argmax(mean)), p_abn, p_abn >= threshold))
-    return out
+    acc = CycleAccumulator(cycles, abnormal, decisions[0].threshold if decisions else 0.5)
+    for d in decisions:
+        acc.add(d)
+    return acc.matches()
 
 
 def cycle_agreement(matches: list[CycleMatch], labels: tuple[str, ...]) -> dict[str, Any]:
@@ -128,67 +167,143 @@ def classify_file(
     path: str | Path,
     block_s: float = 1.0,
     on_decision: Callable[[Decision], None] | None = None,
+    keep_decisions: bool = False,
 ) -> FileResult:
-    """Run the streaming windowing over one file (no pacing) and decide every window."""
+    """Run the streaming windowing over one file (no pacing) and decide every window.
+
+    The file is decoded block by block and each decision is folded into the result and the annotated
+    cycles it overlaps, so memory does not grow with the recording (a 30-minute file kept 1 GB of
+    windows, issue 10); `keep_decisions=True` keeps every `Decision` (each holds its window's audio).
+    A file damaged part-way is decided as far as it decodes (status "damaged"). `AudioError` if
+    nothing is readable; Ctrl-C raises `Interrupted` with the partial result.
+    """
     path = Path(path)
-    audio, rate = load_audio(path)
-    result = FileResult(path, rate, audio.shape[0] / rate)
-    stream = classifier.create_stream(rate)
+    if not path.is_file():
+        raise AudioError(f"{path}: file not found")
+    info = audio_info(path)
+    if info.frames == 0:
+        raise AudioError(f"{path}: empty audio (0 samples)")
+    result = FileResult(path, info.sample_rate, 0.0)
+    txt = annotation_for(path)
+    cycles, problems = parse_annotation(txt) if txt is not None else ([], [])
+    acc = CycleAccumulator(cycles, list(classifier.model.info.abnormal_indices), classifier.cfg.threshold)
+    stream = classifier.create_stream(info.sample_rate)
     decider = classifier.create_decider()
-    block = max(1, int(round(block_s * rate)))
 
     def decide(windows: Iterable) -> None:
         for window in windows:
             r = classifier.process(window)
             decision = decider.decide(window, r.probabilities, r.feature_ms, r.model_ms, source=str(path),
                                       quality=r.quality)
-            result.decisions.append(decision)
+            result.add(decision)
+            acc.add(decision)
+            if keep_decisions:
+                result.decisions.append(decision)
             if on_decision is not None:
                 on_decision(decision)
 
-    for pos in range(0, audio.shape[0], block):
-        decide(stream.accept_waveform(audio[pos : pos + block]))
-    decide(stream.finish())
-    if not result.decisions:
-        result.note = (
-            f"too short for a decision ({result.duration_s:.2f} s < --min-audio {classifier.cfg.min_audio_s} s)"
-        )
-    invalid_note = nonfinite_note(audio)
-    if invalid_note:
-        result.note = "; ".join(filter(None, [invalid_note, result.note]))  # first: `classify` exits 1 on "error"
-    txt = annotation_for(path)
+    invalid = NonfiniteTally()
+    try:
+        damage = _decide_blocks(stream, decide, path, max(1, int(round(block_s * info.sample_rate))), invalid)
+        result.duration_s = stream.input_samples / info.sample_rate
+    except KeyboardInterrupt:
+        result.duration_s = stream.input_samples / info.sample_rate
+        result.status, result.note = "interrupted", f"interrupted after {result.duration_s:.1f} s of audio"
+        raise Interrupted([result]) from None
+    _finish_notes(result, info, damage, classifier.cfg.min_audio_s)
+    if invalid.count:
+        result.note = "; ".join(filter(None, [invalid.note(), result.note]))  # first: `classify` exits 1 on "error"
     if txt is not None:
-        abnormal = list(classifier.model.info.abnormal_indices)
-        cycles, problems = parse_annotation(txt)
-        result.cycles = align_cycles(result.decisions, cycles, abnormal)
-        if problems:
-            notes = [f"{Path(p.file).name}: {p.reason}" for p in problems if p.kind == "error"]
-            result.note = "; ".join([result.note, *notes] if result.note else notes)
+        result.cycles = acc.matches()
+        notes = [f"{Path(p.file).name}: {p.reason}" for p in problems if p.kind == "error"]
+        result.note = "; ".join([result.note, *notes] if result.note else notes)
     return result
 
 
-def nonfinite_note(audio: np.ndarray) -> str:
-    """'error: N NaN/inf samples at input samples a-b, ...' or '' for finite audio."""
-    count, runs = nonfinite_runs(audio)
-    if not count:
-        return ""
-    ranges = ", ".join(f"{s}-{e - 1}" for s, e in runs)
-    more = "" if sum(e - s for s, e in runs) == count else ", ..."
-    return f"error: {count} NaN/inf samples (input samples {ranges}{more}), their windows not classified"
+def _decide_blocks(
+    stream, decide: Callable[[Iterable], None], path: Path, block: int, invalid: NonfiniteTally
+) -> AudioError | None:
+    """Feed the file through `stream` block by block; returns the error where decoding stopped, if it did."""
+    damage = None
+    try:
+        for samples in read_blocks(path, block):
+            invalid.add(samples, stream.input_samples)
+            decide(stream.accept_waveform(samples))
+    except AudioError as exc:
+        damage = exc
+    decide(stream.finish())
+    return damage
+
+
+class NonfiniteTally:
+    """NaN/inf samples of a file read block by block: their count and the first `limit` runs, in input samples."""
+
+    def __init__(self, limit: int = 5) -> None:
+        self.limit, self.count = limit, 0
+        self.runs: list[tuple[int, int]] = []
+
+    def add(self, block: np.ndarray, offset: int) -> None:
+        count, runs = nonfinite_runs(block, limit=self.limit + 1)
+        self.count += count
+        for start, end in runs:
+            if self.runs and self.runs[-1][1] == start + offset:  # a run carried over from the last block
+                self.runs[-1] = (self.runs[-1][0], end + offset)
+            elif len(self.runs) < self.limit:
+                self.runs.append((start + offset, end + offset))
+
+    def note(self) -> str:
+        """'error: N NaN/inf samples (input samples a-b, ...), their windows not classified' or ''."""
+        if not self.count:
+            return ""
+        ranges = ", ".join(f"{s}-{e - 1}" for s, e in self.runs)
+        more = "" if sum(e - s for s, e in self.runs) == self.count else ", ..."
+        return f"error: {self.count} NaN/inf samples (input samples {ranges}{more}), their windows not classified"
+
+
+def _finish_notes(result: FileResult, info: AudioInfo, damage: AudioError | None, min_audio_s: float) -> None:
+    """Say what was not decided: a damaged or short-read file, or one too short for a window."""
+    header_s = info.duration_s if info.frames < UNKNOWN_LENGTH else None
+    said = f"header says {header_s:.1f} s" if header_s is not None else "length unknown in its header"
+    if damage is not None:
+        result.status = "damaged"
+        result.note = f"damaged: decoded {result.duration_s:.1f} s ({said}); the rest is unreadable ({damage})"
+    elif header_s is not None and result.duration_s < header_s - 1.0 / info.sample_rate:
+        result.status = "damaged"
+        result.note = f"damaged: decoded {result.duration_s:.1f} s, {said}; the file ends early (truncated)"
+    if not result.windows:
+        short = f"too short for a decision ({result.duration_s:.2f} s < --min-audio {min_audio_s} s)"
+        result.note = f"{result.note}; {short}" if result.note else short
 
 
 def classify_files(
     classifier: StreamingClassifier,
     paths: list[str | Path],
     on_decision: Callable[[Decision], None] | None = None,
+    on_file: Callable[[FileResult], None] | None = None,
 ) -> list[FileResult]:
-    """`classify_file` for each path; an unreadable file is reported in its result's note, not skipped silently."""
-    results = []
-    for path in paths:
-        try:
-            results.append(classify_file(classifier, path, on_decision=on_decision))
-        except AudioError as exc:
-            results.append(FileResult(Path(path), 0, 0.0, note=f"error: {exc}"))
+    """`classify_file` for each path, calling `on_file` as each one finishes.
+
+    A file with nothing readable is one result with status "error" naming it, and the batch carries
+    on. Ctrl-C raises `Interrupted` holding the finished results and the cut file (already passed to
+    `on_file`).
+    """
+    results: list[FileResult] = []
+    try:
+        for path in paths:
+            try:
+                result = classify_file(classifier, path, on_decision=on_decision)
+            except AudioError as exc:
+                result = FileResult(Path(path), 0, 0.0, note=f"error: {exc}", status="error")
+            except Interrupted as exc:
+                results.extend(exc.results)
+                if on_file is not None:
+                    on_file(exc.results[-1])
+                raise
+            results.append(result)
+            if on_file is not None:
+                on_file(result)
+    except KeyboardInterrupt:
+        raise Interrupted(results) from None
     return results
 
 

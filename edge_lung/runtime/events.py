@@ -25,19 +25,31 @@ class JsonlWriter:
             parent = Path(self.path).parent
             if not parent.is_dir():
                 raise ValueError(f"--jsonl {self.path}: directory {parent} does not exist")
-            self._file = open(self.path, "w", encoding="utf-8")  # closed in close()
+            if Path(self.path).is_dir():
+                raise ValueError(f"--jsonl {self.path}: is a directory; expected a file to write JSON lines to")
+            try:
+                self._file = open(self.path, "w", encoding="utf-8")  # closed in close()
+            except OSError as exc:
+                raise OSError(f"--jsonl {self.path}: cannot create ({exc.strerror or exc})") from exc
             self._own = True
 
     def write(self, event: dict[str, Any]) -> None:
-        self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
-        self._file.flush()
+        """One line, flushed; `OSError` naming --jsonl and the cause (a full disk) if it cannot be written."""
+        try:
+            self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise OSError(f"--jsonl {self.path}: cannot write ({exc.strerror or exc})") from exc
 
     def __call__(self, decision: Decision) -> None:
         self.write(decision.to_dict())
 
     def close(self) -> None:
         if self._own and not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as exc:  # the last buffered bytes did not fit
+                raise OSError(f"--jsonl {self.path}: cannot write ({exc.strerror or exc})") from exc
 
     def __enter__(self) -> JsonlWriter:
         return self

@@ -36,6 +36,8 @@ class LiveSummary:
     reconnects: int = 0
     wall_s: float = 0.0
     stopped_by: str = ""
+    recordings: list[str] = field(default_factory=list)  # --record files written (NAME-2.flac if NAME was taken)
+    warnings: list[str] = field(default_factory=list)  # e.g. a recording stopped by a full disk
 
     @property
     def seconds(self) -> float:
@@ -53,6 +55,8 @@ class LiveSummary:
             "reconnects": self.reconnects,
             "wall_s": round(self.wall_s, 3),
             "stopped_by": self.stopped_by,
+            "recordings": self.recordings,
+            "warnings": self.warnings,
             **self.counters.as_dict(),
         }
 

@@ -226,8 +226,8 @@ def check_graph(info: ModelInfo, session) -> None:
         (session.get_outputs()[0], expected_out, f"{len(info.labels)} labels"),
     ):
         shape = list(port.shape)
-        fixed = [isinstance(d, int) for d in shape]
-        if len(shape) != len(expected) or any(f and d != e for f, d, e in zip(fixed[1:], shape[1:], expected[1:], strict=True)):
+        pairs = zip(shape[1:], expected[1:], strict=False)
+        if len(shape) != len(expected) or any(isinstance(d, int) and d != e for d, e in pairs):
             dims = ", ".join("batch" if i == 0 else str(d) for i, d in enumerate(shape))
             raise ArtifactError(
                 f"{info.path}: metadata says {what} ([{', '.join(map(str, expected))}]) but the graph's "

@@ -100,4 +100,6 @@ def summary_line(summary: LiveSummary) -> str:
         f"{summary.flagged} flagged; "
         f"overflows {c.overflows}, lost samples {c.lost_samples}, gaps {c.gaps} ({c.gap_s:.1f} s), "
         f"skipped windows {c.skipped}, reconnects {summary.reconnects}; stopped: {summary.stopped_by}"
+        + (f"; recorded: {', '.join(summary.recordings)}" if summary.recordings else "")
+        + "".join(f"\n[bold red]warning:[/] {w}" for w in summary.warnings)
     )

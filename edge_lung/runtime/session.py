@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +56,7 @@ class StreamOptions:
     record: Path | None = None
     duration_s: float | None = None
     display: bool = True
+    overwrite: bool = False  # --record may replace an existing file (otherwise NAME-2.flac, ...)
 
     def __post_init__(self) -> None:
         chosen = [name for name, v in (("--device", self.device), ("--replay", self.replay), ("--serial", self.serial))
@@ -61,8 +65,8 @@ class StreamOptions:
             raise ValueError(f"expected one audio source, got {' and '.join(chosen)}")
         if self.realtime and self.replay is None:
             raise ValueError("--realtime: expected together with --replay FILE")
-        if self.duration_s is not None and self.duration_s <= 0:
-            raise ValueError(f"--duration: expected seconds > 0, got {self.duration_s}")
+        if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
+            raise ValueError(f"--duration: expected a finite number of seconds > 0, got {self.duration_s}")
         if self.record is not None and Path(self.record).suffix.lower() != ".flac":
             raise ValueError(f"--record {self.record}: expected a path ending in .flac")
 
@@ -70,6 +74,8 @@ class StreamOptions:
 def make_source(opts: StreamOptions, model_rate: int | None = None) -> Source:
     """The audio source the options name; a sound card captures at the model's rate when it can."""
     if opts.replay is not None:
+        if not Path(opts.replay).is_file():
+            raise ValueError(f"--replay {opts.replay}: no such file")
         return ReplaySource(opts.replay, realtime=opts.realtime)
     if opts.serial is not None:
         return SerialSource(opts.serial)
@@ -98,8 +104,10 @@ def stream_session(
         if jsonl is not None:
             on_decision.append(jsonl)
             on_gap.append(jsonl.write)
+        recorder = None
         if opts.record is not None:
-            on_audio.append(_LazyRecorder(opts.record, stack))
+            recorder = _LazyRecorder(opts.record, stack, opts.overwrite, jsonl.write if jsonl is not None else None)
+            on_audio.append(recorder)
         if opts.display:
             title = f"edge-lung stream  {source.name}  (threshold {classifier.cfg.threshold:.2f}, Ctrl-C stops)"
             on_decision.append(stack.enter_context(LiveDisplay(title)))
@@ -107,6 +115,8 @@ def stream_session(
         summary = run_live(
             classifier, source, on_decision, on_audio, on_gap, backpressure, stop=stop, duration_s=opts.duration_s
         )
+        if recorder is not None:
+            summary.recordings, summary.warnings = [str(p) for p in recorder.paths], recorder.warnings
         if jsonl is not None:
             jsonl.write(summary.as_dict())
     return summary
@@ -115,26 +125,62 @@ def stream_session(
 class _LazyRecorder:
     """Opens the FLAC file at the first block, when the capture rate is known (serial links learn it late).
 
-    A source whose rate changes mid-stream (firmware reconfigured) rolls over to `NAME-2.flac`,
-    `NAME-3.flac`, ... at the new rate rather than ending the session; each file is logged.
+    Never replaces an existing file unless `overwrite`: NAME.flac taken means NAME-2.flac (then -3,
+    ...), said in a warning. A source whose rate changes mid-stream (firmware reconfigured) rolls over
+    to the next such name at the new rate. A recording that cannot be written (full disk) is
+    finalised, warned about loudly (log and `notify`, the JSON lines) and dropped: the live decisions
+    matter more than the copy of the audio, so they carry on.
     """
 
-    def __init__(self, path: Path, stack) -> None:
-        self.path, self.recorder, self.files = Path(path), None, 0
+    def __init__(self, path: Path, stack, overwrite: bool = False, notify: Callable | None = None) -> None:
+        self.path, self.overwrite, self.notify = Path(path), overwrite, notify
+        self.recorder, self.index, self.failed = None, 0, False
+        self.paths: list[Path] = []
+        self.warnings: list[str] = []
         stack.callback(self._close)
 
     def __call__(self, block, rate: int) -> None:
-        if self.recorder is not None and self.recorder.sample_rate != rate:
-            self._close()
-        if self.recorder is None:
-            from edge_lung.runtime.recorder import FlacRecorder
+        if self.failed:
+            return
+        from edge_lung.runtime.recorder import FlacRecorder
 
-            self.files += 1
-            path = self.path if self.files == 1 else self.path.with_name(f"{self.path.stem}-{self.files}.flac")
-            if self.files > 1:
-                log.warning("--record: input rate is now %d Hz; recording continues in %s", rate, path)
-            self.recorder = FlacRecorder(path, rate).__enter__()
-        self.recorder.write(block, rate)
+        try:
+            if self.recorder is not None and self.recorder.sample_rate != rate:
+                self._close()
+                self._warn(f"--record: input rate is now {rate} Hz; recording continues in {self._next_path()}")
+            if self.recorder is None:
+                self.recorder = FlacRecorder(self._claim(self._next_path()), rate).__enter__()
+                self.paths.append(self.recorder.path)
+            self.recorder.write(block, rate)
+        except OSError as exc:  # RecordingError: the file is already finalised with what it holds
+            self.failed = True
+            self._close()
+            self._warn(f"{exc}; recording stopped, decisions continue")
+
+    def _next_path(self) -> Path:
+        """NAME.flac, then NAME-2.flac, ...: the first name not taken (the next one in order with --overwrite)."""
+        index = self.index + 1
+        while True:
+            path = self.path if index == 1 else self.path.with_name(f"{self.path.stem}-{index}.flac")
+            if self.overwrite or not path.exists():
+                return path
+            index += 1
+
+    def _claim(self, path: Path) -> Path:
+        """Take `path` (O_EXCL, so a second session cannot take it too) and say if it is not the name asked for."""
+        self.index = 1 if path == self.path else int(path.stem.rsplit("-", 1)[1])
+        if not self.overwrite:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+        if not self.paths and path != self.path:
+            self._warn(f"--record {self.path} exists (an earlier recording, kept); recording to {path} instead "
+                       "(--overwrite replaces it)")
+        return path
+
+    def _warn(self, message: str) -> None:
+        log.warning(message)
+        self.warnings.append(message)
+        if self.notify is not None:
+            self.notify({"type": "warning", "option": "--record", "message": message, "time": round(time.time(), 3)})
 
     def _close(self) -> None:
         if self.recorder is not None:
@@ -161,17 +207,23 @@ def expand_audio_paths(paths: list[Path]) -> list[Path]:
 def classify_session(
     classifier: StreamingClassifier, paths: list[Path], jsonl: Path | None = None
 ) -> tuple[list[FileResult], dict[str, Any] | None]:
-    """`edge-lung classify`: every file through the streaming windowing; optional JSON lines."""
+    """`edge-lung classify`: every file through the streaming windowing; optional JSON lines.
+
+    Each file's record is written as soon as it finishes, so Ctrl-C (`Interrupted`, carrying the
+    results so far) or a crash loses at most the file being decided.
+    """
     files = expand_audio_paths(paths)
     writer = JsonlWriter(jsonl) if jsonl is not None else None
-    try:
-        results = classify_files(classifier, files, on_decision=writer)
-        pooled = overall_agreement(results, classifier.labels)
+
+    def on_file(result: FileResult) -> None:
         if writer is not None:
-            for r in results:
-                writer.write({"type": "file", **r.summary(classifier.labels)})
-            if pooled is not None:
-                writer.write({"type": "annotated_total", **pooled})
+            writer.write({"type": "file", **result.summary(classifier.labels)})
+
+    try:
+        results = classify_files(classifier, files, on_decision=writer, on_file=on_file)
+        pooled = overall_agreement(results, classifier.labels)
+        if writer is not None and pooled is not None:
+            writer.write({"type": "annotated_total", **pooled})
     finally:
         if writer is not None:
             writer.close()
