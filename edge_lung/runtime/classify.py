@@ -4,6 +4,8 @@ A file is decoded at its own rate and fed to the same `WindowStream` the live pa
 blocks, so `classify` and `stream --replay` give identical windows. When ICBHI annotations
 (`<stem>.txt`: start, end, crackle, wheeze per line) sit beside a recording, each annotated
 cycle is matched with the windows that overlap it and the report says how they line up.
+Each decision is folded into running figures as it is made (nothing per window is kept), so
+memory does not grow with the recording; one unreadable file is one error row, not a lost batch.
 """
 
 from __future__ import annotations

@@ -173,10 +173,12 @@ def session_options(threads: int | None = None):
 def open_session(path: str | Path, threads: int | None = None):
     """The one place an onnxruntime InferenceSession is built: CPU, `session_options(threads)`.
 
-    `ArtifactError` naming the file when onnxruntime cannot load it.
+    `ValueError` for more threads than usable cores; `ArtifactError` naming the file when onnxruntime
+    cannot load it.
     """
     import onnxruntime as ort
 
+    check_threads(threads)  # before onnxruntime starts them
     try:
         return ort.InferenceSession(
             str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]

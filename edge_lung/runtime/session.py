@@ -29,14 +29,14 @@ def load_classifier(
     quality: str = "on",
     quality_set: list[str] | tuple[str, ...] = (),
 ) -> StreamingClassifier:
-    """OnnxClassifier (onnxruntime only) wrapped with the stream settings and the quality gate.
+    """OnnxClassifier (onnxruntime only; it bounds `threads` by the usable cores) wrapped with the stream
+    settings (checked against the model's frame shift) and the quality gate.
 
     The gate's thresholds are the model directory's, with `quality_set` (`NAME=VALUE`) applied;
     `quality="off"` classifies every window except those holding NaN/inf samples.
     """
-    from edge_lung.runtime.model_dir import OnnxClassifier, check_threads
+    from edge_lung.runtime.model_dir import OnnxClassifier
 
-    check_threads(threads)
     if quality not in ("on", "off"):
         raise ValueError(f"--quality: expected 'on' or 'off', got {quality!r}")
     model = OnnxClassifier(model_dir, threads=threads or None)
