@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_lung.runtime.model_dir import usable_cores  # one definition: the runtime bounds --threads by it too
+
 # /proc/cpuinfo flags that decide how fast INT8 and FP32 kernels can be (x86 `flags`, ARM `Features`).
 X86_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
 ARM_FLAGS = ("asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2")
@@ -35,13 +37,6 @@ ARM_PARTS = {
     ("0x41", "0xd49"): "Neoverse-N2",
     ("0x41", "0xd4f"): "Neoverse-V2",
 }
-
-
-def usable_cores() -> int:
-    """CPUs this process may run on (respects `taskset`), or the machine's count where unknown."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def read_proc(path: str) -> str | None:
