@@ -7,7 +7,7 @@ fresh Python process, and that process's peak RSS (Linux `VmHWM`) is printed.
 
     .venv/bin/python benchmarks/bench_classify_memory.py                      # tiny test model, 16 kHz
     .venv/bin/python benchmarks/bench_classify_memory.py --model runs/export/int8 --rate 44100 \
-        --json benchmarks/results/classify-memory.json
+        --json benchmarks/results/classify-memory/NAME.json
 
 Without --model it builds the tiny ONNX classifier of `edge_lung.testing` (needs the onnx package
 of the dev install); memory per window is the runtime's, whatever the model.
