@@ -135,6 +135,7 @@ class _LazyRecorder:
     def __init__(self, path: Path, stack, overwrite: bool = False, notify: Callable | None = None) -> None:
         self.path, self.overwrite, self.notify = Path(path), overwrite, notify
         self.recorder, self.index, self.failed = None, 0, False
+        self._claimed: Path | None = None  # a name taken for a file not yet opened
         self.paths: list[Path] = []
         self.warnings: list[str] = []
         stack.callback(self._close)
@@ -151,10 +152,14 @@ class _LazyRecorder:
             if self.recorder is None:
                 self.recorder = FlacRecorder(self._claim(self._next_path()), rate).__enter__()
                 self.paths.append(self.recorder.path)
+                self._claimed = None
             self.recorder.write(block, rate)
         except OSError as exc:  # RecordingError: the file is already finalised with what it holds
             self.failed = True
             self._close()
+            if self._claimed is not None and self._claimed.is_file() and self._claimed.stat().st_size == 0:
+                self._claimed.unlink()  # taken but never written: the disk refused even the header
+            self.paths = [p for p in self.paths if p.is_file()]  # a file that kept no audio was removed
             self._warn(f"{exc}; recording stopped, decisions continue")
 
     def _next_path(self) -> Path:
@@ -171,6 +176,7 @@ class _LazyRecorder:
         self.index = 1 if path == self.path else int(path.stem.rsplit("-", 1)[1])
         if not self.overwrite:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+            self._claimed = path
         if not self.paths and path != self.path:
             self._warn(f"--record {self.path} exists (an earlier recording, kept); recording to {path} instead "
                        "(--overwrite replaces it)")
