@@ -53,7 +53,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, synth_db: Path) -> Path:
         make_run(root / "run", synth_db, FeatureConfig(), cache_dir=tmp_path_factory.getbasetemp() / "decode-cache")
         for name, cfg in {
             "fp32": ExportConfig(),
-            "dynamic": ExportConfig(int8=True, quant="dynamic"),
+            "dynamic": ExportConfig(int8=True, quant="dynamic", quality_set=("clipped_share=0.1",)),
             "static": ExportConfig(int8=True, quant="static", calibration_size=32, preset="arm64"),
         }.items():
             export_model(root / "run", root / name, cfg, **QUIET)
@@ -188,7 +188,9 @@ def test_metadata_carries_everything_the_device_needs(work: Path) -> None:
     assert "int8-dynamic" in (work / "dynamic" / "model_card.md").read_text()
     # the quality gate's thresholds travel in the ONNX metadata and the manifest (issue 11)
     meta = OnnxClassifier(work / "dynamic").session.get_modelmeta().custom_metadata_map
-    assert json.loads(meta["edge_lung.quality"]) == manifest["quality"] == QualityConfig().to_dict()
+    expected = QualityConfig(clipped_share=0.1).to_dict()  # the defaults with the export's --quality-set
+    assert json.loads(meta["edge_lung.quality"]) == manifest["quality"] == expected
+    assert "`clipping` when 10% of the input" in (work / "dynamic" / "model_card.md").read_text()
 
 
 @pytest.mark.slow
@@ -411,3 +413,5 @@ def test_preset_and_option_validation(tmp_path: Path) -> None:
         ExportConfig(calibration_size=0)
     with pytest.raises(ValueError, match="--quant: expected one of"):
         ExportConfig(quant="int4")
+    with pytest.raises(ValueError, match="--quality-set 'clip=1'"):
+        ExportConfig(quality_set=("clip=1",))

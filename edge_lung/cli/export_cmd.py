@@ -27,6 +27,11 @@ def export(
         [], "--keep-float", help="Regex of graph node names to leave in float (repeatable), on top of the preset's "
         "(the classifier head); use it for nodes that parity.json shows are sensitive."
     ),
+    quality_set: list[str] = typer.Option(
+        [], "--quality-set", help="Set one signal-quality gate threshold written into the model, NAME=VALUE "
+        "(repeatable), e.g. clipped_share=0.1 for a stethoscope that never clips; the rest keep their defaults "
+        "(edge_lung/runtime/quality.py QualityConfig). Devices can still override with --quality-set."
+    ),
     data: Path | None = typer.Option(
         None, "--data", help="Database for calibration and parity (default: the one the run was trained on)."
     ),
@@ -55,6 +60,7 @@ def export(
             overwrite=overwrite,
             threads=threads,
             keep_float=tuple(keep_float),
+            quality_set=tuple(quality_set),
         )
         record = export_model(run_dir, out, cfg, log=typer.echo)
     except ExportError as exc:

@@ -11,7 +11,7 @@ from edge_lung.runtime.model_dir import MANIFEST_NAME, PARITY_NAME
 
 def model_card(manifest: dict, record: dict) -> str:
     """model_card.md text: what the model is, its input, its figures and its limits."""
-    lines = _header(manifest) + _provenance(manifest) + _figures(manifest, record) + _LIMITS
+    lines = _header(manifest) + _provenance(manifest) + _figures(manifest, record) + _quality(manifest) + _LIMITS
     return "\n".join(lines)
 
 
@@ -38,6 +38,23 @@ def _header(manifest: dict) -> list[str]:
         f"`{feats['feature_version']}`",
         "- every setting is in the ONNX metadata (`edge_lung.*` keys); "
         "`edge_lung.runtime.model_dir.OnnxClassifier` reads them",
+    ]
+
+
+def _quality(manifest: dict) -> list[str]:
+    """The signal-quality gate's thresholds (`edge_lung.quality`), when the model carries them."""
+    q = manifest.get("quality")
+    if not q:
+        return []
+    return [
+        "",
+        "## Signal quality",
+        "The runtime gives a window no class when it cannot hear the chest (`edge_lung/runtime/quality.py`): "
+        f"`no_signal` under {q['floor_db']} dBFS RMS or flat hiss (spectral flatness >= {q['noise_flatness']} with "
+        f"an envelope spread under {q['envelope_db']} dB), `clipping` when {q['clipped_share']:.0%} of the input "
+        f"samples are at or above {q['clip_level']} of full scale, `too_loud` over {q['loud_db']} dBFS, `too_quiet` "
+        f"under {q['quiet_db']} dBFS, `noise` at flatness >= {q['noise_flatness']} in {q['band_low_hz']:.0f}-"
+        f"{q['band_high_hz']:.0f} Hz, and `invalid` for NaN/inf samples (never classified).",
     ]
 
 

@@ -62,6 +62,7 @@ from edge_lung.runtime.model_dir import (
     build_metadata,
     write_manifest,
 )
+from edge_lung.runtime.quality import QualityConfig
 
 __all__ = [
     "AIMS", "FP32_TOLERANCE", "OPSET", "ExportConfig", "ExportError", "ParityError", "cycles_to_features",
@@ -91,6 +92,7 @@ class ExportConfig:
     fp32_tolerance: float = FP32_TOLERANCE
     seed: int = 0
     keep_float: tuple[str, ...] = ()  # extra node-name regexes kept in float, on top of the preset's
+    quality_set: tuple[str, ...] = ()  # NAME=VALUE overrides of the signal-quality gate's defaults
 
     def __post_init__(self) -> None:
         if self.quant not in QUANT_MODES:
@@ -108,6 +110,12 @@ class ExportConfig:
         if self.fp32_tolerance <= 0:
             raise ValueError(f"fp32_tolerance: expected > 0, got {self.fp32_tolerance}")
         check_patterns(self.keep_float, "--keep-float")
+        QualityConfig().with_overrides(self.quality_set)  # a bad --quality-set fails here, before any work
+
+    @property
+    def quality(self) -> QualityConfig:
+        """The gate thresholds written into the model: the defaults with `quality_set` applied."""
+        return QualityConfig().with_overrides(self.quality_set)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +265,8 @@ def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> di
         fp32_path.unlink()
 
     metrics = run_config.get("best") or {}
-    set_metadata(shipped, build_metadata(list(run_config["labels"]), features, quantization, metrics, run_info))
+    set_metadata(shipped, build_metadata(list(run_config["labels"]), features, quantization, metrics, run_info,
+                                         cfg.quality))
     if cfg.int8:
         import onnx
 
