@@ -330,3 +330,25 @@ def with_nan_run(audio: np.ndarray, start: int, length: int) -> np.ndarray:
     out = np.array(audio, dtype=np.float32)
     out[start : start + length] = np.nan
     return out
+def shuffle_model_weights(model_dir: str | Path, out_dir: str | Path, seed: int = 0) -> Path:
+    """A copy of an exported MODEL_DIR whose every weight tensor has its values permuted (same metadata, same
+    value distribution per tensor, no learnt structure): the control for checks that an explanation can fail."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edge_lung.runtime.model_dir import resolve_model_path
+
+    onnx_path, _ = resolve_model_path(model_dir)
+    model = onnx.load(str(onnx_path))
+    rng = np.random.default_rng(seed)
+    for init in model.graph.initializer:
+        values = numpy_helper.to_array(init)
+        if values.size > 1:
+            shuffled = rng.permutation(values.reshape(-1)).reshape(values.shape)
+            init.CopyFrom(numpy_helper.from_array(shuffled, init.name))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / onnx_path.name
+    onnx.save(model, str(out_path))
+    write_manifest(out_dir, out_path)
+    return out_dir

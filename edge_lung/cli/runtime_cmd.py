@@ -136,8 +136,40 @@ def classify(
         raise typer.Exit(1)
 
 
+def report(
+    model_dir: Path = typer.Argument(..., help="Exported model directory (or .onnx file) from `edge-lung export`."),
+    files: list[Path] = typer.Argument(..., help="WAV/FLAC files (any sample rate) or directories of them. ICBHI "
+                                       "annotations (<stem>.txt) beside a file add the cycles."),
+    out: Path = typer.Option(..., "--out", help="Folder for index.html and one page per recording."),
+    hop: float = _HOP,
+    min_audio: float = _MIN_AUDIO,
+    smooth: int = _SMOOTH,
+    threshold: float = _THRESHOLD,
+    threads: int = _THREADS,
+    patch_frames: int = typer.Option(50, "--patch-frames", help="Occlusion patch length in feature frames."),
+    patch_bins: int = typer.Option(16, "--patch-bins", help="Occlusion patch height in mel bins."),
+) -> None:
+    """Write a self-contained HTML page per recording (spectrogram, window timeline, cycles, saliency of the
+    flagged windows) plus an index; works offline."""
+    from edge_lung.runtime.clinician import report_session
+    from edge_lung.runtime.saliency import OcclusionConfig
+    from edge_lung.runtime.session import load_classifier
+    from edge_lung.runtime.stream import StreamConfig
+
+    try:
+        classifier = load_classifier(model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads)
+        reports = report_session(classifier, files, out, OcclusionConfig(patch_frames, patch_bins))
+    except _USER_ERRORS as exc:
+        raise _fail(exc) from exc
+    bad = sum(r.error is not None for r in reports)
+    typer.echo(f"{out / 'index.html'}: {len(reports) - bad} recordings reported, {bad} not")
+    if bad:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to `app`."""
     app.command("devices")(devices)
     app.command("stream")(stream)
     app.command("classify")(classify)
+    app.command("report")(report)

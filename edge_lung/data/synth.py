@@ -7,11 +7,16 @@ wheeze (a sustained 100-1000 Hz tone with a harmonic, 150-600 ms) for "wheeze", 
 device names; some split-file entries use the older device name (as 91 real ones do), and a
 few split entries have no recording, so the reader's hard cases are exercised. The same seed
 gives the same files.
+
+Every crackle burst and wheeze drawn is written, with its time span and frequency band, to a
+sidecar `<stem>.events.json` (`EVENTS_SUFFIX`), so explanations (saliency maps) can be checked
+against where the abnormal sound really is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +36,36 @@ _DEVICES = (
 _LOCATIONS = ("Al", "Ar", "Pl", "Pr", "Tc", "Ll", "Lr")
 _DIAGNOSES = ("Healthy", "COPD", "URTI", "Asthma", "Pneumonia", "Bronchiectasis")
 _CLASS_P = (0.45, 0.25, 0.18, 0.12)  # normal, crackle, wheeze, both: imbalanced like ICBHI
+EVENTS_SUFFIX = ".events.json"
+
+
+@dataclass(frozen=True)
+class DrawnEvent:
+    """One crackle burst or wheeze as drawn: seconds from the start of the recording and its band in Hz."""
+
+    kind: str  # "crackle" or "wheeze"
+    start_s: float
+    end_s: float
+    low_hz: float
+    high_hz: float
+
+
+def events_path(audio_path: str | Path) -> Path:
+    """The sidecar beside a synthetic recording that lists the events drawn into it."""
+    path = Path(audio_path)
+    return path.with_name(path.stem + EVENTS_SUFFIX)
+
+
+def read_events(audio_path: str | Path) -> list[DrawnEvent] | None:
+    """The drawn events of a synthetic recording, or None when it has no sidecar (a real recording)."""
+    path = events_path(audio_path)
+    if not path.is_file():
+        return None
+    try:
+        return [DrawnEvent(**e) for e in json.loads(path.read_text())["events"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: expected {{'events': [{{kind, start_s, end_s, low_hz, high_hz}}, ...]}} ({exc})") \
+            from exc
 
 
 @dataclass(frozen=True)
@@ -51,7 +86,10 @@ def _breath_noise(rng: np.random.Generator, n: int, rate: int) -> np.ndarray:
     return x / (np.std(x) + 1e-12)
 
 
-def _cycle(rng: np.random.Generator, label: int, dur: float, rate: int, noise: np.ndarray) -> np.ndarray:
+def _cycle(
+    rng: np.random.Generator, label: int, dur: float, rate: int, noise: np.ndarray
+) -> tuple[np.ndarray, list[DrawnEvent]]:
+    """One breathing cycle and the events drawn into it (times from the cycle's start)."""
     n = int(dur * rate)
     t = np.arange(n) / rate
     inhale = 0.4 * dur
@@ -60,6 +98,7 @@ def _cycle(rng: np.random.Generator, label: int, dur: float, rate: int, noise: n
     env = np.where(t < inhale, rise, fall)
     x = 0.08 * env * noise[:n]
     crackle, wheeze = label in (1, 3), label in (2, 3)
+    events = []
     if crackle:
         for _ in range(rng.integers(5, 12)):
             width = rng.uniform(0.005, 0.020)
@@ -70,6 +109,10 @@ def _cycle(rng: np.random.Generator, label: int, dur: float, rate: int, noise: n
             burst = np.sin(2 * np.pi * f0 * tt) * np.exp(-tt / (width / 4)) * rng.uniform(0.35, 0.6)
             i = int(start * rate)
             x[i : i + m] += burst * rng.choice((-1, 1))
+            # a sine decaying with tau = width / 4 has a Lorentzian spectrum of half-width 1 / (2 pi tau)
+            half = 3.0 / (2 * np.pi * width / 4)
+            band = (max(0.0, f0 - half), min(rate / 2, f0 + half))
+            events.append(DrawnEvent("crackle", i / rate, (i + m) / rate, *band))
     if wheeze:
         length = rng.uniform(0.15, min(0.6, 0.8 * dur))
         start = rng.uniform(0.05, dur - length - 0.02)
@@ -80,7 +123,8 @@ def _cycle(rng: np.random.Generator, label: int, dur: float, rate: int, noise: n
         tone = (np.sin(phase) + 0.3 * np.sin(2 * phase)) * np.sin(np.pi * tt / length) ** 0.5
         i = int(start * rate)
         x[i : i + m] += rng.uniform(0.12, 0.2) * tone
-    return x
+        events.append(DrawnEvent("wheeze", i / rate, (i + m) / rate, float(f0[0]), min(rate / 2, 2 * float(f0[-1]))))
+    return x, events
 
 
 def synthesize_database(out_dir: str | Path, recordings: int = 100, seed: int = 0) -> SynthReport:
@@ -113,12 +157,13 @@ def synthesize_database(out_dir: str | Path, recordings: int = 100, seed: int = 
             total = float(durs.sum() + gaps.sum())
             wave = np.zeros(int(total * rate) + rate // 10)
             noise = _breath_noise(rng, int(durs.max() * rate) + 1, rate)
-            lines, t = [], gaps[0]
+            lines, events, t = [], [], gaps[0]
             for k in range(n_cycles):
                 label = int(rng.choice(4, p=_CLASS_P))
-                x = _cycle(rng, label, float(durs[k]), rate, noise)
+                x, drawn = _cycle(rng, label, float(durs[k]), rate, noise)
                 i = int(t * rate)
                 wave[i : i + len(x)] += x
+                events += [_shifted(e, i / rate) for e in drawn]
                 lines.append(f"{t:.3f}\t{t + durs[k]:.3f}\t{int(label in (1, 3))}\t{int(label in (2, 3))}")
                 assert label == label_of(label in (1, 3), label in (2, 3))
                 counts[label] += 1
@@ -126,6 +171,7 @@ def synthesize_database(out_dir: str | Path, recordings: int = 100, seed: int = 
             wave += 0.004 * rng.standard_normal(len(wave))  # sensor floor between cycles
             sf.write(str(audio_dir / f"{stem}.wav"), np.clip(wave, -1, 1).astype(np.float32), rate, subtype=subtype)
             (audio_dir / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+            _write_events(audio_dir / f"{stem}.wav", events)
             listed = stem
             if device == "AKGC417L" and rng.random() < 0.5:  # the split file's older device name
                 listed = stem.rsplit("_", 1)[0] + "_Meditron"
@@ -138,3 +184,12 @@ def synthesize_database(out_dir: str | Path, recordings: int = 100, seed: int = 
     (out_dir / SPLIT_FILE).write_text("\n".join(split_lines) + "\n")
     (out_dir / DIAGNOSIS_FILE).write_text("".join(f"{p}\t{d}\n" for p, d in diagnosis.items()))
     return SynthReport(out_dir, recordings, tuple(counts), renamed, missing)
+
+
+def _shifted(event: DrawnEvent, offset_s: float) -> DrawnEvent:
+    return DrawnEvent(event.kind, event.start_s + offset_s, event.end_s + offset_s, event.low_hz, event.high_hz)
+
+
+def _write_events(audio_path: Path, events: list[DrawnEvent]) -> None:
+    rows = [{k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(e).items()} for e in events]
+    events_path(audio_path).write_text(json.dumps({"events": rows}) + "\n")
