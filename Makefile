@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[train,export,dev]"
+	@# the report's browser test (tests/test_report.py) opens pages in Chromium from the distribution
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then apt-get install -y -q chromium; \
+	  else echo "note: without Chromium the report's browser test skips: sudo apt-get install -y chromium"; fi
 	touch $@
 
 demo: setup

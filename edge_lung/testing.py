@@ -330,6 +330,8 @@ def with_nan_run(audio: np.ndarray, start: int, length: int) -> np.ndarray:
     out = np.array(audio, dtype=np.float32)
     out[start : start + length] = np.nan
     return out
+
+
 def shuffle_model_weights(model_dir: str | Path, out_dir: str | Path, seed: int = 0) -> Path:
     """A copy of an exported MODEL_DIR whose every weight tensor has its values permuted (same metadata, same
     value distribution per tensor, no learnt structure): the control for checks that an explanation can fail."""

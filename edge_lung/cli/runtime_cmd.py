@@ -73,6 +73,8 @@ def stream(
     quiet: bool = typer.Option(False, "--quiet", help="No live table (use with --jsonl)."),
     quality: str = _QUALITY,
     quality_set: list[str] = _QUALITY_SET,
+    report: Path = typer.Option(None, "--report", help="When the session ends, write its clinician report "
+                                "(HTML: spectrogram, window timeline, saliency of flagged windows) to DIR."),
 ) -> None:
     """Stream from a USB stethoscope (or --replay FILE, or --serial PORT) and print a decision every hop."""
     from rich.console import Console
@@ -83,7 +85,8 @@ def stream(
 
     try:
         opts = StreamOptions(
-            device, replay, realtime, serial, jsonl, record, duration, display=not quiet, overwrite=overwrite
+            device, replay, realtime, serial, jsonl, record, duration, display=not quiet, overwrite=overwrite,
+            report=report
         )
         classifier = load_classifier(
             model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads, quality, quality_set or ()

@@ -153,3 +153,54 @@ def saliency_hits(saliency: WindowSaliency, events: Sequence, features: FeatureC
 def events_in(events: Sequence, start_s: float, end_s: float) -> list:
     """The events that overlap [start_s, end_s)."""
     return [e for e in events if e.start_s < end_s and start_s < e.end_s]
+
+
+@dataclass(frozen=True)
+class SaliencyCheck:
+    """How often the saliency peak of a correctly flagged window falls inside a drawn event."""
+
+    hits: int
+    windows: int  # flagged windows whose audio holds at least one drawn event
+    seconds_per_window: float
+
+    @property
+    def rate(self) -> float:
+        return self.hits / self.windows if self.windows else 0.0
+
+    def passes(self, aim: float = 0.8, min_windows: int = 10) -> bool:
+        """The acceptance check: at least `min_windows` windows explained and a hit rate >= `aim`."""
+        return self.windows >= min_windows and self.rate >= aim
+
+
+def check_saliency(
+    classifier,
+    paths: Sequence,
+    cfg: OcclusionConfig = OcclusionConfig(),
+    on_file: Callable[[str, int, int], None] | None = None,
+) -> SaliencyCheck:
+    """`saliency_hits` over the correctly flagged windows of synthetic recordings (each with its drawn events
+    sidecar), through the runtime's own windows (`classify_file`). `classifier`: a `StreamingClassifier`."""
+    from edge_lung.data.synth import read_events
+    from edge_lung.features import window_features
+    from edge_lung.runtime.classify import classify_file
+
+    abnormal = list(classifier.model.info.abnormal_indices)
+    hits = windows = 0
+    seconds = 0.0
+    for path in paths:
+        events = read_events(path)
+        if events is None:
+            raise ValueError(f"{path}: no drawn-events sidecar; expected a recording from `edge-lung data synth`")
+        for d in classify_file(classifier, path).decisions:
+            inside = events_in(events, d.window.start_s, d.window.end_s)
+            if not (d.flag and inside):
+                continue
+            feats = window_features(d.window.audio, classifier.features)
+            sal = window_saliency(classifier.model.probabilities, d.window, feats,
+                                  decided_classes(d.probabilities, abnormal), cfg)
+            hits += saliency_hits(sal, inside, classifier.features)
+            windows += 1
+            seconds += sal.seconds
+        if on_file is not None:
+            on_file(str(path), hits, windows)
+    return SaliencyCheck(hits, windows, seconds / windows if windows else 0.0)

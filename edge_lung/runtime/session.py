@@ -57,6 +57,7 @@ class StreamOptions:
     duration_s: float | None = None
     display: bool = True
     overwrite: bool = False  # --record may replace an existing file (otherwise NAME-2.flac, ...)
+    report: Path | None = None  # write the clinician report of the session here when it ends
 
     def __post_init__(self) -> None:
         chosen = [name for name, v in (("--device", self.device), ("--replay", self.replay), ("--serial", self.serial))
@@ -108,6 +109,7 @@ def stream_session(
         if opts.record is not None:
             recorder = _LazyRecorder(opts.record, stack, opts.overwrite, jsonl.write if jsonl is not None else None)
             on_audio.append(recorder)
+        collector = _report_collector(opts, on_decision, on_audio)
         if opts.display:
             title = f"edge-lung stream  {source.name}  (threshold {classifier.cfg.threshold:.2f}, Ctrl-C stops)"
             on_decision.append(stack.enter_context(LiveDisplay(title)))
@@ -119,7 +121,22 @@ def stream_session(
             summary.recordings, summary.warnings = [str(p) for p in recorder.paths], recorder.warnings
         if jsonl is not None:
             jsonl.write(summary.as_dict())
+    if collector is not None:
+        page = collector.write(classifier, opts.report, source.name)
+        log.info("--report: wrote %s", page)
     return summary
+
+
+def _report_collector(opts: StreamOptions, on_decision: list[Callable], on_audio: list[Callable]):
+    """With `--report DIR`: a `SessionCollector` fed every decision and captured block, else None."""
+    if opts.report is None:
+        return None
+    from edge_lung.runtime.clinician import SessionCollector
+
+    collector = SessionCollector()
+    on_decision.append(collector.decision)
+    on_audio.append(collector.audio)
+    return collector
 
 
 class _LazyRecorder:
