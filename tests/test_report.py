@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge_lung.runtime.clinician import report_session
 from edge_lung.runtime.classify import classify_file
+from edge_lung.runtime.clinician import report_session
 from edge_lung.runtime.session import StreamOptions, load_classifier, stream_session
 from edge_lung.runtime.stream import StreamConfig
 

@@ -211,6 +211,10 @@ def render_page(report: RecordingReport, classifier: StreamingClassifier, occlus
         f"every {classifier.cfg.hop_s:g} s, {flagged} flagged (P(abnormal) &ge; {classifier.cfg.threshold:.2f}). "
         f"Model {html.escape(info.path.name)} ({html.escape(info.quantization)}).</p>",
     ]
+    held = {v: n for v, n in r.verdicts.items() if v != "ok"}
+    if held:
+        verdicts = ", ".join(f"{n} {v}" for v, n in sorted(held.items()))
+        parts.append(f'<p class="note">Not classified by the signal-quality gate: {html.escape(verdicts)}.</p>')
     if r.note:
         parts.append(f'<p class="note">{html.escape(r.note)}</p>')
     cycles = [m.cycle for m in r.cycles] if r.cycles else []

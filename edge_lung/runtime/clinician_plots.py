@@ -58,7 +58,8 @@ def spectrogram_png(mel: np.ndarray, features: FeatureConfig, cycles: Sequence, 
 
 
 def timeline_png(decisions: Sequence, labels: Sequence[str], threshold: float, duration_s: float) -> bytes:
-    """P(abnormal) and every class probability per window (at the window's end), threshold and flags marked."""
+    """P(abnormal) and every class probability per window (at the window's end), threshold and flags marked;
+    windows the quality gate held back are crosses on the axis."""
     fig = _figure(11, 2.8)
     ax = fig.add_subplot()
     t = np.array([d.window.end_s for d in decisions])
@@ -69,6 +70,9 @@ def timeline_png(decisions: Sequence, labels: Sequence[str], threshold: float, d
     ax.plot(t, p_abn, "k-", lw=2.2, label="P(abnormal)")
     flagged = np.array([d.flag for d in decisions], dtype=bool)
     ax.plot(t[flagged], p_abn[flagged], "rv", ms=7, label="flagged")
+    stopped = np.array([getattr(d, "verdict", "ok") != "ok" for d in decisions], dtype=bool)
+    if stopped.any():  # windows the signal-quality gate held back have no probabilities
+        ax.plot(t[stopped], np.zeros(int(stopped.sum())), "x", color="gray", ms=7, label="not classified (quality)")
     ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"threshold {threshold:.2f}")
     ax.set_xlim(0, max(duration_s, float(t.max()) if t.size else 1.0))
     ax.set_ylim(-0.02, 1.02)
