@@ -120,6 +120,9 @@ def evaluate_command(
     device: str = typer.Option("cpu", help="Run directories only: cpu | cuda."),
     threads: int = typer.Option(None, help="Exported models only: onnxruntime threads."),
     batch_size: int = typer.Option(16, help="Cycles per forward pass."),
+    embeddings: Path = typer.Option(None, "--embeddings", help="Also draw a t-SNE of the pooled embeddings "
+                                    "(colour: class, marker: device) to PATH.png and print the silhouette scores "
+                                    "by class and by device. Exported models need the 'embedding' output."),
 ) -> None:
     """Official ICBHI Sp / Se (exact class) / Score, the relaxed 2-class figures, and the 4x4 confusion matrix."""
     from edge_lung.scoring import format_report
@@ -131,6 +134,10 @@ def evaluate_command(
         from edge_lung.runtime.evaluate import evaluate_model_dir, is_model_dir
 
         if is_model_dir(path):
+            from edge_lung.runtime.model_dir import OnnxClassifier
+
+            if embeddings:  # say it before the evaluation runs, not after
+                OnnxClassifier(path).require_embedding()
 
             if data is None:
                 raise ValueError(f"{path}: an exported model needs --data DB_DIR")
@@ -139,10 +146,26 @@ def evaluate_command(
             from edge_lung.train.evaluate import evaluate_run
 
             report = evaluate_run(path, data, split, device=device, batch_size=batch_size)
-    except ValueError as exc:
+        emb_map = _embedding_map(path, data, split, embeddings, device, threads) if embeddings else None
+    except (ValueError, ImportError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    for line in emb_map.lines() if emb_map else []:
+        typer.echo(line, err=as_json)
+
+
+def _embedding_map(path: Path, data: Path | None, split: str, png: Path, device: str, threads: int | None):
+    """`--embeddings`: the exported model's second output, or the run's PyTorch model."""
+    from edge_lung.runtime.evaluate import is_model_dir
+
+    if is_model_dir(path):
+        from edge_lung.runtime.embedding import model_dir_embedding_map
+
+        return model_dir_embedding_map(path, data, split, png, threads)
+    from edge_lung.train.evaluate import run_embedding_map
+
+    return run_embedding_map(path, data, split, png, device)
 
 
 def register(app: typer.Typer) -> None:

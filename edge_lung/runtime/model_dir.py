@@ -27,6 +27,7 @@ PARITY_NAME = "parity.json"
 CARD_NAME = "model_card.md"
 INPUT_NAME = "features"
 OUTPUT_NAME = "logits"
+EMBEDDING_NAME = "embedding"  # second output: the pooled embedding the classifier head reads (models exported since #14)
 
 META_KEYS = {
     "format": "edge_lung.format",
@@ -252,9 +253,28 @@ class OnnxClassifier:
         check_graph(self.info, self.session)
         self.threads = threads
         self._input = self.session.get_inputs()[0].name
+        outputs = [o.name for o in self.session.get_outputs()]
+        self._output = outputs[0]
+        self.has_embedding = EMBEDDING_NAME in outputs
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         """float32[B, T, M] (or [T, M]) -> float32[B, C]."""
+        return self.session.run([self._output], {self._input: self._checked(features)})[0]
+
+    def require_embedding(self) -> None:
+        """`ArtifactError` unless the model has the embedding output (models exported before it lack it)."""
+        if not self.has_embedding:
+            raise ArtifactError(
+                f"{self.info.path}: this model has no {EMBEDDING_NAME!r} output (exported before embedding maps "
+                "existed); re-export it from its run with `edge-lung export RUN --out DIR` to draw embedding maps"
+            )
+
+    def embeddings(self, features: np.ndarray) -> np.ndarray:
+        """float32[B, T, M] (or [T, M]) -> float32[B, D], the pooled embedding (second output)."""
+        self.require_embedding()
+        return self.session.run([EMBEDDING_NAME], {self._input: self._checked(features)})[0]
+
+    def _checked(self, features: np.ndarray) -> np.ndarray:
         x = np.asarray(features, dtype=np.float32)
         if x.ndim == 2:
             x = x[None]
@@ -263,7 +283,7 @@ class OnnxClassifier:
             raise ValueError(
                 f"{self.info.path.name}: expected features [B, {cfg.num_frames}, {cfg.num_mel_bins}], got {x.shape}"
             )
-        return self.session.run(None, {self._input: x})[0]
+        return x
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         return softmax(self.logits(features))

@@ -41,3 +41,32 @@ def evaluate_run(
     report = evaluate_cycles(cycles, features, logits_fn, batch_size, labels=cfg["labels"])
     report.update(model=str(run_dir), data=str(db_dir), split=split)
     return report
+
+
+def run_embedding_map(
+    run_dir: str | Path,
+    db_dir: str | Path | None,
+    split: str,
+    path: str | Path,
+    device: str = "cpu",
+    batch_size: int = 16,
+):
+    """`evaluate RUN --embeddings PATH`: t-SNE of the run's pooled embeddings over a split's cycles
+    (`edge_lung.runtime.embedding.draw_embedding_map`); returns its `EmbeddingMap`."""
+    import torch
+
+    from edge_lung.runtime.embedding import cycle_embeddings, draw_embedding_map
+    from edge_lung.train.model import load_run
+
+    model, cfg = load_run(run_dir, device=device)
+    features = FeatureConfig.from_dict(cfg["features"])
+    db_dir = db_dir if db_dir is not None else cfg["data"]
+    cycles = load_split(db_dir, split, features, *run_val_split(cfg.get("train", {}), run_dir))
+
+    @torch.no_grad()
+    def embed(x: np.ndarray) -> np.ndarray:
+        return model.logits_and_embedding(torch.from_numpy(x).to(device))[1].float().cpu().numpy()
+
+    emb = cycle_embeddings(cycles, features, embed, batch_size)
+    title = f"{Path(run_dir).name} (PyTorch), {split} split of {Path(db_dir).name}"
+    return draw_embedding_map(emb, [c.label for c in cycles], [c.device for c in cycles], cfg["labels"], path, title)

@@ -301,6 +301,23 @@ class LogitsModel(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.model(input_values=features).logits
 
+    def logits_and_embedding(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [B, C], pooled embedding [B, D]) in one pass: the AST's pooled output and the head on it,
+        exactly as `ASTForAudioClassification.forward` computes the logits."""
+        pooled = self.model.audio_spectrogram_transformer(features).pooler_output
+        return self.model.classifier(pooled), pooled
+
+
+class LogitsAndEmbedding(nn.Module):
+    """features [B, T, M] -> (logits [B, C], embedding [B, D]): what export traces, so the device gets both."""
+
+    def __init__(self, logits_model: LogitsModel) -> None:
+        super().__init__()
+        self.inner = logits_model
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner.logits_and_embedding(features)
+
 
 def unwrap_peft(model: nn.Module) -> nn.Module:
     """A plain transformers model with PEFT's wrappers removed (LoRA merged, adapter layers kept).
