@@ -415,3 +415,44 @@ def test_preset_and_option_validation(tmp_path: Path) -> None:
         ExportConfig(quant="int4")
     with pytest.raises(ValueError, match="--quality-set 'clip=1'"):
         ExportConfig(quality_set=("clip=1",))
+
+
+@pytest.mark.slow
+def test_exported_models_carry_the_pooled_embedding_as_a_second_output(work: Path, synth_db: Path) -> None:
+    import torch
+
+    from edge_lung.data.icbhi import load_split
+    from edge_lung.features import cycle_features
+    from edge_lung.train.model import load_run
+
+    module, cfg = load_run(work / "run")
+    features = FeatureConfig.from_dict(cfg["features"])
+    x = np.stack([cycle_features(c.audio, features) for c in load_split(synth_db, "test", features)[:6]])
+    with torch.no_grad():
+        logits, pooled = (t.numpy() for t in module.logits_and_embedding(torch.from_numpy(x)))
+        np.testing.assert_allclose(logits, module(torch.from_numpy(x)).numpy(), atol=1e-5)  # the same head
+    for name in ("fp32", "dynamic", "static"):
+        clf = OnnxClassifier(work / name)
+        assert [o.name for o in clf.session.get_outputs()] == ["logits", "embedding"]  # logits stay first
+        manifest = json.loads((work / name / "manifest.json").read_text())
+        assert manifest["embedding"] == {"name": "embedding", "shape": ["batch", pooled.shape[1]]}
+        emb = np.concatenate([clf.embeddings(x[i : i + 1]) for i in range(len(x))])
+        assert emb.shape == pooled.shape
+        if name == "fp32":
+            np.testing.assert_allclose(emb, pooled, atol=1e-4)
+            np.testing.assert_allclose(clf.logits(x), logits, atol=1e-4)
+        else:  # INT8: the embedding points the same way as PyTorch's
+            cos = (emb * pooled).sum(1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(pooled, axis=1)
+            assert cos.min() > 0.9, cos
+
+
+@pytest.mark.slow
+def test_evaluate_embeddings_on_a_model_dir(work: Path, synth_db: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edge_lung.cli import app
+
+    png = tmp_path / "map.png"
+    res = CliRunner().invoke(app, ["evaluate", str(work / "dynamic"), "--data", str(synth_db), "--embeddings", str(png)])
+    assert res.exit_code == 0, res.output
+    assert "silhouette by class:" in res.output and "silhouette by device:" in res.output and png.stat().st_size > 0

@@ -55,6 +55,7 @@ from edge_lung.export.quantize import QUANT_MODES, check_patterns, load_preset, 
 from edge_lung.fileio import atomic_path, replaced_dir, sha256_file, temp_dir_beside
 from edge_lung.runtime.model_dir import (
     CARD_NAME,
+    EMBEDDING_NAME,
     INPUT_NAME,
     OUTPUT_NAME,
     PARITY_NAME,
@@ -122,14 +123,20 @@ class ExportConfig:
 # Building blocks (also used by benchmarks/bench_export.py)
 
 
-def export_fp32(module: Any, path: str | Path, features: FeatureConfig, opset: int = OPSET) -> None:
-    """Trace `module` (features[B, T, M] -> logits[B, C]) to ONNX at `path`, dynamic batch; full checker."""
+def export_fp32(
+    module: Any, path: str | Path, features: FeatureConfig, opset: int = OPSET, with_embedding: bool = False
+) -> None:
+    """Trace `module` (features[B, T, M] -> logits[B, C]) to ONNX at `path`, dynamic batch; full checker.
+
+    With `with_embedding`, `module` returns (logits, pooled embedding [B, D]) (`train.model.LogitsAndEmbedding`)
+    and the embedding becomes a second output named `EMBEDDING_NAME`; the first output stays the logits."""
     import warnings
 
     import onnx
     import torch
 
     dummy = torch.zeros(1, features.num_frames, features.num_mel_bins, dtype=torch.float32)
+    outputs = [OUTPUT_NAME, EMBEDDING_NAME] if with_embedding else [OUTPUT_NAME]
     with torch.no_grad(), warnings.catch_warnings():
         # The tracer warns about the legacy exporter and about shape-dependent Python branches in
         # transformers' SDPA wrapper; both are constant for our fixed [T, M] input.
@@ -139,8 +146,8 @@ def export_fp32(module: Any, path: str | Path, features: FeatureConfig, opset: i
             (dummy,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
@@ -248,7 +255,10 @@ def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> di
     calibration = _calibration_windows(run_config, cfg, features, log) if cfg.int8 and cfg.quant == "static" else None
 
     fp32_path = tmp / FP32_NAME
-    export_fp32(module, fp32_path, features, cfg.opset)
+    from edge_lung.train.model import LogitsAndEmbedding
+
+    # the pooled embedding rides along as a second output for embedding maps on the device (#14)
+    export_fp32(LogitsAndEmbedding(module), fp32_path, features, cfg.opset, with_embedding=True)
     fp32 = onnx_logits(fp32_path, x_par, cfg.threads)
     record = fp32_parity(module, fp32, x_par, y_par, cfg.fp32_tolerance, run_dir, log)
     record.update(split=cfg.parity_split, data=str(data_dir), num_cycles=len(y_par),

@@ -316,5 +316,8 @@ def write_manifest(model_dir: str | Path, onnx_path: str | Path, extra: dict[str
         **meta,
         **(extra or {}),
     }
+    embedding = [o for o in sess.get_outputs() if o.name == EMBEDDING_NAME]
+    if embedding:
+        manifest["embedding"] = {"name": EMBEDDING_NAME, "shape": ["batch", embedding[0].shape[-1]]}
     atomic_write_json(model_dir / MANIFEST_NAME, manifest)
     return manifest
