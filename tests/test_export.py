@@ -453,6 +453,7 @@ def test_evaluate_embeddings_on_a_model_dir(work: Path, synth_db: Path, tmp_path
     from edge_lung.cli import app
 
     png = tmp_path / "map.png"
-    res = CliRunner().invoke(app, ["evaluate", str(work / "dynamic"), "--data", str(synth_db), "--embeddings", str(png)])
+    args = ["evaluate", str(work / "dynamic"), "--data", str(synth_db), "--embeddings", str(png)]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "silhouette by class:" in res.output and "silhouette by device:" in res.output and png.stat().st_size > 0

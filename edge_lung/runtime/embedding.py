@@ -137,5 +137,5 @@ def model_dir_embedding_map(
     cycles = load_split(db_dir, split, info.features, *run_val_split(info.run, info.path))
     # one window per call: a dynamic-INT8 model's activations depend on its batch-mates (as in evaluate)
     emb = cycle_embeddings(cycles, info.features, clf.embeddings, batch_size=1)
-    return draw_embedding_map(emb, [c.label for c in cycles], [c.device for c in cycles], info.labels, path,
-                              title=f"{Path(model_dir).name} ({info.quantization}), {split} split of {Path(db_dir).name}")
+    title = f"{Path(model_dir).name} ({info.quantization}), {split} split of {Path(db_dir).name}"
+    return draw_embedding_map(emb, [c.label for c in cycles], [c.device for c in cycles], info.labels, path, title)

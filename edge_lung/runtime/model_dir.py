@@ -27,7 +27,7 @@ PARITY_NAME = "parity.json"
 CARD_NAME = "model_card.md"
 INPUT_NAME = "features"
 OUTPUT_NAME = "logits"
-EMBEDDING_NAME = "embedding"  # second output: the pooled embedding the classifier head reads (models exported since #14)
+EMBEDDING_NAME = "embedding"  # second output: the pooled embedding the head reads (models exported since #14)
 
 META_KEYS = {
     "format": "edge_lung.format",
