@@ -457,3 +457,34 @@ def test_evaluate_embeddings_on_a_model_dir(work: Path, synth_db: Path, tmp_path
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "silhouette by class:" in res.output and "silhouette by device:" in res.output and png.stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_explain_draws_attention_rollout_for_the_runtime_windows(work: Path, synth_db: Path, tmp_path: Path) -> None:
+    import matplotlib.image as mpimg
+
+    from edge_lung.features import window_features
+    from edge_lung.train.explain import explain_recording, patch_relevance, recording_windows
+    from edge_lung.train.model import load_run, patch_grid
+
+    wav = sorted((synth_db / "ICBHI_final_database").glob("*.wav"))[0]
+    png = explain_recording(work / "run", wav, tmp_path / "rollout.png", max_windows=3)
+    image = mpimg.imread(str(png))
+    assert image.shape[0] > 400 and image[..., :3].std() > 0.05
+    wrapped, cfg = load_run(work / "run")
+    wrapped.model.set_attn_implementation("eager")
+    features = FeatureConfig.from_dict(cfg["features"])
+    windows = recording_windows(wav, features, 1.0, 2.0)
+    assert [w.end for w in windows][:3] == [32000, 48000, 64000]  # the runtime's hop and first window
+    x = np.stack([window_features(w.audio, features) for w in windows[:2]])
+    relevance, probs = patch_relevance(wrapped.model, x)
+    assert relevance.shape == (2, *patch_grid(wrapped.model.config)) and (relevance >= 0).all()
+    assert 0 < relevance.sum(axis=(1, 2)).max() < 1  # the patches' share of the pooled tokens' rollout
+    np.testing.assert_allclose(probs, torch_probs(wrapped, x), atol=1e-5)
+
+
+def torch_probs(wrapped, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return torch.softmax(wrapped(torch.from_numpy(x)), dim=-1).numpy()

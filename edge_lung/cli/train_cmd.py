@@ -168,7 +168,27 @@ def _embedding_map(path: Path, data: Path | None, split: str, png: Path, device:
     return run_embedding_map(path, data, split, png, device)
 
 
+def explain_command(
+    run: Path = typer.Argument(..., help="A run directory from `edge-lung train` (AST)."),
+    file: Path = typer.Argument(..., help="A WAV/FLAC recording (any sample rate)."),
+    out: Path = typer.Option(..., "--out", help="PNG to write: one row per window."),
+    hop: float = typer.Option(1.0, "--hop", help="Seconds between windows (as `classify`)."),
+    min_audio: float = typer.Option(2.0, "--min-audio", help="Seconds of audio before the first window."),
+    max_windows: int = typer.Option(12, "--max-windows", help="Draw at most this many windows."),
+) -> None:
+    """Attention rollout over the AST patch grid for the windows of a recording, as PNG."""
+    from edge_lung.train.explain import explain_recording
+
+    try:
+        path = explain_recording(run, file, out, hop, min_audio, max_windows)
+    except (ValueError, OSError, ImportError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(str(path))
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to `app`."""
     app.command("train", help=train_command.__doc__ + "\n\n" + _MULTI_GPU)(train_command)
     app.command("evaluate")(evaluate_command)
+    app.command("explain")(explain_command)
