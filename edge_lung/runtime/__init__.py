@@ -6,7 +6,9 @@ links). Nothing in this package imports torch, transformers or optimum; a test p
 files and replay recordings.
 
 Owns the model directory contract (`model_dir`: manifest, metadata, `OnnxClassifier`), the serial
-wire protocol (`serial`) and evaluation of exported models (`evaluate`).
+wire protocol (`serial`) and evaluation of exported models (`evaluate`), and explains decisions
+on the device: occlusion saliency (`saliency`), the clinician report (`clinician`, pictures in
+`clinician_plots`, matplotlib imported lazily) and embedding maps (`embedding`, scikit-learn).
 
 May import: core and data. Never torch, transformers, peft, accelerate or onnx.
 """

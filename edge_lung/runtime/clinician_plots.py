@@ -18,7 +18,7 @@ PLOT_INSTALL = "pip install 'edge-lung[plot]'"
 _LABEL_COLOURS = ("tab:green", "tab:orange", "tab:blue", "tab:purple", "tab:brown", "tab:pink")
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -41,7 +41,7 @@ def colour_of(label: int) -> str:
 
 def spectrogram_png(mel: np.ndarray, features: FeatureConfig, cycles: Sequence, labels: Sequence[str]) -> bytes:
     """Log-mel of the whole recording (float32[T, M]) with the annotated cycles (`CycleSpec`) as coloured bands."""
-    fig = _figure(11, 3.2)
+    fig = new_figure(11, 3.2)
     ax = fig.add_subplot()
     seconds = mel.shape[0] * features.frame_shift_ms / 1000
     ax.imshow(mel.T, origin="lower", aspect="auto", extent=(0, seconds, 0, mel.shape[1]), cmap="magma")
@@ -60,7 +60,7 @@ def spectrogram_png(mel: np.ndarray, features: FeatureConfig, cycles: Sequence, 
 def timeline_png(decisions: Sequence, labels: Sequence[str], threshold: float, duration_s: float) -> bytes:
     """P(abnormal) and every class probability per window (at the window's end), threshold and flags marked;
     windows the quality gate held back are crosses on the axis."""
-    fig = _figure(11, 2.8)
+    fig = new_figure(11, 2.8)
     ax = fig.add_subplot()
     t = np.array([d.window.end_s for d in decisions])
     probs = np.stack([d.probabilities for d in decisions]) if decisions else np.zeros((0, len(labels)))
@@ -87,7 +87,7 @@ def saliency_png(
 ) -> bytes:
     """The window's normalised log-mel with the occlusion drop laid over it; the peak patch boxed, drawn events
     (synthetic recordings) outlined in cyan, mapped onto window time."""
-    fig = _figure(11, 3.0)
+    fig = new_figure(11, 3.0)
     ax_mel, ax_sal = fig.subplots(1, 2, sharey=True)
     shift = features.frame_shift_ms / 1000
     width = window_mel.shape[0] * shift

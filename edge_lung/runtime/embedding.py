@@ -94,7 +94,7 @@ def draw_embedding_map(
         from sklearn.manifold import TSNE
     except ImportError as exc:
         raise ImportError(f"--embeddings needs scikit-learn: {SKLEARN_INSTALL}") from exc
-    from edge_lung.runtime.clinician_plots import _figure, colour_of
+    from edge_lung.runtime.clinician_plots import colour_of, new_figure
 
     path = Path(path)
     if path.suffix.lower() != ".png":
@@ -107,7 +107,7 @@ def draw_embedding_map(
     labels, devices = np.asarray(labels), np.asarray(devices)
     xy = TSNE(2, perplexity=min(30.0, (x.shape[0] - 1) / 3), init="pca", random_state=seed).fit_transform(x)
     result = EmbeddingMap(path, x.shape[0], x.shape[1], silhouette(x, labels), silhouette(x, devices))
-    fig = _figure(8, 6.5)
+    fig = new_figure(8, 6.5)
     ax = fig.add_subplot()
     for d_i, device in enumerate(sorted(set(devices.tolist()))):
         for k, name in enumerate(label_names):

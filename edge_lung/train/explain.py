@@ -94,9 +94,9 @@ def explain_recording(
 
 
 def _draw(feats, relevance, probs, windows, labels, features: FeatureConfig, path: Path, title: str) -> None:
-    from edge_lung.runtime.clinician_plots import _figure
+    from edge_lung.runtime.clinician_plots import new_figure
 
-    fig = _figure(10, 1.9 * len(windows) + 0.6)
+    fig = new_figure(10, 1.9 * len(windows) + 0.6)
     axes = fig.subplots(len(windows), 1, squeeze=False)[:, 0]
     width = features.num_frames * features.frame_shift_ms / 1000
     for ax, mel, rel, p, w in zip(axes, feats, relevance, probs, windows, strict=True):
