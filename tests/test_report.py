@@ -89,7 +89,7 @@ def test_pages_are_offline_and_every_image_decodes(report_dir, classifier):
 def test_report_uses_the_windows_classify_decides(report_dir, classifier):
     _, reports = report_dir
     for rep in (r for r in reports if r.error is None):
-        again = classify_file(classifier, rep.result.path)
+        again = classify_file(classifier, rep.result.path, keep_decisions=True)
         assert [(d.window.start, d.window.end) for d in rep.result.decisions] == [
             (d.window.start, d.window.end) for d in again.decisions]
         assert [d.p_abnormal for d in rep.result.decisions] == pytest.approx([d.p_abnormal for d in again.decisions])

@@ -81,7 +81,9 @@ def analyse_recording(
         info = audio_info(path)
         if info.sample_rate < MIN_INPUT_RATE:
             raise AudioError(f"{path}: sample rate {info.sample_rate} Hz, expected >= {MIN_INPUT_RATE} Hz")
-        result = classify_file(classifier, path)
+        kept = SessionCollector()  # every decision, but window audio only for the flagged ones
+        result = classify_file(classifier, path, on_decision=kept.decision)
+        result.decisions = kept.decisions
         audio = _load_model_rate(path, classifier.features.sample_rate)
         report = RecordingReport(result, mel=_recording_mel(audio, classifier))
         report.saliencies, report.window_mels = explain_decisions(classifier, result.decisions, occlusion)
@@ -116,6 +118,8 @@ def session_report(
     if audio.size and input_rate != model_rate:
         audio = resample(audio, input_rate, model_rate)
     result = FileResult(Path(source), input_rate, audio.shape[0] / model_rate, decisions=list(decisions))
+    for d in decisions:
+        result.add(d)  # the counts the index and summary read
     report = RecordingReport(result, mel=_recording_mel(audio, classifier))
     report.saliencies, report.window_mels = explain_decisions(classifier, result.decisions, occlusion)
     return report
@@ -296,7 +300,7 @@ def render_index(reports: Sequence[RecordingReport], classifier: StreamingClassi
         s = r.summary(labels)
         agreement = s.get("class_agreement")
         cells = [f"{r.duration_s:.1f}", s["windows"], s["flagged_windows"],
-                 "-" if not r.decisions else f"{s['max_p_abnormal']:.2f}",
+                 "-" if s["max_p_abnormal"] is None else f"{s['max_p_abnormal']:.2f}",
                  "-" if agreement is None else f"{agreement:.1f}%"]
         link = f'<a href="{html.escape(rep.page_name)}">{html.escape(r.path.name)}</a>'
         rows.append(f"<tr><td>{link}</td>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")

@@ -191,7 +191,7 @@ def check_saliency(
         events = read_events(path)
         if events is None:
             raise ValueError(f"{path}: no drawn-events sidecar; expected a recording from `edge-lung data synth`")
-        for d in classify_file(classifier, path).decisions:
+        for d in classify_file(classifier, path, keep_decisions=True).decisions:
             inside = events_in(events, d.window.start_s, d.window.end_s)
             if not (d.flag and inside):
                 continue
