@@ -7,7 +7,12 @@ PY := $(VENV)/bin/python
 # install their own torch into the venv first and this step leaves it alone.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test
+# The real-audio tests (tests/test_pulse.py) run a private PulseAudio daemon and capture it with
+# PortAudio through ALSA's `pulse` device. As root on Debian/Ubuntu `make test` installs these;
+# otherwise those tests skip and print the command. In CI a failed install fails the run.
+AUDIO_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins
+
+.PHONY: setup demo test audio-packages
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -24,7 +29,16 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/edge-lung demo $(ARGS)
 
-test: setup
+audio-packages:
+	@if dpkg -s $(AUDIO_PACKAGES) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing $(AUDIO_PACKAGES) for the real-audio tests"; \
+	  { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(AUDIO_PACKAGES) >/dev/null; } || \
+	  { echo "apt-get install $(AUDIO_PACKAGES) failed"; [ -z "$$CI" ]; }; \
+	else echo "note: the real-audio tests will skip; to run them: sudo apt-get install -y $(AUDIO_PACKAGES)"; fi
+
+test: setup audio-packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q $(ARGS)
