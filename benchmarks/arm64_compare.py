@@ -52,10 +52,13 @@ def _decisions(path: Path) -> list[dict]:
     return [r for r in rows if r.get("type") == "window"]
 
 
-def _margin(decision: dict) -> float:
-    """Distance from the other decision: P(abnormal) to the threshold, or the top-2 probability gap."""
+def _margin(decision: dict) -> float | None:
+    """Distance from the other decision: P(abnormal) to the threshold, or the top-2 probability gap;
+    None for a window the quality gate left unclassified (its label is the verdict)."""
+    if decision["p_abnormal"] is None:
+        return None
     probs = sorted(decision["probabilities"].values(), reverse=True)
-    return min(abs(decision["p_abnormal"] - decision["threshold"]), probs[0] - probs[1])
+    return round(min(abs(decision["p_abnormal"] - decision["threshold"]), probs[0] - probs[1]), 6)
 
 
 def compare_decisions(x86: list[dict], arm: list[dict], what: str) -> dict:
@@ -76,7 +79,7 @@ def compare_decisions(x86: list[dict], arm: list[dict], what: str) -> dict:
                     "end_s": a["end_s"],
                     "x86": [a["label"], a["flag"]],
                     "arm64": [b["label"], b["flag"]],
-                    "x86_margin": round(_margin(a), 6),
+                    "x86_margin": _margin(a),
                     "arm64_p_abnormal": b["p_abnormal"],
                     "x86_p_abnormal": a["p_abnormal"],
                 }
