@@ -75,12 +75,12 @@ build_root() {
 }
 
 mount_root() {
-  # /sys too: onnxruntime's cpuinfo reads the CPU list there, and without it falls back to
-  # "unknown CPU" (and may pick other kernels than on a board).
+  # /proc only. onnxruntime's cpuinfo looks in /sys for the CPU list; with the host's /sys bound
+  # in, it crashes under qemu (SIGSEGV, measured); without it, it warns "cpuinfo_initialize
+  # failed" and MLAS picks its arm64 kernels from the auxiliary vector (HWCAP) that qemu reports.
   mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
-  mountpoint -q "$ROOT/sys" || mount --bind /sys "$ROOT/sys"
   mountpoint -q "$ROOT/dev" || mount --bind /dev "$ROOT/dev"
-  trap 'umount "$ROOT/dev" "$ROOT/sys" "$ROOT/proc" 2>/dev/null || true' EXIT
+  trap 'umount "$ROOT/dev" "$ROOT/proc" 2>/dev/null || true' EXIT
 }
 
 arm() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/opt/edge-lung-venv/bin:/usr/bin:/bin LANG=C.UTF-8 "$@"; }
