@@ -175,3 +175,25 @@ def read_blocks(path: str | Path, block_frames: int) -> Iterator[np.ndarray]:
                 return
             done += data.shape[0]
             yield to_mono(data)
+
+
+CHANNELS: dict[str, int] = {"4k": 4000, "8k": 8000}
+"""Stethoscope-like channels of `degrade`: the rate the device records at (Littmann 3200: 4 kHz)."""
+
+
+def degrade(wave: np.ndarray, sample_rate: int, channel: str) -> np.ndarray:
+    """`wave` as a band-limited stethoscope would deliver it: through `CHANNELS[channel]` Hz and back.
+
+    soxr's anti-aliasing filter removes everything above the channel's Nyquist (2 kHz for "4k"),
+    which is what a 4 kHz recording resampled to the model's rate contains. Length and rate are kept.
+    """
+    if channel not in CHANNELS:
+        raise ValueError(f"degrade: expected a channel in {sorted(CHANNELS)}, got {channel!r}")
+    low = CHANNELS[channel]
+    if low >= sample_rate:
+        return np.asarray(wave, dtype=np.float32)
+    back = resample(resample(np.asarray(wave, dtype=np.float32), sample_rate, low), low, sample_rate)
+    out = np.zeros(wave.shape[0], dtype=np.float32)  # the round trip may be a sample short or long
+    n = min(out.shape[0], back.shape[0])
+    out[:n] = back[:n]
+    return out

@@ -86,3 +86,80 @@ def screening_curve(y_true: np.ndarray, p_abnormal: np.ndarray, thresholds: np.n
 
 def _maybe_float(value: float | None) -> float | None:
     return None if value is None else float(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores per group (device, rate, location, patient) with patient-bootstrap intervals (issue #12)
+
+_CI_KEYS = ("specificity", "sensitivity", "score")
+
+
+def group_scores(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    groups: list[str],
+    patients: list[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Official Sp / Se / Score per group, with cycle and patient counts and 95% bootstrap intervals.
+
+    Cycles of one patient are not independent (same chest, same day, same stethoscope), so the
+    interval resamples *patients* with replacement inside each group and scores all their cycles:
+    resampling cycles would make the interval too narrow. Intervals are percentiles 2.5 / 97.5 of
+    the draws where the figure is defined; a group with one patient gets a zero-width interval.
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if not (len(y_true) == len(y_pred) == len(groups) == len(patients)):
+        raise ValueError(f"group_scores: expected equal lengths, got {len(y_true)} labels, {len(y_pred)} "
+                         f"predictions, {len(groups)} groups, {len(patients)} patients")
+    rng = np.random.default_rng(seed)
+    out = []
+    for group in sorted(set(groups)):
+        idx = np.array([i for i, g in enumerate(groups) if g == group])
+        row = {"group": group, **icbhi_scores(confusion_matrix(y_true[idx], y_pred[idx]))}
+        row["num_patients"] = len({patients[i] for i in idx})
+        row["ci95"] = patient_bootstrap(y_true[idx], y_pred[idx], [patients[i] for i in idx], n_boot, rng)
+        out.append(row)
+    return out
+
+
+def patient_bootstrap(y_true: np.ndarray, y_pred: np.ndarray, patients: list[str], n_boot: int,
+                      rng: np.random.Generator) -> dict[str, list[float | None]]:
+    """[low, high] 95% percentile interval of Sp, Se and Score over `n_boot` resamplings of whole patients."""
+    cms = {}  # one confusion matrix per patient: a draw is a sum of them
+    for p in sorted(set(patients)):
+        mask = np.array([q == p for q in patients])
+        cms[p] = confusion_matrix(y_true[mask], y_pred[mask])
+    stack = np.stack(list(cms.values()))  # [P, C, C]
+    draws = rng.integers(0, len(stack), size=(n_boot, len(stack)))
+    figures: dict[str, list[float]] = {k: [] for k in _CI_KEYS}
+    for d in draws:
+        s = icbhi_scores(stack[d].sum(axis=0))
+        for k in _CI_KEYS:
+            figures[k].append(s[k])
+    ci: dict[str, list[float | None]] = {}
+    for k, values in figures.items():
+        v = np.asarray(values)
+        v = v[~np.isnan(v)]
+        ci[k] = [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v.size else [None, None]
+    return ci
+
+
+def format_group_scores(rows: list[dict[str, Any]], by: str) -> str:
+    """Table of `group_scores` rows: group, cycles, patients, Sp / Se / Score with their 95% intervals."""
+
+    def cell(row: dict[str, Any], key: str) -> str:
+        low, high = row["ci95"][key]
+        value = row[key]
+        if np.isnan(value):
+            return f"{'-':>6} {'':13}"
+        span = f"[{low:5.1f},{high:5.1f}]" if low is not None else "[  -  ,  -  ]"
+        return f"{value:6.1f} {span}"
+
+    lines = [f"By {by} (official ICBHI, 95% CI by bootstrap over patients):",
+             f"  {by:>12} {'cycles':>6} {'pts':>4}  {'Sp':>6} {'':13}  {'Se':>6} {'':13}  {'Score':>6}"]
+    for row in rows:
+        lines.append(f"  {row['group']:>12} {row['num_cycles']:>6} {row['num_patients']:>4}  "
+                     + "  ".join(cell(row, k) for k in _CI_KEYS))
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_lung.config import LABELS, FeatureConfig
 from edge_lung.features import cycle_features
-from edge_lung.metrics import format_scores, score_predictions, screening_curve
+from edge_lung.metrics import format_group_scores, format_scores, group_scores, score_predictions, screening_curve
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
 
@@ -72,8 +72,10 @@ def evaluate_cycles(
     batch_size: int = 16,
     features: np.ndarray | None = None,
     labels: Sequence[str] = LABELS,
+    groups: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """ICBHI report (see `edge_lung.metrics.icbhi_scores`) plus the mean cross-entropy ("loss")."""
+    """ICBHI report (see `edge_lung.metrics.icbhi_scores`) plus the mean cross-entropy ("loss");
+    with `groups` (one name per cycle) also "by_group", `edge_lung.metrics.group_scores` per group."""
     y_true, logits = predict(cycles, cfg, logits_fn, batch_size, features)
     if logits.ndim != 2 or logits.shape[1] != len(labels):
         raise ValueError(f"evaluate: expected logits [N, {len(labels)}], got {logits.shape}")
@@ -84,6 +86,9 @@ def evaluate_cycles(
     # 2-class screening on P(abnormal): the curve a clinic reads to pick `stream --threshold`.
     p_abnormal = np.exp(log_p)[:, [i for i, name in enumerate(labels) if name != "normal"]].sum(axis=1)
     report["screening_curve"] = screening_curve(y_true, p_abnormal)
+    if groups is not None:
+        report["by_group"] = group_scores(y_true, logits.argmax(axis=1), list(groups),
+                                          [str(getattr(c, "patient", i)) for i, c in enumerate(cycles)])
     return report
 
 
@@ -97,6 +102,8 @@ def format_report(report: dict[str, Any]) -> str:
         text += "  threshold " + " ".join(f"{p['threshold']:>5.2f}" for p in curve[::2]) + "\n"
         text += "  Se        " + " ".join(format_pct(p["sensitivity"]) for p in curve[::2]) + "\n"
         text += "  Sp        " + " ".join(format_pct(p["specificity"]) for p in curve[::2])
+    if report.get("by_group"):
+        text += "\n" + format_group_scores(report["by_group"], report.get("by", "group"))
     return text
 
 

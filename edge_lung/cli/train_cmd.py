@@ -75,6 +75,9 @@ def train_command(
     val_fraction: float = typer.Option(TrainConfig.val_fraction, help="Share of train cycles (whole patients) held "
                                        "out for validation."),
     val_seed: int = typer.Option(TrainConfig.val_seed, help="Seed of the patient-grouped validation split."),
+    val_devices: str = typer.Option(TrainConfig.val_devices, "--val-devices", help="Validate on every non-test "
+                                    "recording of these devices (comma-separated, e.g. LittC2SE); patients also "
+                                    "recorded on another device are removed from training and reported."),
     max_cycles: int = typer.Option(TrainConfig.max_cycles, help="Train on at most this many cycles (quick checks); "
                                    "validation always uses the whole split."),
     seeds: str = typer.Option(str(TrainConfig.seed), help="Comma-separated seeds; several train one run each and "
@@ -123,6 +126,10 @@ def evaluate_command(
     embeddings: Path = typer.Option(None, "--embeddings", help="Also draw a t-SNE of the pooled embeddings "
                                     "(colour: class, marker: device) to PATH.png and print the silhouette scores "
                                     "by class and by device. Exported models need the 'embedding' output."),
+    by: str = typer.Option(None, "--by", help="Also score each device | rate | location | patient, with cycle "
+                           "counts and 95% intervals by bootstrap over patients."),
+    degrade: str = typer.Option(None, "--degrade", help="Pass the split through a band-limited stethoscope-like "
+                                "channel first: 4k | 8k (recorded at 4 or 8 kHz, resampled back)."),
 ) -> None:
     """Official ICBHI Sp / Se (exact class) / Score, the relaxed 2-class figures, and the 4x4 confusion matrix."""
     from edge_lung.scoring import format_report
@@ -141,11 +148,12 @@ def evaluate_command(
 
             if data is None:
                 raise ValueError(f"{path}: an exported model needs --data DB_DIR")
-            report = evaluate_model_dir(path, data, split, threads=threads, batch_size=batch_size)
+            report = evaluate_model_dir(path, data, split, threads=threads, batch_size=batch_size, by=by,
+                                        degrade=degrade)
         else:
             from edge_lung.train.evaluate import evaluate_run
 
-            report = evaluate_run(path, data, split, device=device, batch_size=batch_size)
+            report = evaluate_run(path, data, split, device=device, batch_size=batch_size, by=by, degrade=degrade)
         emb_map = _embedding_map(path, data, split, embeddings, device, threads) if embeddings else None
     except (ValueError, ImportError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -27,29 +27,34 @@ def evaluate_model_dir(
     threads: int | None = None,
     batch_size: int = 16,
     cache_dir: str | Path | None = None,
+    by: str | None = None,
+    degrade: str | None = None,
 ) -> dict[str, Any]:
     """ICBHI report of the exported model on `split` of the database in `db_dir`.
 
     Same keys as `edge_lung.scoring.evaluate_run` (so `format_report` prints it), plus
     "quantization" and "seconds". The validation slice uses the fraction and seed the run was
-    trained with, as recorded in the model's metadata.
+    trained with, as recorded in the model's metadata. `by` and `degrade` as in `evaluate_run`.
     """
-    from edge_lung.data.icbhi import load_split, run_val_split
+    from edge_lung.data.devices import cycle_groups, load_run_split
     from edge_lung.scoring import evaluate_cycles
 
     clf = OnnxClassifier(model_dir, threads=threads)
     info = clf.info
-    cycles = load_split(db_dir, split, info.features, *run_val_split(info.run, info.path), cache_dir)
+    cycles = load_run_split(db_dir, split, info.features, info.run, info.path, cache_dir, degrade)
+    groups = cycle_groups(db_dir, cycles, by) if by else None
     t0 = time.perf_counter()
     if "dynamic" in info.quantization:
         # Dynamic INT8 takes activation ranges from each call's whole batch, so a window's result depends
         # on its batch-mates. The device classifies one window per call: so does this evaluation.
         batch_size = 1
-    report = evaluate_cycles(cycles, info.features, clf.logits, batch_size, labels=info.labels)
+    report = evaluate_cycles(cycles, info.features, clf.logits, batch_size, labels=info.labels, groups=groups)
     report.update(
         model=str(model_dir),
         data=str(db_dir),
         split=split,
+        by=by,
+        degrade=degrade,
         quantization=info.quantization,
         seconds=round(time.perf_counter() - t0, 2),
     )

@@ -79,6 +79,7 @@ class TrainConfig:
     noise_snr_max_db: float = 40.0
     val_fraction: float = 0.2
     val_seed: int = 0
+    val_devices: str | None = None
     max_cycles: int | None = None
     seed: int = 0
     device: str = "auto"

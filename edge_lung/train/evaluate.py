@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edge_lung.config import FeatureConfig
-from edge_lung.data.icbhi import load_split, run_val_split
+from edge_lung.data.devices import cycle_groups, load_run_split
 from edge_lung.scoring import evaluate_cycles
 
 
@@ -20,8 +20,11 @@ def evaluate_run(
     device: str = "cpu",
     batch_size: int = 16,
     cache_dir: str | Path | None = None,
+    by: str | None = None,
+    degrade: str | None = None,
 ) -> dict[str, Any]:
-    """Score a training run on `split` of `db_dir` (default: the database it was trained on)."""
+    """Score a training run on `split` of `db_dir` (default: the database it was trained on); `by` adds
+    scores per device/rate/location/patient, `degrade` passes the split through a band-limited channel."""
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -32,14 +35,15 @@ def evaluate_run(
     model, cfg = load_run(run_dir, device=device)
     features = FeatureConfig.from_dict(cfg["features"])
     db_dir = db_dir if db_dir is not None else cfg["data"]
-    cycles = load_split(db_dir, split, features, *run_val_split(cfg.get("train", {}), run_dir), cache_dir)
+    cycles = load_run_split(db_dir, split, features, cfg.get("train", {}), run_dir, cache_dir, degrade)
+    groups = cycle_groups(db_dir, cycles, by) if by else None
 
     @torch.no_grad()
     def logits_fn(x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
 
-    report = evaluate_cycles(cycles, features, logits_fn, batch_size, labels=cfg["labels"])
-    report.update(model=str(run_dir), data=str(db_dir), split=split)
+    report = evaluate_cycles(cycles, features, logits_fn, batch_size, labels=cfg["labels"], groups=groups)
+    report.update(model=str(run_dir), data=str(db_dir), split=split, by=by, degrade=degrade)
     return report
 
 

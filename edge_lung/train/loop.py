@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ import torch
 from torch import nn
 
 from edge_lung.config import LABELS, FeatureConfig
-from edge_lung.data.icbhi import load_split
+from edge_lung.data.devices import DeviceSplit, load_run_split, scan_for_run
 from edge_lung.fileio import atomic_write_json
 from edge_lung.plots import save_confusion_matrix, save_training_curve
 from edge_lung.scoring import evaluate_cycles, stack_features
@@ -184,6 +185,7 @@ class _Data:
     train: CycleSet
     val_cycles: list
     val_features: np.ndarray
+    device_split: DeviceSplit | None = None
 
 
 @dataclass
@@ -295,10 +297,12 @@ def _load_data(cfg: TrainConfig) -> _Data:
     features = cfg.feature_config
     if not Path(cfg.data).is_dir():
         raise TrainError(f"--data {cfg.data}: no such directory; expected an ICBHI-layout database")
-    train_cycles = load_split(cfg.data, "train", features, cfg.val_fraction, cfg.val_seed, cfg.cache_dir)
+    settings = cfg.to_dict()
+    device_split = scan_for_run(cfg.data, settings, "--val-devices")[1]
+    train_cycles = load_run_split(cfg.data, "train", features, settings, cfg.data, cfg.cache_dir)
     train_cycles = _subset(train_cycles, cfg.max_cycles, cfg.seed)
     try:
-        val_cycles = load_split(cfg.data, "val", features, cfg.val_fraction, cfg.val_seed, cfg.cache_dir)
+        val_cycles = load_run_split(cfg.data, "val", features, settings, cfg.data, cfg.cache_dir)
     except ValueError as exc:
         raise TrainError(f"{exc}; model selection needs a validation split (raise --val-fraction)") from exc
     kinds = {c.label > 0 for c in val_cycles}
@@ -308,7 +312,7 @@ def _load_data(cfg: TrainConfig) -> _Data:
             "so its ICBHI Score is undefined; change --val-fraction or --val-seed"
         )
     return _Data(list(LABELS), features, CycleSet(train_cycles, features, cfg), val_cycles,
-                 stack_features(val_cycles, features))
+                 stack_features(val_cycles, features), device_split)
 
 
 def _subset(cycles: list, limit: int | None, seed: int) -> list:
@@ -349,6 +353,7 @@ def _run_config(run: _Run, adapter: str) -> dict[str, Any]:
         "train_cycles": len(run.data.train),
         "train_class_counts": run.data.train.class_counts(len(run.data.labels)).tolist(),
         "val_cycles": len(run.data.val_cycles),
+        "device_split": run.data.device_split.to_dict() if run.data.device_split else None,
         "best": run.best,
         "status": "running",
     }
@@ -410,9 +415,26 @@ def _finish(run: _Run, seconds: float) -> None:
     """Mark the run done in config.json and print the selected epoch's figures."""
     run.run_config["status"] = "done"
     run.run_config["train_seconds"] = seconds
+    run.run_config["warnings"] = selection_warnings(run.best["val"]) if run.best else []
     if run.dist.main:
         atomic_write_json(run.run_dir / RUN_CONFIG, run.run_config)
     run.reporter.finish(run.run_dir, run.run_config)
+    for text in run.run_config["warnings"]:
+        print(f"WARNING: {text}", file=sys.stderr, flush=True)
+
+
+def selection_warnings(val: dict[str, Any]) -> list[str]:
+    """Loud words for a selected model that is no better than predicting "normal" for every cycle
+    (Score 50 on any split with both kinds), or that predicts a single class (a collapsed model)."""
+    out = []
+    if not val["score"] > 50.0:
+        out.append(f"the selected epoch scores {val['score']:.2f} on its own validation split, not above the "
+                   "always-normal baseline of 50: this model is no better than saying 'normal' every time")
+    used = [i for i, column in enumerate(np.asarray(val["confusion_matrix"]).T) if column.sum() > 0]
+    if len(used) == 1:
+        out.append(f"the selected epoch predicts one class only (class {used[0]}) for all "
+                   f"{val['num_cycles']} validation cycles: the model collapsed")
+    return out
 
 
 def _quiet_transformers() -> None:

@@ -1,0 +1,112 @@
+"""Device shift (issue #12): validation on whole devices, and the group of every cycle.
+
+`--val-devices NAME[,NAME]` makes validation every non-test recording of those stethoscopes; a
+patient recorded with a held-out device *and* another device would put the same chest on both
+sides, so that patient's other recordings are removed from training, counted and reported. Test
+recordings stay test: selection never sees them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from edge_lung.audio import CHANNELS, degrade
+from edge_lung.config import FeatureConfig
+from edge_lung.data.icbhi import Cycle, Database, Recording, load_cycles, parse_name, run_val_split
+
+GROUP_KEYS = ("device", "rate", "location", "patient")
+
+
+@dataclass(frozen=True)
+class DeviceSplit:
+    """What `assign_device_validation` did: devices held out, patients and recordings removed from training."""
+
+    val_devices: tuple[str, ...]
+    val_recordings: int
+    removed_patients: tuple[str, ...]
+    removed_recordings: int
+    removed_cycles: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"val_devices": list(self.val_devices), "val_recordings": self.val_recordings,
+                "removed_patients": list(self.removed_patients), "removed_recordings": self.removed_recordings,
+                "removed_cycles": self.removed_cycles}
+
+
+def parse_devices(text: str | None) -> tuple[str, ...]:
+    """'A,B' -> ('A', 'B'); None or '' -> ()."""
+    return tuple(d.strip() for d in (text or "").split(",") if d.strip())
+
+
+def assign_device_validation(recordings: list[Recording], val_devices: tuple[str, ...],
+                             source: str | Path = "database") -> tuple[list[Recording], DeviceSplit]:
+    """Recordings with every non-test recording of `val_devices` in 'val', the rest of non-test in
+    'train', and the training recordings of patients also heard on a validation device unassigned."""
+    known = sorted({r.device for r in recordings})
+    unknown = [d for d in val_devices if d not in known]
+    if unknown or not val_devices:
+        raise ValueError(f"{source}: --val-devices {','.join(val_devices) or '(none)'}: expected device names "
+                         f"from this database {known}, got unknown {unknown or 'none named'}")
+    pool = [r for r in recordings if r.split in ("train", "val")]
+    val_patients = {r.patient for r in pool if r.device in val_devices}
+    if len({r.device for r in pool}) == len(set(val_devices) & {r.device for r in pool}):
+        raise ValueError(f"{source}: --val-devices {','.join(val_devices)} holds out every device; expected at "
+                         f"least one device left to train on (devices: {known})")
+    out, removed = [], []
+    for r in recordings:
+        if r.split not in ("train", "val"):
+            out.append(r)
+        elif r.device in val_devices:
+            out.append(replace(r, split="val"))
+        elif r.patient in val_patients:
+            out.append(replace(r, split=None))
+            removed.append(r)
+        else:
+            out.append(replace(r, split="train"))
+    split = DeviceSplit(tuple(val_devices), sum(r.device in val_devices for r in pool),
+                        tuple(sorted({r.patient for r in removed})), len(removed), sum(len(r.cycles) for r in removed))
+    return out, split
+
+
+def scan_for_run(db_dir: str | Path, settings: dict[str, Any],
+                 source: str | Path = "run") -> tuple[Database, DeviceSplit | None]:
+    """The database split as a run was trained: by `val_devices` when recorded, else by fraction and seed."""
+    val_fraction, val_seed = run_val_split(settings, source)
+    db = Database.scan(db_dir, strict=False, val_fraction=val_fraction, val_seed=val_seed)
+    devices = parse_devices(settings.get("val_devices"))
+    if not devices:
+        return db, None
+    db.recordings, split = assign_device_validation(db.recordings, devices, db_dir)
+    return db, split
+
+
+def load_run_split(db_dir: str | Path, split: str, cfg: FeatureConfig, settings: dict[str, Any],
+                   source: str | Path = "run", cache_dir: str | Path | None = None,
+                   channel: str | None = None) -> list[Cycle]:
+    """`load_split` for a run's settings (device split honoured), optionally through a `degrade` channel."""
+    db, _ = scan_for_run(db_dir, settings, source)
+    cycles = load_cycles(db, splits=(split,), sample_rate=cfg.sample_rate, cache_dir=cache_dir)
+    if not cycles:
+        raise ValueError(f"{db_dir}: the {split!r} split has no cycles; expected an ICBHI-layout database with "
+                         f"{split} recordings ({len(db.recordings)} recordings found, {len(db.problems)} problems)")
+    if channel is not None:
+        if channel not in CHANNELS:
+            raise ValueError(f"--degrade: expected one of {sorted(CHANNELS)}, got {channel!r}")
+        cycles = [replace(c, audio=degrade(c.audio, cfg.sample_rate, channel)) for c in cycles]
+    return cycles
+
+
+def cycle_groups(db_dir: str | Path, cycles: list[Cycle], by: str) -> list[str]:
+    """The `by` group ('device', 'rate' of the original file, chest 'location', 'patient') of each cycle."""
+    if by not in GROUP_KEYS:
+        raise ValueError(f"--by: expected one of {GROUP_KEYS}, got {by!r}")
+    if by == "device":
+        return [c.device for c in cycles]
+    if by == "patient":
+        return [c.patient for c in cycles]
+    if by == "location":
+        return [parse_name(c.recording).location for c in cycles]
+    rates = {r.stem: r.sample_rate for r in Database.scan(db_dir, strict=False).recordings}
+    return [f"{rates[c.recording] / 1000:g}kHz" for c in cycles]
