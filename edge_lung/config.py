@@ -22,6 +22,9 @@ FEATURE_VERSION = "kaldi-fbank-v1"
 
 WINDOW_CHOICES_S: tuple[float, ...] = (4.0, 6.0, 8.0, 10.0)
 PADDING_MODES: tuple[str, ...] = ("cyclic",)
+MEL_NORMS: tuple[str, ...] = ("global", "window")
+"""`FeatureConfig.mel_norm`: "global" = the AST statistics only; "window" = then each mel bin
+standardised over the window's frames (removes a stethoscope's fixed per-band gain, issue #12)."""
 
 
 def label_of(crackle: bool, wheeze: bool) -> int:
@@ -53,6 +56,7 @@ class FeatureConfig:
     norm_mean: float = -4.2677393
     norm_std: float = 4.5689974
     feature_version: str = FEATURE_VERSION
+    mel_norm: str = "global"
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
@@ -72,6 +76,8 @@ class FeatureConfig:
             raise ValueError(f"fft_size: expected >= frame length {self.frame_length}, got {self.fft_size}")
         if self.window_type not in ("hanning", "hamming", "povey"):
             raise ValueError(f"window_type: expected 'hanning', 'hamming' or 'povey', got {self.window_type!r}")
+        if self.mel_norm not in MEL_NORMS:
+            raise ValueError(f"mel_norm: expected one of {MEL_NORMS}, got {self.mel_norm!r}")
         if self.norm_std <= 0:
             raise ValueError(f"norm_std: expected > 0, got {self.norm_std}")
         nyquist = self.sample_rate / 2

@@ -21,6 +21,8 @@ from edge_lung.audio import cyclic_pad
 from edge_lung.config import FeatureConfig, num_frames_for
 
 _CHUNK_FRAMES = 128
+BIN_STD_FLOOR = 0.025
+"""`standardize_bins`: smallest per-bin std stretched to 0.5 (0.025 AST units = 0.23 nats, about 2 dB)."""
 
 
 def _window(cfg: FeatureConfig) -> np.ndarray:
@@ -145,4 +147,19 @@ def window_features(window: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
             f"window_features: expected {cfg.window_samples} samples ({cfg.window_s} s at "
             f"{cfg.sample_rate} Hz), got shape {window.shape}; cyclic-pad the audio first"
         )
-    return normalize(log_mel(window, cfg), cfg)
+    x = normalize(log_mel(window, cfg), cfg)
+    return standardize_bins(x) if cfg.mel_norm == "window" else x
+
+
+def standardize_bins(x: np.ndarray) -> np.ndarray:
+    """Each mel bin of float32[T, M] to mean 0 and std 0.5 over the window's frames (`mel_norm="window"`).
+
+    A stethoscope's frequency response is a fixed gain per band, an additive offset per bin in the
+    log domain, so this removes it; std 0.5 keeps the spread of AST's `(x - mean) / (2 * std)` input.
+    A bin that barely moves (std under `BIN_STD_FLOOR`, about 2 dB: an empty band above a 4 kHz
+    device's Nyquist, or at the log floor) is centred but not stretched, so its noise is not blown up.
+    """
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=0, keepdims=True)
+    std = np.maximum(x64.std(axis=0, keepdims=True), BIN_STD_FLOOR)
+    return ((x64 - mean) / (2.0 * std)).astype(np.float32)

@@ -45,7 +45,8 @@ def test_group_scores_refuses_mismatched_lengths():
 
 
 def test_evaluate_cycles_reports_each_group():
-    cycles = [SimpleNamespace(label=y, patient=p, audio=np.zeros(1600, np.float32)) for y, p in zip(Y_TRUE, PATIENTS)]
+    cycles = [SimpleNamespace(label=y, patient=p, audio=np.zeros(1600, np.float32))
+              for y, p in zip(Y_TRUE, PATIENTS, strict=True)]
     logits = np.eye(4, dtype=np.float32)[Y_PRED]
     calls = iter(range(len(cycles)))
     report = evaluate_cycles(cycles, FeatureConfig(), lambda x: logits[[next(calls) for _ in x]], batch_size=3,

@@ -29,7 +29,10 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def train_command(
+    ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="ICBHI-layout database folder (e.g. from `edge-lung data synth`)."),
+    recipe: str = typer.Option(TrainConfig.recipe, "--recipe", help="A named, versioned preset (icbhi-robust: "
+                               "channel augmentation + per-window mel normalisation); explicit options override it."),
     out: Path = typer.Option(TrainConfig.out, "--out", help="Run directory to create (default "
                              "runs/<backbone>-...). With several --seeds, the parent of one run per seed."),
     backbone: str = typer.Option(TrainConfig.backbone, help="tiny | small | base (from scratch), a save_pretrained "
@@ -65,6 +68,11 @@ def train_command(
     freq_mask: int = typer.Option(TrainConfig.freq_mask, help="SpecAugment: widest frequency mask (mel bins)."),
     time_mask: int = typer.Option(TrainConfig.time_mask, help="SpecAugment: widest time mask (frames)."),
     num_masks: int = typer.Option(TrainConfig.num_masks, help="SpecAugment: masks of each kind per sample."),
+    channel_aug: bool = typer.Option(TrainConfig.channel_aug, help="Random stethoscope channel on the waveform: "
+                                     "band limit (through 4/8 kHz or a 1.5-8 kHz low-pass), EQ / spectral tilt, "
+                                     "gain, noise at a random SNR (audiomentations)."),
+    mel_norm: str = typer.Option(TrainConfig.mel_norm, help="global (AST statistics) | window (then each mel bin "
+                                 "standardised over the window; recorded in the model, the device does the same)."),
     waveform_aug: bool = typer.Option(TrainConfig.waveform_aug, help="Random gain and noise on the waveform "
                                       "(features recomputed every epoch; off = features computed once and cached)."),
     gain_db: float = typer.Option(TrainConfig.gain_db, help="Waveform aug: gain drawn in +-gain_db."),
@@ -94,13 +102,17 @@ def train_command(
 ) -> None:
     """Train an AST classifier on the cycles of an ICBHI-layout database and select it on validation."""
     # every option but --seeds is the TrainConfig field of the same name (Paths go in as text)
-    options = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k != "seeds"}
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k not in ("seeds", "ctx")}
     from edge_lung.train.loop import train
+    from edge_lung.train.recipes import apply_recipe
     from edge_lung.train.seeds import train_seeds
+
+    # by name: typer may carry its own copy of click, whose ParameterSource is another enum
+    explicit = {k for k in options if getattr(ctx.get_parameter_source(k), "name", None) == "COMMANDLINE"}
 
     seed_list = _parse_seeds(seeds)
     try:
-        cfg = TrainConfig(**options, seed=seed_list[0])
+        cfg = TrainConfig(**apply_recipe(options, explicit), seed=seed_list[0])
         if len(seed_list) == 1:
             train(cfg)
             return

@@ -15,6 +15,7 @@ import torch
 from edge_lung.config import FeatureConfig
 from edge_lung.features import cycle_features
 from edge_lung.scoring import stack_features
+from edge_lung.train.channel import ChannelAugment
 from edge_lung.train.config import TrainConfig
 
 
@@ -94,8 +95,9 @@ class CycleSet:
         self.labels = np.array([c.label for c in self.cycles], dtype=np.int64)
         self.feature_cfg = feature_cfg
         self.cfg = cfg
+        self.channel = ChannelAugment(feature_cfg.sample_rate) if cfg.channel_aug else None
         # fbank per epoch is wasted work when the waveform never changes
-        self.cache = None if cfg.waveform_aug else stack_features(self.cycles, feature_cfg)
+        self.cache = None if cfg.waveform_aug or cfg.channel_aug else stack_features(self.cycles, feature_cfg)
 
     def __len__(self) -> int:
         return len(self.cycles)
@@ -112,4 +114,8 @@ class CycleSet:
         return torch.from_numpy(x), torch.from_numpy(self.labels[indices])
 
     def _augmented(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return cycle_features(augment_waveform(audio, rng, self.cfg), self.feature_cfg)
+        if self.channel is not None:
+            audio = self.channel(audio, rng)
+        if self.cfg.waveform_aug:
+            audio = augment_waveform(audio, rng, self.cfg)
+        return cycle_features(audio, self.feature_cfg)

@@ -50,6 +50,7 @@ class TrainConfig:
 
     data: str
     out: str | None = None
+    recipe: str | None = None
     backbone: str = "tiny"
     allow_download: bool = False
     adapter: str = "auto"
@@ -74,6 +75,8 @@ class TrainConfig:
     time_mask: int = 96
     num_masks: int = 1
     waveform_aug: bool = False
+    channel_aug: bool = False
+    mel_norm: str = "global"
     gain_db: float = 6.0
     noise_snr_min_db: float = 20.0
     noise_snr_max_db: float = 40.0
@@ -93,8 +96,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self._check_choices()
+        self._check_recipe()
         self._check_ranges()
-        FeatureConfig.from_dict(self.features)  # validates
+        self.feature_config  # noqa: B018  (validates features and mel_norm)
 
     def _check_choices(self) -> None:
         from edge_lung.train.model import ADAPTERS
@@ -110,6 +114,12 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+
+    def _check_recipe(self) -> None:
+        from edge_lung.train.recipes import RECIPES, recipe_id
+
+        if self.recipe is not None and self.recipe not in {recipe_id(n) for n in RECIPES} | set(RECIPES):
+            raise ValueError(f"recipe: expected one of {sorted(RECIPES)}, got {self.recipe!r}")
 
     def _check_ranges(self) -> None:
         for name in _POSITIVE_INTS:
@@ -139,7 +149,8 @@ class TrainConfig:
 
     @property
     def feature_config(self) -> FeatureConfig:
-        return FeatureConfig.from_dict(self.features)
+        """The run's features: `features` with `mel_norm` (the option that can change them) applied."""
+        return FeatureConfig.from_dict({**self.features, "mel_norm": self.mel_norm})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,0 +1,45 @@
+"""Named, versioned training recipes (issue #12): settings as data, not as a list of flags to retype.
+
+`--recipe NAME` starts from `RECIPES[NAME]` over `TrainConfig`'s defaults; options given explicitly on
+the command line override it. The run's config.json records the recipe as "NAME-vN" beside every
+resolved setting, so a run says which version of a recipe made it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "icbhi-robust": {
+        "version": 1,
+        "why": "device shift: channel augmentation (band limits, EQ/tilt, gain, noise) and per-window per-bin "
+               "mel standardisation; uniform sampling and no SpecAugment, because WRS + augmentation collapsed "
+               "a from-scratch model to one class",
+        "settings": {"channel_aug": True, "mel_norm": "window", "sampler": "uniform", "spec_augment": False,
+                     "waveform_aug": False},
+    },
+}
+
+
+def recipe_id(name: str) -> str:
+    """'icbhi-robust' -> 'icbhi-robust-v1'; ValueError naming the known recipes."""
+    if name not in RECIPES:
+        raise ValueError(f"--recipe: expected one of {sorted(RECIPES)}, got {name!r}")
+    return f"{name}-v{RECIPES[name]['version']}"
+
+
+def apply_recipe(options: dict[str, Any], explicit: Iterable[str]) -> dict[str, Any]:
+    """`options` with the recipe named in options["recipe"] filled in wherever an option was not given
+    explicitly; "recipe" becomes the versioned id. Without a recipe, `options` unchanged."""
+    name = options.get("recipe")
+    if not name:
+        return dict(options)
+    rid = recipe_id(name)
+    given = set(explicit)
+    out = dict(options)
+    for key, value in RECIPES[name]["settings"].items():
+        if key not in given:
+            out[key] = value
+    out["recipe"] = rid
+    return out
