@@ -106,17 +106,21 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/device_shift")
     args = p.parse_args()
     rows = []
-    for recipe in args.recipes.split(","):
+    # seeds outermost, so an interrupted table still compares every recipe on every device
+    for seed in (int(s) for s in args.seeds.split(",")):
         for device in devices_of(args.db):
-            for seed in (int(s) for s in args.seeds.split(",")):
+            for recipe in args.recipes.split(","):
                 rows.append(run_one(args.db, recipe, device, seed, args))
                 print(json.dumps({k: rows[-1][k] for k in ("recipe", "device", "seed", "last")}), flush=True)
+                write_results(rows, args)
+    print(markdown(summarize(rows), args))
+
+
+def write_results(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """`--out`.json (settings, every run, the summary) and `--out`.md (the table), rewritten after each run."""
     summary = summarize(rows)
     atomic_write_json(Path(args.out + ".json"), {"settings": vars(args), "runs": rows, "summary": summary})
-    text = markdown(summary, args)
-    Path(args.out + ".md").write_text(text)
-    print(text)
-
+    Path(args.out + ".md").write_text(markdown(summary, args))
 
 if __name__ == "__main__":
     main()
