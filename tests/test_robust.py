@@ -22,9 +22,9 @@ def _breath(seconds: float = 2.0, rate: int = 16000, seed: int = 0) -> np.ndarra
 
 
 def test_channel_augment_is_deterministic_and_keeps_length_and_rate():
-    from edge_lung.train.channel import ChannelAugment
-
     import random
+
+    from edge_lung.train.channel import ChannelAugment
 
     aug, audio = ChannelAugment(16000), _breath()
     a = aug(audio, np.random.default_rng(3))
