@@ -65,7 +65,7 @@ def run_embedding_map(
     model, cfg = load_run(run_dir, device=device)
     features = FeatureConfig.from_dict(cfg["features"])
     db_dir = db_dir if db_dir is not None else cfg["data"]
-    cycles = load_split(db_dir, split, features, *run_val_split(cfg.get("train", {}), run_dir))
+    cycles = load_run_split(db_dir, split, features, cfg.get("train", {}), run_dir)
 
     @torch.no_grad()
     def embed(x: np.ndarray) -> np.ndarray:
