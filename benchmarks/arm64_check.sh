@@ -186,7 +186,8 @@ main() {
 }
 
 report() {
-  local stem="$RESULTS/$(date +%Y-%m-%d)-arm64-check"
+  mkdir -p "$RESULTS/arm64"
+  local stem="$RESULTS/arm64/$(date +%Y-%m-%d)-arm64-check"
   "$HOST_VENV/bin/python" "$REPO/benchmarks/arm64_compare.py" compare "$WORK/x86" "$WORK/arm64" "$stem"
   {
     echo; echo "Machine: $(uname -m) host, $(nproc) cores, qemu $(/usr/bin/qemu-aarch64-static --version | head -1 | awk '{print $3}')"

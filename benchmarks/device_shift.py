@@ -103,7 +103,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--degrade", choices=("4k", "8k"), default=None)
     p.add_argument("--work", default="runs/device_shift")
-    p.add_argument("--out", default="benchmarks/results/device_shift")
+    p.add_argument("--out", default="benchmarks/results/device-shift/device_shift")
     args = p.parse_args()
     rows = []
     # seeds outermost, so an interrupted table still compares every recipe on every device
