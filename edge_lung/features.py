@@ -60,6 +60,12 @@ def _analysis(cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
     return _window(cfg), mel_matrix
 
 
+def fbank_constants(cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(window float64[frame_length], mel matrix float32[fft_size // 2 + 1, M]) for `cfg`: the
+    constants `log_mel` uses, also embedded by the ONNX front end (edge_lung/export/frontend.py)."""
+    return _analysis(cfg)
+
+
 def _check_length(n_samples: int, cfg: FeatureConfig) -> int:
     n = num_frames_for(n_samples, cfg.frame_length, cfg.frame_shift)
     if n == 0:
