@@ -6,13 +6,16 @@ PY := $(VENV)/bin/python
 # torch is pinned to the CPU build on this project's machines; users with GPUs
 # install their own torch into the venv first and this step leaves it alone.
 TORCH ?= torch==2.13.0
+# onnxruntime-node, for the test that runs model.e2e.onnx in a second runtime, installed into
+# .node/ (never globally); the CPU binaries ship in the npm package, so the CUDA download is skipped.
+ORT_NODE ?= onnxruntime-node@1.30.0
 
 # The real-audio tests (tests/test_pulse.py) run a private PulseAudio daemon and capture it with
 # PortAudio through ALSA's `pulse` device. As root on Debian/Ubuntu `make test` installs these;
 # otherwise those tests skip and print the command. In CI a failed install fails the run.
 AUDIO_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins
 
-.PHONY: setup demo test audio-packages
+.PHONY: setup demo test audio-packages node
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +29,14 @@ $(VENV)/.installed: pyproject.toml
 	  else echo "note: without Chromium the report's browser test skips: sudo apt-get install -y chromium"; fi
 	touch $@
 
+node: .node/node_modules/onnxruntime-node/package.json
+
+.node/node_modules/onnxruntime-node/package.json:
+	@if command -v npm >/dev/null 2>&1; then \
+		ONNXRUNTIME_NODE_INSTALL=skip npm install --silent --no-save --prefix .node $(ORT_NODE) \
+		|| echo "warning: npm could not install $(ORT_NODE); the Node.js runtime test will skip"; \
+	else echo "note: npm not found; the Node.js runtime test will skip"; fi
+
 demo: setup
 	$(VENV)/bin/edge-lung demo $(ARGS)
 
@@ -38,7 +49,7 @@ audio-packages:
 	  { echo "apt-get install $(AUDIO_PACKAGES) failed"; [ -z "$$CI" ]; }; \
 	else echo "note: the real-audio tests will skip; to run them: sudo apt-get install -y $(AUDIO_PACKAGES)"; fi
 
-test: setup audio-packages
+test: setup audio-packages node
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q $(ARGS)

@@ -81,6 +81,28 @@ def build_tiny_model(model_dir: str | Path, features: FeatureConfig | None = Non
     return model_dir
 
 
+def build_tiny_e2e_model(model_dir: str | Path, features: FeatureConfig | None = None) -> Path:
+    """`build_tiny_model` plus what export adds for issue 16: model.e2e.onnx, test_vectors.npz (four
+    windows of `make_signal`, one per band) and both listed in the manifest. Needs the onnx package."""
+    from edge_lung.export.e2e import e2e_manifest_entry, write_end_to_end, write_test_vectors
+    from edge_lung.features import window_features
+    from edge_lung.runtime.e2e import E2E_NAME
+    from edge_lung.runtime.model_dir import OnnxClassifier
+
+    features = features or FeatureConfig()
+    model_dir = build_tiny_model(model_dir, features)
+    onnx_path = model_dir / "tiny.onnx"
+    e2e = write_end_to_end(onnx_path, model_dir / E2E_NAME, features)
+    signal = make_signal(12.0 + features.window_s, features.sample_rate, seed=5)
+    starts = [int(s * features.sample_rate) for s in (0.0, 3.0, 6.0, 9.0)]
+    audio = np.stack([signal[s : s + features.window_samples] for s in starts])
+    feats = np.stack([window_features(a, features) for a in audio])
+    vectors = write_test_vectors(model_dir, OnnxClassifier(model_dir), audio, feats,
+                                 [f"make_signal@{s}" for s in starts], int8=False)
+    write_manifest(model_dir, onnx_path, {"e2e": e2e_manifest_entry(e2e, features, len(LABELS)),
+                                          "test_vectors": vectors})
+    return model_dir
+
 def make_signal(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
     """Mono float32 test audio whose dominant band changes every 3 s (low, mid, high, mid+high, quiet)."""
     rng = np.random.default_rng(seed)

@@ -1,0 +1,117 @@
+"""model.e2e.onnx and test_vectors.npz in an exported model directory (issue 16).
+
+`write_end_to_end` joins the ONNX front end (edge_lung/export/frontend.py) to the classifier file;
+`e2e_parity` measures the joined graph against the numpy front end and a reference's logits
+(PyTorch for FP32) and raises `ParityError` on a miss; `write_test_vectors` stores a few real
+windows with what both graphs give, for `edge-lung verify` and for ports to other runtimes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_lung.config import FeatureConfig
+from edge_lung.export.frontend import end_to_end_model
+from edge_lung.fileio import atomic_path, sha256_file
+from edge_lung.runtime.e2e import AUDIO_NAME, E2E_NAME, PROBS_NAME, VECTORS_NAME, E2EClassifier
+from edge_lung.runtime.model_dir import session_options
+from edge_lung.scoring import softmax
+
+FEATURES_LIMIT = 1e-4
+"""Max abs difference between graph and numpy features, after normalisation; above it export fails."""
+VECTOR_WINDOWS = 4
+INT8_LOGITS_LIMIT = 1e-2
+"""verify's limit for re-run INT8 logits: activation quantisation rounds a 1e-7 input change into up
+to one quantisation step (measured at export, parity.json `e2e_int8`)."""
+
+
+class E2EParityError(ValueError):
+    """The end-to-end graph does not reproduce the numpy front end + classifier within the limits."""
+
+
+def write_end_to_end(classifier_path: str | Path, out_path: str | Path, cfg: FeatureConfig) -> Path:
+    """Write model.e2e.onnx (audio -> probabilities, logits, features) for the classifier at `classifier_path`;
+    its metadata is the classifier's."""
+    import onnx
+
+    model = end_to_end_model(onnx.load(str(classifier_path)), cfg)
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        onnx.save(model, str(tmp))
+    return out_path
+
+
+def run_e2e(path: str | Path, audio: np.ndarray, threads: int | None = None, batch: int = 8) -> tuple:
+    """(probabilities, logits, features) of the end-to-end graph at `path` on float32[N, S], in batches."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+    outs = [sess.run([PROBS_NAME, "logits", "features"], {AUDIO_NAME: audio[i : i + batch]})
+            for i in range(0, len(audio), batch)]
+    return tuple(np.concatenate([o[k] for o in outs]) for k in range(3))
+
+
+def e2e_parity(path: Path, audio: np.ndarray, features: np.ndarray, ref_logits: np.ndarray, logits_limit: float,
+               reference: str, threads: int | None = None, fail: bool = True) -> dict[str, Any]:
+    """The e2e graph vs `window_features` (features) and `reference`'s logits on the same windows.
+
+    Raises `E2EParityError` when `fail` and features differ by more than `FEATURES_LIMIT` or logits by
+    `logits_limit` or more.
+    """
+    probs, logits, feats = run_e2e(path, audio, threads, batch=1)
+    rec = {
+        "graph": path.name,
+        "num_windows": int(len(audio)),
+        "reference": reference,
+        "features_max_abs_diff": float(np.abs(feats - features).max()),
+        "features_limit": FEATURES_LIMIT,
+        "logits_max_abs_diff": float(np.abs(logits - ref_logits).max()),
+        "logits_limit": logits_limit,
+        "probabilities_max_abs_diff": float(np.abs(probs - softmax(ref_logits)).max()),
+        "argmax_agreement": float(100.0 * np.mean(probs.argmax(1) == ref_logits.argmax(1))),
+    }
+    rec["passed"] = rec["features_max_abs_diff"] <= FEATURES_LIMIT and rec["logits_max_abs_diff"] < logits_limit
+    if fail and not rec["passed"]:
+        raise E2EParityError(
+            f"{path.name}: the end-to-end graph misses parity (features {rec['features_max_abs_diff']:.2e}, limit "
+            f"{FEATURES_LIMIT:.0e}; logits vs {reference} {rec['logits_max_abs_diff']:.2e}, limit {logits_limit:.0e}); "
+            "nothing was written"
+        )
+    return rec
+
+
+def write_test_vectors(model_dir: Path, classifier: Any, audio: np.ndarray, features: np.ndarray,
+                       sources: list[str], int8: bool) -> dict[str, Any]:
+    """Write test_vectors.npz (audio, features, and both graphs' logits and probabilities) into `model_dir`;
+    returns its manifest entry (file, SHA-256, tolerances verify applies)."""
+    e2e = E2EClassifier(model_dir / E2E_NAME)
+    logits = classifier.logits(features)
+    e_probs, e_logits, e_feats = e2e.run(audio, (PROBS_NAME, "logits", "features"))
+    arrays = {"audio": audio, "features": features, "logits": logits, "probabilities": softmax(logits),
+              "e2e_features": e_feats, "e2e_logits": e_logits, "e2e_probabilities": e_probs,
+              "source": np.array(sources)}
+    path = model_dir / VECTORS_NAME
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    logit_limit = INT8_LOGITS_LIMIT if int8 else 1e-4
+    return {
+        "file": VECTORS_NAME, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
+        "windows": int(len(audio)), "sources": list(sources),
+        "arrays": {k: list(v.shape) for k, v in arrays.items()},
+        "tolerance": {"features": FEATURES_LIMIT, "logits": logit_limit, "probabilities": logit_limit},
+    }
+
+
+def e2e_manifest_entry(path: Path, cfg: FeatureConfig, num_classes: int) -> dict[str, Any]:
+    """The manifest's `e2e` entry: file, SHA-256, size, input and outputs."""
+    return {
+        "file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
+        "input": {"name": AUDIO_NAME, "dtype": "float32", "shape": ["batch", cfg.window_samples],
+                  "sample_rate": cfg.sample_rate},
+        "outputs": [{"name": PROBS_NAME, "shape": ["batch", num_classes]},
+                    {"name": "logits", "shape": ["batch", num_classes]},
+                    {"name": "features", "shape": ["batch", cfg.num_frames, cfg.num_mel_bins]}],
+    }

@@ -1,0 +1,158 @@
+"""The end-to-end graph (raw audio in, probabilities out) and the test vectors, on the device side.
+
+`model.e2e.onnx` holds the Kaldi fbank front end as ONNX ops in front of the classifier
+(edge_lung/export/frontend.py builds it): input `audio` float32[batch, window_samples] at the
+model's sample rate, outputs `probabilities`, `logits` and the `features` the classifier saw.
+`test_vectors.npz` holds a few real windows with what both graphs gave at export. Both files are
+listed in manifest.json with their SHA-256. `verify_model_dir` re-runs the vectors on this machine:
+what `edge-lung verify MODEL_DIR` does after a model is copied onto a device. onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_lung.config import FeatureConfig
+from edge_lung.features import window_features
+from edge_lung.fileio import sha256_file
+from edge_lung.runtime.model_dir import (
+    MANIFEST_NAME,
+    ArtifactError,
+    ModelInfo,
+    OnnxClassifier,
+    parse_metadata,
+    resolve_model_path,
+    session_options,
+)
+
+E2E_NAME = "model.e2e.onnx"
+VECTORS_NAME = "test_vectors.npz"
+AUDIO_NAME = "audio"
+PROBS_NAME = "probabilities"
+GRAPHS = ("model", "e2e")
+"""`--graph` choices: the numpy front end + the classifier graph, or the end-to-end graph."""
+
+
+def _manifest_entry(model_dir: Path, key: str) -> tuple[Path, dict[str, Any]]:
+    """(path, entry) of the file the manifest lists under `key`, its SHA-256 checked."""
+    _, manifest = resolve_model_path(model_dir)
+    entry = manifest.get(key)
+    if not isinstance(entry, dict) or "file" not in entry:
+        raise ArtifactError(
+            f"{model_dir / MANIFEST_NAME}: lists no {key!r} file; export the model again with this edge-lung "
+            "(`edge-lung export`) to get model.e2e.onnx and test_vectors.npz"
+        )
+    path = model_dir / entry["file"]
+    if not path.is_file():
+        raise ArtifactError(f"{model_dir}: manifest names {key} file {entry['file']!r}, not found")
+    actual = sha256_file(path)
+    if actual != entry.get("sha256"):
+        raise ArtifactError(
+            f"{path}: SHA-256 {actual[:16]}... does not match the manifest's {str(entry.get('sha256'))[:16]}...; "
+            "the file is corrupt, truncated or replaced"
+        )
+    return path, entry
+
+
+class E2EClassifier:
+    """Stateless end-to-end classifier: one window of audio float32[B, S] (or [S]) -> probabilities [B, C].
+
+    The same `.info` as `OnnxClassifier`, read from the graph's own metadata; `takes_audio` tells
+    `StreamingClassifier` to hand it the window's samples instead of features.
+    """
+
+    takes_audio = True
+
+    def __init__(self, model: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        model = Path(model)
+        path, manifest = (_manifest_entry(model, "e2e")[0], resolve_model_path(model)[1]) if model.is_dir() \
+            else (model, {})
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=session_options(threads),
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ArtifactError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from exc
+        meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+        self.info = ModelInfo(path=path, labels=tuple(meta["labels"]),
+                              features=FeatureConfig.from_dict(meta["features"]),
+                              quantization=str(meta["quantization"]), metrics=meta["metrics"], run=meta["run"],
+                              manifest=manifest)
+        self.threads = threads
+        if [i.name for i in self.session.get_inputs()] != [AUDIO_NAME]:
+            raise ArtifactError(f"{path}: expected one input {AUDIO_NAME!r}; not an edge-lung end-to-end graph")
+
+    def run(self, audio: np.ndarray, outputs: tuple[str, ...] = (PROBS_NAME,)) -> list[np.ndarray]:
+        """float32[B, window_samples] (or [window_samples]) -> the named outputs."""
+        x = np.asarray(audio, dtype=np.float32)
+        x = x[None] if x.ndim == 1 else x
+        n = self.info.features.window_samples
+        if x.ndim != 2 or x.shape[1] != n:
+            raise ValueError(
+                f"{self.info.path.name}: expected audio [B, {n}] ({self.info.features.window_s} s at "
+                f"{self.info.features.sample_rate} Hz, cyclic-padded), got {x.shape}"
+            )
+        return self.session.run(list(outputs), {AUDIO_NAME: x})
+
+    def probabilities(self, audio: np.ndarray) -> np.ndarray:
+        return self.run(audio)[0]
+
+
+def load_model(model: str | Path, graph: str = "model", threads: int | None = None) -> Any:
+    """`OnnxClassifier` (graph 'model': numpy front end + classifier) or `E2EClassifier` (graph 'e2e')."""
+    if graph not in GRAPHS:
+        raise ValueError(f"--graph: expected one of {GRAPHS}, got {graph!r}")
+    return E2EClassifier(model, threads) if graph == "e2e" else OnnxClassifier(model, threads)
+
+
+def read_vectors(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of test_vectors.npz (no pickles)."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _check(name: str, got: np.ndarray, want: np.ndarray, limit: float) -> dict[str, Any]:
+    diff = float(np.abs(np.asarray(got, np.float64) - want).max()) if got.shape == want.shape else float("inf")
+    return {"check": name, "max_abs_diff": diff, "limit": limit, "passed": diff <= limit}
+
+
+def verify_model_dir(model_dir: str | Path, threads: int | None = None) -> dict[str, Any]:
+    """Re-run test_vectors.npz through the numpy front end and both graphs on this machine.
+
+    Checks: every file's SHA-256 against the manifest, both graphs' metadata against the manifest,
+    and each stored output within the manifest's tolerance. Returns {"passed", "checks", ...};
+    raises `ArtifactError` when a file is missing, altered or not ours.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ArtifactError(f"{model_dir}: expected a model directory written by `edge-lung export`")
+    clf = OnnxClassifier(model_dir, threads)
+    e2e = E2EClassifier(model_dir, threads)
+    vec_path, entry = _manifest_entry(model_dir, "test_vectors")
+    v = read_vectors(vec_path)
+    tol = entry["tolerance"]
+    checks = [_metadata_check(model_dir, c.info) for c in (clf, e2e)]
+    cfg = clf.info.features
+    e_probs, e_logits, e_feats = e2e.run(v["audio"], (PROBS_NAME, "logits", "features"))
+    checks += [
+        _check("numpy front end vs stored features", np.stack([window_features(a, cfg) for a in v["audio"]]),
+               v["features"], tol["features"]),
+        _check("model graph vs stored logits", clf.logits(v["features"]), v["logits"], tol["logits"]),
+        _check("e2e graph features vs stored features", e_feats, v["features"], tol["features"]),
+        _check("e2e graph vs stored e2e logits", e_logits, v["e2e_logits"], tol["logits"]),
+        _check("e2e graph vs model graph probabilities", e_probs, v["probabilities"], tol["probabilities"]),
+    ]
+    return {"model_dir": str(model_dir), "windows": int(v["audio"].shape[0]), "quantization": clf.info.quantization,
+            "checks": checks, "passed": all(c["passed"] for c in checks)}
+
+
+def _metadata_check(model_dir: Path, info: ModelInfo) -> dict[str, Any]:
+    manifest = json.loads((model_dir / MANIFEST_NAME).read_text())
+    same = (list(info.labels) == manifest.get("labels") and info.features.to_dict() == manifest.get("features")
+            and info.quantization == manifest.get("quantization"))
+    return {"check": f"{info.path.name} metadata vs manifest", "passed": bool(same)}
