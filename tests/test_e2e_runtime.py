@@ -73,3 +73,35 @@ def test_e2e_classifier_checks_the_window_length(tiny_dir: Path) -> None:
     assert clf.info.features == SHORT and clf.probabilities(np.zeros(SHORT.window_samples, np.float32)).shape == (1, 4)
     with pytest.raises(ValueError, match=r"expected audio \[B, 64000\] \(4.0 s at 16000 Hz, cyclic-padded\)"):
         clf.probabilities(np.zeros(SHORT.window_samples - 1, np.float32))
+
+
+def test_classify_with_the_e2e_graph_gives_the_same_decisions(tiny_dir: Path, tmp_path: Path) -> None:
+    """`--graph e2e` and the default numpy front end + model graph: same windows, same probabilities."""
+    from edge_lung.runtime.classify import classify_files
+    from edge_lung.runtime.session import load_classifier
+    from edge_lung.runtime.stream import StreamConfig
+    from edge_lung.testing import write_signal
+
+    wav = tmp_path / "rec.wav"
+    write_signal(wav, 15.0, 44100, seed=2)  # resampled to the model's 16 kHz by the stream
+    results = {}
+    for graph in ("model", "e2e"):
+        clf = load_classifier(tiny_dir, StreamConfig(hop_s=1.0), threads=1, graph=graph)
+        results[graph] = classify_files(clf, [wav])[0].decisions
+    model, e2e = (np.stack([d.probabilities for d in results[g]]) for g in ("model", "e2e"))
+    assert model.shape == e2e.shape and model.shape[0] >= 10
+    assert np.abs(model - e2e).max() < 1e-4
+    assert len(set(model.argmax(1))) >= 2
+    assert all(d.feature_ms == 0.0 for d in results["e2e"])
+
+
+def test_verify_command_exit_status(tiny_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edge_lung.cli import app
+
+    ok = CliRunner().invoke(app, ["verify", str(tiny_dir), "--json", str(tmp_path / "v.json")])
+    assert ok.exit_code == 0, ok.output
+    assert "all checks passed" in ok.output and json.loads((tmp_path / "v.json").read_text())["passed"]
+    bad = CliRunner().invoke(app, ["verify", str(tmp_path)])
+    assert bad.exit_code == 2 and "no manifest.json" in bad.output

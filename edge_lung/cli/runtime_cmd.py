@@ -22,6 +22,8 @@ _QUALITY = typer.Option("on", "--quality", help="Signal-quality gate: 'on' gives
                         "classifies them (windows with NaN/inf samples are never classified).")
 _QUALITY_SET = typer.Option(None, "--quality-set", help="Override one gate threshold of the model directory, "
                             "NAME=VALUE (repeatable), e.g. clipped_share=0.1; names: see manifest.json 'quality'.")
+_GRAPH = typer.Option("model", "--graph", help="model: numpy front end + the model file (default); e2e: "
+                      "model.e2e.onnx, raw audio in, the front end as ONNX ops (benchmarks/README.md compares them).")
 
 
 def _fail(exc: BaseException) -> typer.Exit:
@@ -57,6 +59,7 @@ def stream(
     smooth: int = _SMOOTH,
     threshold: float = _THRESHOLD,
     threads: int = _THREADS,
+    graph: str = _GRAPH,
     jsonl: Path = typer.Option(None, "--jsonl", help="Write every decision as one JSON line (flushed) to PATH; "
                                "'-' for stdout."),
     record: Path = typer.Option(None, "--record", help="Also save the raw captured audio to PATH.flac (flushed "
@@ -89,7 +92,7 @@ def stream(
             report=report
         )
         classifier = load_classifier(
-            model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads, quality, quality_set or ()
+            model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads, quality, quality_set or (), graph
         )
         summary = stream_session(classifier, opts)
     except _USER_ERRORS as exc:
@@ -106,6 +109,7 @@ def classify(
     smooth: int = _SMOOTH,
     threshold: float = _THRESHOLD,
     threads: int = _THREADS,
+    graph: str = _GRAPH,
     jsonl: Path = typer.Option(None, "--jsonl", help="Write every window decision and a per-file summary as "
                                "JSON lines to PATH; '-' for stdout."),
     quality: str = _QUALITY,
@@ -122,7 +126,7 @@ def classify(
     console = Console(stderr=jsonl is not None and str(jsonl) == "-")
     try:
         classifier = load_classifier(
-            model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads, quality, quality_set or ()
+            model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads, quality, quality_set or (), graph
         )
         results, pooled = classify_session(classifier, files, jsonl)
     except Interrupted as stop:  # Ctrl-C: report what finished, the cut file marked
@@ -170,9 +174,30 @@ def report(
         raise typer.Exit(1)
 
 
+def verify(
+    model_dir: Path = typer.Argument(..., help="Exported model directory from `edge-lung export`."),
+    threads: int = _THREADS,
+    json_path: Path = typer.Option(None, "--json", help="Also write the report as JSON to PATH."),
+) -> None:
+    """Re-run the model directory's test vectors on this machine: file hashes, metadata, both graphs' outputs."""
+    from edge_lung.fileio import atomic_write_json
+    from edge_lung.runtime.e2e import verify_lines, verify_model_dir
+
+    try:
+        report = verify_model_dir(model_dir, threads or None)
+        if json_path is not None:
+            atomic_write_json(json_path, report)
+    except _USER_ERRORS as exc:
+        raise _fail(exc) from exc
+    typer.echo("\n".join(verify_lines(report)))
+    if not report["passed"]:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to `app`."""
     app.command("devices")(devices)
     app.command("stream")(stream)
     app.command("classify")(classify)
     app.command("report")(report)
+    app.command("verify")(verify)

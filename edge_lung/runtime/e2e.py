@@ -25,6 +25,7 @@ from edge_lung.runtime.model_dir import (
     ModelInfo,
     OnnxClassifier,
     parse_metadata,
+    quality_from_meta,
     resolve_model_path,
     session_options,
 )
@@ -82,7 +83,7 @@ class E2EClassifier:
         self.info = ModelInfo(path=path, labels=tuple(meta["labels"]),
                               features=FeatureConfig.from_dict(meta["features"]),
                               quantization=str(meta["quantization"]), metrics=meta["metrics"], run=meta["run"],
-                              manifest=manifest)
+                              manifest=manifest, quality=quality_from_meta(meta.get("quality"), path))
         self.threads = threads
         if [i.name for i in self.session.get_inputs()] != [AUDIO_NAME]:
             raise ArtifactError(f"{path}: expected one input {AUDIO_NAME!r}; not an edge-lung end-to-end graph")
@@ -156,3 +157,13 @@ def _metadata_check(model_dir: Path, info: ModelInfo) -> dict[str, Any]:
     same = (list(info.labels) == manifest.get("labels") and info.features.to_dict() == manifest.get("features")
             and info.quantization == manifest.get("quantization"))
     return {"check": f"{info.path.name} metadata vs manifest", "passed": bool(same)}
+
+
+def verify_lines(report: dict[str, Any]) -> list[str]:
+    """`edge-lung verify`'s printout: one line per check, then the verdict."""
+    lines = [f"{report['model_dir']}: {report['windows']} test windows, {report['quantization']}"]
+    for c in report["checks"]:
+        figure = f"  max |diff| {c['max_abs_diff']:.2e} (limit {c['limit']:.0e})" if "limit" in c else ""
+        lines.append(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['check']}{figure}")
+    lines.append("all checks passed" if report["passed"] else "verification FAILED")
+    return lines

@@ -28,18 +28,20 @@ def load_classifier(
     threads: int | None,
     quality: str = "on",
     quality_set: list[str] | tuple[str, ...] = (),
+    graph: str = "model",
 ) -> StreamingClassifier:
-    """OnnxClassifier (onnxruntime only; it bounds `threads` by the usable cores) wrapped with the stream
-    settings (checked against the model's frame shift) and the quality gate.
+    """The model (onnxruntime only; it bounds `threads` by the usable cores) wrapped with the stream settings
+    (checked against the model's frame shift) and the quality gate: graph 'model' is the numpy front end +
+    `OnnxClassifier`, 'e2e' the end-to-end graph `E2EClassifier` (raw audio in).
 
     The gate's thresholds are the model directory's, with `quality_set` (`NAME=VALUE`) applied;
     `quality="off"` classifies every window except those holding NaN/inf samples.
     """
-    from edge_lung.runtime.model_dir import OnnxClassifier
+    from edge_lung.runtime.e2e import load_model
 
     if quality not in ("on", "off"):
         raise ValueError(f"--quality: expected 'on' or 'off', got {quality!r}")
-    model = OnnxClassifier(model_dir, threads=threads or None)
+    model = load_model(model_dir, graph, threads=threads or None)
     gate = model.info.quality.with_overrides(list(quality_set))
     return StreamingClassifier(model, cfg, quality=gate, gate=quality == "on")
 

@@ -445,7 +445,8 @@ class StreamingClassifier:
     """A shared, stateless model plus the stream settings; creates per-stream state.
 
     `model` is an `edge_lung.runtime.model_dir.OnnxClassifier` (anything with `.info` and
-    `.probabilities(features)` works).
+    `.probabilities(features)` works) or, with `takes_audio` set, an `edge_lung.runtime.e2e.E2EClassifier`
+    whose `.probabilities(audio)` runs the front end inside its graph.
     """
 
     def __init__(
@@ -474,6 +475,9 @@ class StreamingClassifier:
     def infer(self, window: Window) -> tuple[np.ndarray, float, float]:
         """Window -> (probabilities float32[C], feature ms, model ms), through the training feature function."""
         t0 = time.perf_counter()
+        if getattr(self.model, "takes_audio", False):  # end-to-end graph: the feature time is inside the model's
+            probs = self.model.probabilities(window.audio)[0]
+            return probs, 0.0, 1000.0 * (time.perf_counter() - t0)
         feats = window_features(window.audio, self.features)
         t1 = time.perf_counter()
         probs = self.model.probabilities(feats)[0]
