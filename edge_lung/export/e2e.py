@@ -115,3 +115,49 @@ def e2e_manifest_entry(path: Path, cfg: FeatureConfig, num_classes: int) -> dict
                     {"name": "logits", "shape": ["batch", num_classes]},
                     {"name": "features", "shape": ["batch", cfg.num_frames, cfg.num_mel_bins]}],
     }
+
+
+def cycle_windows(cycles: list, cfg: FeatureConfig) -> tuple[np.ndarray, list[str]]:
+    """(float32[N, window_samples] cyclic-padded windows, names 'recording#index') of ICBHI cycles."""
+    from edge_lung.audio import cyclic_pad
+
+    audio = np.stack([cyclic_pad(c.audio, cfg.window_samples) for c in cycles]) if cycles else \
+        np.zeros((0, cfg.window_samples), np.float32)
+    return audio, [f"{c.recording}#{c.index}" for c in cycles]
+
+
+def check_fp32_end_to_end(fp32_path: Path, e2e_path: Path, audio: np.ndarray, features: np.ndarray,
+                          fp32_logits: np.ndarray, cfg: FeatureConfig, limit: float, threads: int | None,
+                          log) -> dict[str, Any]:
+    """Build the FP32 end-to-end graph at `e2e_path` and measure it on the parity windows against the
+    numpy front end and model.onnx's logits on the same windows; `E2EParityError` on a miss."""
+    write_end_to_end(fp32_path, e2e_path, cfg)
+    rec = e2e_parity(e2e_path, audio, features, fp32_logits, limit, "model.onnx (FP32) on window_features", threads)
+    log(f"e2e graph vs numpy front end + FP32 model: features max |diff| {rec['features_max_abs_diff']:.2e}, "
+        f"logits {rec['logits_max_abs_diff']:.2e}, probabilities {rec['probabilities_max_abs_diff']:.2e}")
+    return rec
+
+
+def finish_end_to_end(model_dir: Path, shipped: Path, cfg: FeatureConfig, parity: tuple, int8: bool,
+                      threads: int | None, seed: int, log) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """After the shipped classifier has its metadata: (re)build model.e2e.onnx from it, measure the INT8
+    one against the INT8 classifier (recorded, not fatal), write test_vectors.npz.
+
+    `parity` is (audio[N, S], features[N, T, M], labels[N], names). Returns (manifest entries, INT8 record).
+    """
+    from edge_lung.export.onnx import pick_balanced
+    from edge_lung.runtime.model_dir import OnnxClassifier
+
+    audio, features, labels, names = parity
+    e2e_path = write_end_to_end(shipped, model_dir / E2E_NAME, cfg)
+    classifier = OnnxClassifier(shipped, threads)
+    int8_rec = None
+    if int8:
+        ref = np.concatenate([classifier.logits(features[i : i + 1]) for i in range(len(features))])
+        int8_rec = e2e_parity(e2e_path, audio, features, ref, INT8_LOGITS_LIMIT, f"{shipped.name} on window_features",
+                              threads, fail=False)
+        log(f"INT8 e2e graph vs INT8 model graph: features max |diff| {int8_rec['features_max_abs_diff']:.2e}, "
+            f"logits {int8_rec['logits_max_abs_diff']:.2e}, argmax agreement {int8_rec['argmax_agreement']:.2f}%")
+    picks = pick_balanced(labels, VECTOR_WINDOWS, seed)
+    vectors = write_test_vectors(model_dir, classifier, audio[picks], features[picks], [names[i] for i in picks], int8)
+    return {"e2e": e2e_manifest_entry(e2e_path, cfg, len(classifier.info.labels)), "test_vectors": vectors}, int8_rec
