@@ -73,7 +73,8 @@ def test_fp32_onnx_matches_pytorch(work: Path) -> None:
     assert p["fp32_vs_torch"]["max_abs_logit_diff"] < 1e-4
     assert p["fp32_vs_torch"]["argmax_agreement"] == 100.0
     assert p["scores"]["fp32"]["score"] == p["scores"]["torch"]["score"]
-    assert sorted(os.listdir(work / "fp32")) == ["manifest.json", "model.onnx", "model_card.md", "parity.json"]
+    assert sorted(os.listdir(work / "fp32")) == ["manifest.json", "model.e2e.onnx", "model.onnx", "model_card.md",
+                                                 "parity.json", "test_vectors.npz"]
     onnx.checker.check_model(str(work / "fp32" / "model.onnx"), full_check=True)
 
 
@@ -149,10 +150,48 @@ def test_int8_record_states_its_aims_truthfully(work: Path, parity_logits: dict,
     import onnx
 
     onnx.checker.check_model(str(work / mode / "model.int8.onnx"), full_check=True)
-    assert sorted(os.listdir(work / mode)) == ["manifest.json", "model.int8.onnx", "model_card.md", "parity.json"]
+    assert sorted(os.listdir(work / mode)) == ["manifest.json", "model.e2e.onnx", "model.int8.onnx", "model_card.md",
+                                               "parity.json", "test_vectors.npz"]
     info = OnnxClassifier(work / mode).info
     assert info.quantization == f"int8-{mode}"
     assert info.run["quantization"]["mode"] == mode
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["fp32", "dynamic", "static"])
+def test_every_export_ships_the_end_to_end_graph_and_test_vectors(work: Path, mode: str) -> None:
+    """Issue 16: model.e2e.onnx reproduces window_features (1e-4) and the FP32 logits (FP32 limit) on the
+    parity split; test_vectors.npz is in the manifest and `verify` passes on it."""
+    from edge_lung.runtime.e2e import E2EClassifier, read_vectors, verify_model_dir
+
+    p = parity(work / mode)
+    e = p["e2e"]
+    assert e["passed"] and e["num_windows"] == p["num_cycles"]
+    assert e["features_max_abs_diff"] <= 1e-4 and e["logits_max_abs_diff"] < 1e-4 and e["argmax_agreement"] == 100.0
+    manifest = json.loads((work / mode / "manifest.json").read_text())
+    assert manifest["e2e"]["file"] == "model.e2e.onnx" and manifest["test_vectors"]["file"] == "test_vectors.npz"
+    assert E2EClassifier(work / mode).info.quantization == manifest["quantization"]
+    v = read_vectors(work / mode / "test_vectors.npz")
+    assert v["audio"].shape == (4, FeatureConfig().window_samples) and len(set(v["source"])) == 4
+    assert verify_model_dir(work / mode)["passed"]
+    if mode != "fp32":  # the INT8 e2e graph against the INT8 classifier graph: recorded
+        q = p["e2e_int8"]
+        assert q["features_max_abs_diff"] <= 1e-4 and q["reference"] == "model.int8.onnx on window_features"
+
+
+@pytest.mark.slow
+def test_end_to_end_parity_miss_fails_the_export(tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A front end that drops pre-emphasis misses the 1e-4 feature parity: the export fails, writes nothing."""
+    import dataclasses
+
+    import edge_lung.export.e2e as e2e_mod
+
+    real = e2e_mod.end_to_end_model
+    monkeypatch.setattr(e2e_mod, "end_to_end_model",
+                        lambda model, cfg: real(model, dataclasses.replace(cfg, preemphasis=0.0)))
+    with pytest.raises(ParityError, match="end-to-end graph misses parity"):
+        export_model(work / "run", tmp_path / "out", ExportConfig(parity_size=4), **QUIET)
+    assert leftovers(tmp_path, "out") == []
 
 
 @pytest.mark.slow
@@ -195,7 +234,8 @@ def test_metadata_carries_everything_the_device_needs(work: Path) -> None:
 
 @pytest.mark.slow
 def test_int8_model_runs_without_torch(work: Path, synth_db: Path) -> None:
-    """The device side: load, classify and evaluate the INT8 model with torch, transformers, optimum absent."""
+    """The device side: load, classify, evaluate and verify the INT8 model with torch, transformers, optimum and
+    onnx absent."""
     code = f"""
 import sys
 from edge_lung.runtime.model_dir import OnnxClassifier
@@ -203,7 +243,9 @@ from edge_lung.runtime.evaluate import evaluate_model_dir
 clf = OnnxClassifier({str(work / "static")!r}, threads=1)
 report = evaluate_model_dir({str(work / "static")!r}, {str(synth_db)!r}, split="test", threads=1)
 assert report["num_cycles"] > 0 and 0 <= report["score"] <= 100, report
-bad = [m for m in ("torch", "transformers", "optimum") if m in sys.modules]
+from edge_lung.runtime.e2e import verify_model_dir
+assert verify_model_dir({str(work / "static")!r}, threads=1)["passed"]
+bad = [m for m in ("torch", "transformers", "optimum", "onnx") if m in sys.modules]
 assert not bad, bad
 print("ok", report["score"])
 """

@@ -15,6 +15,7 @@ import numpy as np
 
 from edge_lung.config import FeatureConfig
 from edge_lung.export.frontend import end_to_end_model
+from edge_lung.export.parity import ParityError, pick_balanced
 from edge_lung.fileio import atomic_path, sha256_file
 from edge_lung.runtime.e2e import AUDIO_NAME, E2E_NAME, PROBS_NAME, VECTORS_NAME, E2EClassifier
 from edge_lung.runtime.model_dir import session_options
@@ -28,7 +29,7 @@ INT8_LOGITS_LIMIT = 1e-2
 to one quantisation step (measured at export, parity.json `e2e_int8`)."""
 
 
-class E2EParityError(ValueError):
+class E2EParityError(ParityError):
     """The end-to-end graph does not reproduce the numpy front end + classifier within the limits."""
 
 
@@ -145,7 +146,6 @@ def finish_end_to_end(model_dir: Path, shipped: Path, cfg: FeatureConfig, parity
 
     `parity` is (audio[N, S], features[N, T, M], labels[N], names). Returns (manifest entries, INT8 record).
     """
-    from edge_lung.export.onnx import pick_balanced
     from edge_lung.runtime.model_dir import OnnxClassifier
 
     audio, features, labels, names = parity

@@ -247,10 +247,13 @@ _EMPTY_SPLIT = {
 
 def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> dict:
     """Every step of the export, writing into `tmp`; returns the parity record."""
+    from edge_lung.export.e2e import check_fp32_end_to_end, finish_end_to_end
+    from edge_lung.runtime.e2e import E2E_NAME
+
     t0 = time.perf_counter()
     module, run_config = load_trained(run_dir)
     features = FeatureConfig.from_dict(run_config["features"])
-    x_par, y_par, data_dir = _parity_set(run_config, cfg, features, log)
+    x_par, y_par, data_dir, (audio_par, names_par) = _parity_set(run_config, cfg, features, log)
     # Checked before any slow step, so an empty calibration set fails at once.
     calibration = _calibration_windows(run_config, cfg, features, log) if cfg.int8 and cfg.quant == "static" else None
 
@@ -261,6 +264,8 @@ def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> di
     export_fp32(LogitsAndEmbedding(module), fp32_path, features, cfg.opset, with_embedding=True)
     fp32 = onnx_logits(fp32_path, x_par, cfg.threads)
     record = fp32_parity(module, fp32, x_par, y_par, cfg.fp32_tolerance, run_dir, log)
+    record["e2e"] = check_fp32_end_to_end(fp32_path, tmp / E2E_NAME, audio_par, x_par, fp32, features,
+                                          cfg.fp32_tolerance, cfg.threads, log)
     record.update(split=cfg.parity_split, data=str(data_dir), num_cycles=len(y_par),
                   sizes_bytes={"fp32": fp32_path.stat().st_size})
 
@@ -277,6 +282,10 @@ def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> di
     metrics = run_config.get("best") or {}
     set_metadata(shipped, build_metadata(list(run_config["labels"]), features, quantization, metrics, run_info,
                                          cfg.quality))
+    extra, int8_e2e = finish_end_to_end(tmp, shipped, features, (audio_par, x_par, y_par, names_par), cfg.int8,
+                                        cfg.threads, cfg.seed, log)
+    if int8_e2e is not None:
+        record["e2e_int8"] = int8_e2e
     if cfg.int8:
         import onnx
 
@@ -284,18 +293,21 @@ def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> di
     record["sizes_bytes"][quantization] = shipped.stat().st_size
     record["sha256"] = sha256_file(shipped)
     record["export_seconds"] = round(time.perf_counter() - t0, 1)
-    _write_files(tmp, shipped, record)
+    _write_files(tmp, shipped, record, extra)
     return record
 
 
 def _parity_set(run_config: dict, cfg: ExportConfig, features: FeatureConfig, log) -> tuple:
-    """(inputs float32[N, T, M], labels int64[N], database dir) of the parity split."""
+    """(inputs float32[N, T, M], labels int64[N], database dir, (audio windows float32[N, S], names)) of the
+    parity split."""
+    from edge_lung.export.e2e import cycle_windows
+
     cycles, data_dir = _load_split_cycles(run_config, cfg, features, cfg.parity_split)
     if cfg.parity_size:
         cycles = [cycles[i] for i in pick_balanced(np.array([c.label for c in cycles]), cfg.parity_size, cfg.seed)]
     log(f"parity set: {len(cycles)} {cfg.parity_split} cycles from {data_dir}")
     x, y = cycles_to_features(cycles, features)
-    return x, y, data_dir
+    return x, y, data_dir, cycle_windows(cycles, features)
 
 
 def _run_info(run_dir: Path, run_config: dict, data_dir: str, cfg: ExportConfig) -> dict:
@@ -323,18 +335,23 @@ def _run_info(run_dir: Path, run_config: dict, data_dir: str, cfg: ExportConfig)
     }
 
 
-def _write_files(tmp: Path, shipped: Path, record: dict) -> None:
-    """parity.json, manifest.json, model_card.md; then load it back the way the device will."""
+def _write_files(tmp: Path, shipped: Path, record: dict, extra: dict) -> None:
+    """parity.json, manifest.json (with `extra` entries), model_card.md; then load it back the way the device
+    will and re-run the test vectors."""
     from edge_lung.fileio import atomic_write_json, atomic_write_text
+    from edge_lung.runtime.e2e import verify_model_dir
     from edge_lung.runtime.model_dir import OnnxClassifier
 
     atomic_write_json(tmp / PARITY_NAME, record)
-    manifest = write_manifest(tmp, shipped, {"parity": parity_summary(record)})
+    manifest = write_manifest(tmp, shipped, {"parity": parity_summary(record), **extra})
     atomic_write_text(tmp / CARD_NAME, model_card(manifest, record))
     try:
         OnnxClassifier(tmp)
+        verified = verify_model_dir(tmp)
     except ArtifactError as exc:
         raise ExportError(f"exported model does not load back: {exc}") from exc
+    if not verified["passed"]:
+        raise ExportError(f"exported model fails its own test vectors: {verified['checks']}")
 
 
 def _calibration_windows(run_config: dict, cfg: ExportConfig, features: FeatureConfig, log) -> np.ndarray:
