@@ -306,3 +306,24 @@ def test_compare_torch_adds_eager_rows_and_ratios(tiny_dir: Path, tmp_path: Path
     assert not cmp["same_run"]  # the tiny ONNX model was not exported from this run
     # the ratios themselves are checked on hand-made rows: test_comparisons_pair_torch_and_onnx_rows_by_threads
     assert all(cmp[k] > 0 for k in ("model_p50_ratio", "e2e_p50_ratio"))
+
+
+def test_graph_e2e_rows_and_their_comparison(tmp_path: Path) -> None:
+    """`--graph model,e2e`: one row per graph and thread count; the e2e row times model.e2e.onnx on padded audio
+    (its 'features' step is the padding alone) and the comparison pairs the rows of the same model."""
+    pytest.importorskip("onnx", reason="building model.e2e.onnx needs onnx (pip install '.[export]')")
+    from edge_lung.config import FeatureConfig
+    from edge_lung.testing import build_tiny_e2e_model
+
+    model_dir = build_tiny_e2e_model(tmp_path / "m", FeatureConfig(window_s=4.0, num_mel_bins=64))
+    rep = run_bench([model_dir], BenchConfig(threads=(1,), windows=3, warmup=0, graphs=("model", "e2e")))
+    rows = {r["graph"]: r for r in rep["results"]}
+    assert set(rows) == {"model", "e2e"}
+    assert rows["e2e"]["model_file"].endswith("model.e2e.onnx") and rows["model"]["model_file"].endswith("tiny.onnx")
+    # numpy fbank on a 4 s window takes milliseconds; padding alone takes far less
+    assert rows["e2e"]["features_ms"]["p50"] < 0.5 * rows["model"]["features_ms"]["p50"]
+    assert rows["e2e"]["model_ms"]["p50"] > rows["model"]["model_ms"]["p50"]  # the front end moved into the graph
+    (c,) = rep["graph_comparisons"]
+    assert c["e2e_over_model_p50"] == round(rows["e2e"]["e2e_ms"]["p50"] / rows["model"]["e2e_ms"]["p50"], 3)
+    with pytest.raises(ValueError, match="graphs \\(--graph\\): expected one or both of model,e2e"):
+        BenchConfig(graphs=("onnx",))

@@ -84,8 +84,15 @@ class BenchConfig:
     hop_s: float | None = None
     budget_ms: float | None = None
     seed: int = 0
+    graphs: tuple[str, ...] = ("model",)  # `--graph`: 'model' (numpy front end + model file) and/or 'e2e'
 
     def __post_init__(self) -> None:
+        from edge_lung.runtime.e2e import GRAPHS
+
+        graphs = tuple(self.graphs)
+        if not graphs or len(set(graphs)) != len(graphs) or any(g not in GRAPHS for g in graphs):
+            raise ValueError(f"graphs (--graph): expected one or both of {','.join(GRAPHS)}, each once, got {graphs}")
+        object.__setattr__(self, "graphs", graphs)
         threads = tuple(self.threads)
         if not threads or any(not isinstance(t, int) or isinstance(t, bool) or t < 1 for t in threads):
             raise ValueError(f"threads (--threads): expected whole numbers >= 1 such as 1,2,4, got {self.threads}")
@@ -222,8 +229,12 @@ def _time_windows(
     warmup: int,
     seed: int,
     quality_cfg: Any = None,
+    audio_in: bool = False,
 ) -> dict[str, Any]:
-    """Cold first window, then `warmup` untimed ones, then `windows` timed: gate, pad + features, model, total."""
+    """Cold first window, then `warmup` untimed ones, then `windows` timed: gate, pad + features, model, total.
+
+    `audio_in`: `infer` takes the padded window itself (the e2e graph), so "features" is the padding alone.
+    """
     from edge_lung.audio import cyclic_pad
     from edge_lung.features import cycle_features
     from edge_lung.runtime.quality import QualityConfig, assess, input_marks
@@ -242,7 +253,7 @@ def _time_windows(
         window, marks = input_marks(cyclic_pad(cycle, feature_cfg.window_samples), quality_cfg.clip_level)
         assess(window, feature_cfg.sample_rate, quality_cfg, int(np.count_nonzero(marks == 1.0)), 0, marks.shape[0])
         t0 = time.perf_counter()
-        feats = cycle_features(cycle, feature_cfg)
+        feats = cyclic_pad(cycle, feature_cfg.window_samples) if audio_in else cycle_features(cycle, feature_cfg)
         t1 = time.perf_counter()
         probs = softmax(infer(feats))
         t2 = time.perf_counter()
@@ -281,26 +292,31 @@ def _memory(baseline: int | None) -> dict[str, Any]:
     }
 
 
-def measure_onnx(model: str | Path, threads: int, windows: int, warmup: int, seed: int) -> dict[str, Any]:
-    """Measure one exported MODEL_DIR (or .onnx) at `threads` intra-op threads, in this process."""
+def measure_onnx(model: str | Path, threads: int, windows: int, warmup: int, seed: int,
+                 graph: str = "model") -> dict[str, Any]:
+    """Measure one exported MODEL_DIR (or .onnx) at `threads` intra-op threads, in this process; `graph` 'e2e'
+    times model.e2e.onnx on the padded audio instead of `window_features` + the model file."""
     import onnxruntime  # noqa: F401  (imported before the baseline, as any runtime has it loaded)
 
     from edge_lung.features import window_features  # noqa: F401
     from edge_lung.fileio import sha256_file
-    from edge_lung.runtime.model_dir import OnnxClassifier
+    from edge_lung.runtime.e2e import load_model
 
     baseline = peak_rss_bytes()  # numpy, onnxruntime and the edge-lung runtime imported, no model yet
     t0 = time.perf_counter()
-    clf = OnnxClassifier(model, threads=threads)
+    clf = load_model(model, graph, threads=threads)
     load_ms = 1000 * (time.perf_counter() - t0)
     info = clf.info
-    timing = _time_windows(clf.logits, info.features, windows, warmup, seed, info.quality)
+    infer = (lambda audio: clf.run(audio, ("logits",))[0]) if graph == "e2e" else clf.logits
+    timing = _time_windows(infer, info.features, windows, warmup, seed, info.quality, audio_in=graph == "e2e")
     return {
         "backend": "onnxruntime",
+        "graph": graph,
         "quantization": info.quantization,
         "model_file": str(info.path),
         "size_bytes": info.path.stat().st_size,
-        "sha256": info.manifest.get("sha256") or sha256_file(info.path),
+        "sha256": (info.manifest.get("e2e", {}) if graph == "e2e" else info.manifest).get("sha256")
+        or sha256_file(info.path),
         "labels": list(info.labels),
         "run_dir": info.run.get("run_dir"),
         "window_s": info.features.window_s,
@@ -354,12 +370,12 @@ def measure_torch(run_dir: str | Path, threads: int, windows: int, warmup: int, 
 def worker_main() -> int:
     """Entry of the measuring subprocess: argv[1] is a JSON spec; the result goes to spec["out"]."""
     spec = json.loads(sys.argv[1])
-    measure = measure_torch if spec["backend"] == "torch" else measure_onnx
+    args = (spec["target"], spec["threads"], spec["windows"], spec["warmup"], spec["seed"])
     try:
-        result = {
-            "ok": True,
-            "result": measure(spec["target"], spec["threads"], spec["windows"], spec["warmup"], spec["seed"]),
-        }
+        if spec["backend"] == "torch":
+            result = {"ok": True, "result": measure_torch(*args)}
+        else:
+            result = {"ok": True, "result": measure_onnx(*args, graph=spec.get("graph", "model"))}
     except (ValueError, OSError, ImportError, RuntimeError) as exc:  # ArtifactError and RunError are ValueErrors
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     if result["ok"]:
@@ -368,7 +384,8 @@ def worker_main() -> int:
     return 0 if result["ok"] else 1
 
 
-def run_worker(backend: str, target: str | Path, threads: int, cfg: BenchConfig) -> dict[str, Any]:
+def run_worker(backend: str, target: str | Path, threads: int, cfg: BenchConfig,
+               graph: str = "model") -> dict[str, Any]:
     """Measure one row in a fresh interpreter with `threads` for onnxruntime, torch and numpy's BLAS.
 
     The BLAS variables are set to `threads` too, so that a 1-thread row really uses one core,
@@ -381,6 +398,7 @@ def run_worker(backend: str, target: str | Path, threads: int, cfg: BenchConfig)
         out = Path(tmp) / "result.json"
         spec = {
             "backend": backend,
+            "graph": graph,
             "target": str(target),
             "threads": threads,
             "windows": cfg.windows,
@@ -466,6 +484,20 @@ def comparisons(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def graph_comparisons(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """e2e graph / (numpy front end + model graph) end-to-end p50 per model and thread count (below 1: e2e is
+    faster), where both graphs were measured."""
+    out = []
+    for m in (r for r in results if r.get("graph") == "model"):
+        for e in (r for r in results if r.get("graph") == "e2e" and r["name"] == m["name"]
+                  and r["threads"] == m["threads"]):
+            out.append({"name": m["name"], "threads": m["threads"], "model_e2e_p50_ms": m["e2e_ms"]["p50"],
+                        "e2e_graph_e2e_p50_ms": e["e2e_ms"]["p50"],
+                        "e2e_over_model_p50": _ratio(e["e2e_ms"]["p50"], m["e2e_ms"]["p50"]),
+                        "peak_rss_ratio": _ratio(e["peak_rss_mb"], m["peak_rss_mb"])})
+    return out
+
+
 def run_bench(
     models: Sequence[str | Path],
     cfg: BenchConfig,
@@ -488,18 +520,20 @@ def run_bench(
         "environment": environment(),
         "results": [],
     }
-    targets = [("onnx", str(m)) for m in models]
+    targets = [("onnx", str(m), g) for m in models for g in cfg.graphs]
     if compare_torch is not None:
-        targets.append(("torch", str(compare_torch)))
+        targets.append(("torch", str(compare_torch), "model"))
     for threads in cfg.threads:
-        for backend, target in targets:
-            log(f"{target}: {threads} thread(s), {cfg.warmup} warm-up + {cfg.windows} timed windows ...")
-            row = {"name": target, "threads": threads, **run_worker(backend, target, threads, cfg)}
+        for backend, target, graph in targets:
+            log(f"{target} ({graph} graph): {threads} thread(s), {cfg.warmup} warm-up + {cfg.windows} timed "
+                "windows ...")
+            row = {"name": target, "threads": threads, **run_worker(backend, target, threads, cfg, graph)}
             row["verdict"] = verdict(row["e2e_ms"], hop_s, cfg.budget_ms)
             report["results"].append(row)
             e = row["e2e_ms"]
             log(f"  end-to-end p50 {e['p50']:.1f} ms, p95 {e['p95']:.1f} ms; peak memory {row['peak_rss_mb']} MB")
     report["comparisons"] = comparisons(report["results"])
+    report["graph_comparisons"] = graph_comparisons(report["results"])
     report["environment"]["thermal_after"] = thermal_state()
     if hasattr(os, "getloadavg"):  # other work during the run shows here, not in the start figure
         report["environment"]["load_avg_1m_after"] = round(os.getloadavg()[0], 2)

@@ -43,8 +43,10 @@ def write_json(report: dict[str, Any], path: str | Path) -> Path:
 
 
 def runtime_label(row: dict[str, Any]) -> str:
-    """'onnx int8-dynamic', 'onnx fp32' or 'torch fp32': what ran, in a few characters."""
-    return f"{'torch' if row['backend'] == 'torch-eager' else 'onnx'} {row['quantization']}"
+    """'onnx int8-dynamic', 'onnx fp32', 'onnx e2e fp32' (model.e2e.onnx) or 'torch fp32': what ran, in a few
+    characters."""
+    graph = " e2e" if row.get("graph") == "e2e" else ""
+    return f"{'torch' if row['backend'] == 'torch-eager' else 'onnx'}{graph} {row['quantization']}"
 
 
 def short_names(rows: list[dict[str, Any]]) -> list[str]:
@@ -111,6 +113,12 @@ def render(report: dict[str, Any], console: Any) -> None:
     console.print(footprint_table(rows))
     for c in report.get("comparisons", []):
         console.print(comparison_line(c))
+    for c in report.get("graph_comparisons", []):
+        console.print(
+            f"e2e graph / numpy front end + model at {c['threads']} thread(s) ({Path(c['name']).name}): end-to-end "
+            f"p50 {c['e2e_graph_e2e_p50_ms']:.1f} vs {c['model_e2e_p50_ms']:.1f} ms (x{c['e2e_over_model_p50']}), "
+            f"peak memory x{c['peak_rss_ratio']}"
+        )
     for r in rows:
         console.print(verdict_line(r))
     console.print(

@@ -43,6 +43,10 @@ def bench(
         help="Seconds between decisions, as in `edge-lung stream --hop` \\[default: the stream's default].",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic audio that is timed."),
+    graph: str = typer.Option(
+        "model", "--graph", help="Comma-separated: model (numpy front end + the model file, the runtime's default), "
+        "e2e (model.e2e.onnx, the front end inside the graph); model,e2e compares them."
+    ),
 ) -> None:
     """Measure exported models on this machine, each model and thread count in a fresh process.
 
@@ -62,7 +66,8 @@ def bench(
         console = Console(width=max(console.width, 132))
     try:
         kwargs = {} if threads is None else {"threads": parse_threads(threads)}
-        cfg = BenchConfig(windows=windows, warmup=warmup, hop_s=hop, budget_ms=budget_ms, seed=seed, **kwargs)
+        cfg = BenchConfig(windows=windows, warmup=warmup, hop_s=hop, budget_ms=budget_ms, seed=seed,
+                          graphs=tuple(g.strip() for g in graph.split(",") if g.strip()), **kwargs)
         check_outputs(json_path, plot)
         report = run_bench(models, cfg, compare_torch=compare_torch, log=lambda msg: console.print(msg, markup=False))
         render(report, console)
