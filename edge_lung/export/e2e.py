@@ -24,9 +24,12 @@ from edge_lung.scoring import softmax
 FEATURES_LIMIT = 1e-4
 """Max abs difference between graph and numpy features, after normalisation; above it export fails."""
 VECTOR_WINDOWS = 4
-INT8_LOGITS_LIMIT = 1e-2
-"""verify's limit for re-run INT8 logits: activation quantisation rounds a 1e-7 input change into up
-to one quantisation step (measured at export, parity.json `e2e_int8`)."""
+INT8_LIMITS = {"logits": 5e-2, "probabilities": 1e-2}
+"""verify's limits for INT8 models. Dynamic activation quantisation turns the 1.2e-7 feature difference
+between the two graphs into up to one quantisation step: the INT8 e2e graph measured 0.013 / 0.0094
+max logit and 0.0026 / 0.0024 max probability difference from the INT8 classifier graph (demo model,
+13 windows; 4 s / 64-bin model on the real subset, 116 windows; parity.json `e2e_int8`). The limits are
+about 4x those, room for another CPU's INT8 kernels, and far below a decision flip on a clear window."""
 
 
 class E2EParityError(ParityError):
@@ -99,12 +102,11 @@ def write_test_vectors(model_dir: Path, classifier: Any, audio: np.ndarray, feat
     path = model_dir / VECTORS_NAME
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
-    logit_limit = INT8_LOGITS_LIMIT if int8 else 1e-4
     return {
         "file": VECTORS_NAME, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
         "windows": int(len(audio)), "sources": list(sources),
         "arrays": {k: list(v.shape) for k, v in arrays.items()},
-        "tolerance": {"features": FEATURES_LIMIT, "logits": logit_limit, "probabilities": logit_limit},
+        "tolerance": {"features": FEATURES_LIMIT, **(INT8_LIMITS if int8 else {"logits": 1e-4, "probabilities": 1e-4})},
     }
 
 
