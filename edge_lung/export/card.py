@@ -27,6 +27,7 @@ def _header(manifest: dict) -> list[str]:
         "## Files",
         f"- `{manifest['model_file']}`: ONNX, {manifest['size_bytes'] / 1e6:.1f} MB, SHA-256 `{manifest['sha256']}`",
         f"- `{MANIFEST_NAME}`: the same metadata as the ONNX file, plus the hash; `{PARITY_NAME}`: measured parity",
+        *_e2e_files(manifest),
         "",
         "## Input and output",
         f"- input `{manifest['input']['name']}`: float32 {manifest['input']['shape']}, normalised log-mel features",
@@ -100,7 +101,29 @@ def _figures(manifest: dict, record: dict) -> list[str]:
     ]
     if "int8_vs_fp32" in record:
         lines += _int8_rows(record["int8_vs_fp32"])
+    if "e2e" in record:
+        e = record["e2e"]
+        lines += [
+            f"| e2e graph (FP32) vs numpy front end, max abs feature diff | {e['features_max_abs_diff']:.2e} "
+            f"| <= {e['features_limit']:.0e} |",
+            f"| e2e graph (FP32) vs FP32 ONNX, max abs logit diff | {e['logits_max_abs_diff']:.2e} "
+            f"| < {e['logits_limit']:.0e} |",
+        ]
     return lines
+
+
+def _e2e_files(manifest: dict) -> list[str]:
+    """The end-to-end graph and the test vectors, where the export wrote them (issue 16)."""
+    if "e2e" not in manifest:
+        return []
+    e, v = manifest["e2e"], manifest.get("test_vectors", {})
+    return [
+        f"- `{e['file']}`: raw audio in (`audio` float32 {e['input']['shape']} at {e['input']['sample_rate']} Hz, "
+        f"cyclic-padded), probabilities out: the front end as ONNX ops; {e['size_bytes'] / 1e6:.1f} MB, "
+        f"SHA-256 `{e['sha256']}`",
+        f"- `{v.get('file')}`: {v.get('windows')} real windows with both graphs' outputs; "
+        "`edge-lung verify MODEL_DIR` re-runs them",
+    ]
 
 
 def _int8_rows(q: dict) -> list[str]:

@@ -18,7 +18,7 @@ from edge_lung.export.frontend import end_to_end_model
 from edge_lung.export.parity import ParityError, pick_balanced
 from edge_lung.fileio import atomic_path, sha256_file
 from edge_lung.runtime.e2e import AUDIO_NAME, E2E_NAME, PROBS_NAME, VECTORS_NAME, E2EClassifier
-from edge_lung.runtime.model_dir import session_options
+from edge_lung.runtime.model_dir import open_session
 from edge_lung.scoring import softmax
 
 FEATURES_LIMIT = 1e-4
@@ -50,9 +50,7 @@ def write_end_to_end(classifier_path: str | Path, out_path: str | Path, cfg: Fea
 
 def run_e2e(path: str | Path, audio: np.ndarray, threads: int | None = None, batch: int = 8) -> tuple:
     """(probabilities, logits, features) of the end-to-end graph at `path` on float32[N, S], in batches."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+    sess = open_session(path, threads)
     outs = [sess.run([PROBS_NAME, "logits", "features"], {AUDIO_NAME: audio[i : i + batch]})
             for i in range(0, len(audio), batch)]
     return tuple(np.concatenate([o[k] for o in outs]) for k in range(3))

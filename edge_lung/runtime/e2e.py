@@ -24,10 +24,10 @@ from edge_lung.runtime.model_dir import (
     ArtifactError,
     ModelInfo,
     OnnxClassifier,
+    open_session,
     parse_metadata,
     quality_from_meta,
     resolve_model_path,
-    session_options,
 )
 
 E2E_NAME = "model.e2e.onnx"
@@ -69,16 +69,10 @@ class E2EClassifier:
     takes_audio = True
 
     def __init__(self, model: str | Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         model = Path(model)
         path, manifest = (_manifest_entry(model, "e2e")[0], resolve_model_path(model)[1]) if model.is_dir() \
             else (model, {})
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=session_options(threads),
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ArtifactError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from exc
+        self.session = open_session(path, threads)
         meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         self.info = ModelInfo(path=path, labels=tuple(meta["labels"]),
                               features=FeatureConfig.from_dict(meta["features"]),
