@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from edge_lung.config import FeatureConfig
 from edge_lung.features import window_features
 from edge_lung.fileio import sha256_file
 from edge_lung.runtime.model_dir import (
@@ -24,9 +23,9 @@ from edge_lung.runtime.model_dir import (
     ArtifactError,
     ModelInfo,
     OnnxClassifier,
+    model_info,
     open_session,
     parse_metadata,
-    quality_from_meta,
     resolve_model_path,
 )
 
@@ -74,10 +73,7 @@ class E2EClassifier:
             else (model, {})
         self.session = open_session(path, threads)
         meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
-        self.info = ModelInfo(path=path, labels=tuple(meta["labels"]),
-                              features=FeatureConfig.from_dict(meta["features"]),
-                              quantization=str(meta["quantization"]), metrics=meta["metrics"], run=meta["run"],
-                              manifest=manifest, quality=quality_from_meta(meta.get("quality"), path))
+        self.info = model_info(path, meta, manifest)  # refuses metadata that disagrees with the manifest
         self.threads = threads
         if [i.name for i in self.session.get_inputs()] != [AUDIO_NAME]:
             raise ArtifactError(f"{path}: expected one input {AUDIO_NAME!r}; not an edge-lung end-to-end graph")
