@@ -111,5 +111,8 @@ def test_train_cli_records_the_recipe_and_its_settings(synth_db, tmp_path, monke
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
-    assert (cfg.recipe, cfg.channel_aug, cfg.mel_norm) == ("icbhi-robust-v1", True, "global")
-    assert cfg.to_dict()["recipe"] == "icbhi-robust-v1"  # config.json's "train" section is cfg.to_dict()
+    assert (cfg.recipe, cfg.channel_aug, cfg.mel_norm, cfg.lr) == ("icbhi-robust-v2", True, "global", 3e-4)
+    assert cfg.to_dict()["recipe"] == "icbhi-robust-v2"  # config.json's "train" section is cfg.to_dict()
+    # the recipe's band-limited front end, over every other feature default
+    features = cfg.feature_config
+    assert (features.high_freq_hz, features.num_mel_bins, features.window_s) == (2000.0, 64, 8.0)

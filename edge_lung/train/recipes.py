@@ -10,20 +10,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from edge_lung.config import FeatureConfig
+
 RECIPES: dict[str, dict[str, Any]] = {
     "icbhi-robust": {
-        "version": 1,
+        "version": 2,
         "why": "device shift: channel augmentation (band limits, EQ/tilt, gain, noise) and per-window per-bin "
                "mel standardisation; uniform sampling and no SpecAugment, because WRS + augmentation collapsed "
-               "a from-scratch model to one class",
+               "a from-scratch model to one class. v2: a 20-2000 Hz, 64-bin front end (the band every "
+               "stethoscope records, 4 kHz ones included) and peak lr 3e-4: held-out Meditron, tiny, seed 0, "
+               "8 epochs, last-epoch Score 11.4 (v1) -> 46.6 (v2), 38 with lr 3e-4 alone",
         "settings": {"channel_aug": True, "mel_norm": "window", "sampler": "uniform", "spec_augment": False,
-                     "waveform_aug": False},
+                     "waveform_aug": False, "lr": 3e-4, "features": {"high_freq_hz": 2000.0, "num_mel_bins": 64}},
     },
 }
 
-
 def recipe_id(name: str) -> str:
-    """'icbhi-robust' -> 'icbhi-robust-v1'; ValueError naming the known recipes."""
+    """'icbhi-robust' -> 'icbhi-robust-v2'; ValueError naming the known recipes."""
     if name not in RECIPES:
         raise ValueError(f"--recipe: expected one of {sorted(RECIPES)}, got {name!r}")
     return f"{name}-v{RECIPES[name]['version']}"
@@ -39,7 +42,9 @@ def apply_recipe(options: dict[str, Any], explicit: Iterable[str]) -> dict[str, 
     given = set(explicit)
     out = dict(options)
     for key, value in RECIPES[name]["settings"].items():
-        if key not in given:
+        if key == "features":  # a recipe sets some feature settings; the rest keep the options' values
+            out[key] = {**(out.get(key) or FeatureConfig().to_dict()), **value}
+        elif key not in given:
             out[key] = value
     out["recipe"] = rid
     return out
