@@ -9,6 +9,7 @@ signal resampled at once.
 from __future__ import annotations
 
 import logging
+import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,12 +35,29 @@ class AudioInfo:
     path: str
     sample_rate: int
     channels: int
-    frames: int
+    frames: int  # frames the file holds
     subtype: str
+    header_frames: int | None = None  # frames a WAV header declares; None when it does not say
 
     @property
     def duration_s(self) -> float:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+    @property
+    def missing_frames(self) -> int:
+        """Frames the header declares that the file does not hold (a cut-off copy or download)."""
+        return max(0, (self.header_frames or 0) - self.frames)
+
+    def truncation(self) -> str | None:
+        """`"truncated: ..."` naming how much is missing, or None for a whole file."""
+        if not self.missing_frames:
+            return None
+        rate = self.sample_rate or 1
+        return (
+            f"truncated: the header declares {self.header_frames / rate:.2f} s, the file holds "
+            f"{self.frames / rate:.2f} s ({self.missing_frames / rate:.2f} s, {self.missing_frames} of "
+            f"{self.header_frames} frames missing)"
+        )
 
 
 def audio_info(path: str | Path) -> AudioInfo:
@@ -48,14 +66,43 @@ def audio_info(path: str | Path) -> AudioInfo:
         info = sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError) as exc:  # libsndfile reports bad files as RuntimeError
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
-    return AudioInfo(str(path), int(info.samplerate), int(info.channels), int(info.frames), str(info.subtype))
+    header = wav_header_frames(path) if info.format == "WAV" else None
+    return AudioInfo(str(path), int(info.samplerate), int(info.channels), int(info.frames), str(info.subtype),
+                     header)
+
+
+_OPEN_LENGTH = 0xFFFFFFFF  # streaming writers' placeholder data size: "length not known", not a claim
+
+
+def wav_header_frames(path: str | Path) -> int | None:
+    """Frames the `data` chunk of a RIFF/WAVE header declares; None if it declares no length.
+
+    Hand-written (a chunk walk) because libsndfile silently shrinks a truncated file's length to what
+    is there, and the standard library's `wave` refuses float WAVs: neither can tell a cut-off file.
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None  # RF64 and others declare their length elsewhere
+        block_align = 0
+        while len(chunk := f.read(8)) == 8:
+            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"data":
+                return size // block_align if block_align and size not in (0, _OPEN_LENGTH) else None
+            if cid != b"fmt ":
+                f.seek(size + size % 2, 1)  # chunks are padded to even sizes
+                continue
+            body = f.read(size + size % 2)
+            block_align = struct.unpack("<H", body[12:14])[0] if len(body) >= 14 else 0
+    return None
 
 
 def load_audio(path: str | Path, target_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Decode `path` to mono float32 in [-1, 1], resampled to `target_rate` if given.
 
-    Stereo (or wider) files are averaged to mono with a warning. Raises `AudioError` naming
-    the file for a missing, unreadable or empty file.
+    Stereo (or wider) files are averaged to mono with a warning, and so is a truncated WAV (what
+    is there is decoded; the warning names how much is missing). Raises `AudioError` naming the
+    file for a missing, unreadable or empty file.
     """
     path = Path(path)
     if not path.is_file():
@@ -66,6 +113,8 @@ def load_audio(path: str | Path, target_rate: int | None = None) -> tuple[np.nda
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
     if data.shape[0] == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")
+    if (cut := audio_info(path).truncation()) is not None:
+        warnings.warn(f"{path}: {cut}; using what is there", stacklevel=2)
     if data.shape[1] > 1:
         warnings.warn(f"{path}: {data.shape[1]} channels, downmixing to mono", stacklevel=2)
     wave = to_mono(data)
@@ -73,6 +122,21 @@ def load_audio(path: str | Path, target_rate: int | None = None) -> tuple[np.nda
         wave = resample(wave, rate, target_rate)
         rate = target_rate
     return wave, int(rate)
+
+
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+"""The only sample formats that can hold NaN or inf: integer PCM (all of ICBHI) cannot."""
+
+
+def non_finite_samples(path: str | Path, info: AudioInfo | None = None, block: int = 1 << 16) -> int:
+    """How many samples of the file are NaN or inf (0 without reading for integer formats)."""
+    info = info or audio_info(path)
+    if info.subtype not in FLOAT_SUBTYPES:
+        return 0
+    try:
+        return sum(int(np.count_nonzero(~np.isfinite(b))) for b in sf.blocks(str(path), blocksize=block))
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
 
 
 def to_mono(data: np.ndarray) -> np.ndarray:

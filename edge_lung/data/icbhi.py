@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_lung.audio import RESAMPLER_ID, AudioError, audio_info, load_audio
+from edge_lung.audio import RESAMPLER_ID, AudioError, AudioInfo, audio_info, load_audio, non_finite_samples
 from edge_lung.config import LABELS, FeatureConfig, label_of
 from edge_lung.fileio import atomic_path
 
@@ -59,8 +59,12 @@ PROBLEM_CODES: dict[str, str] = {
     "duplicate": "error",
     "unreadable_audio": "error",
     "empty_audio": "error",
+    "non_finite_audio": "error",
+    "truncated_audio": "error",
     "not_in_split": "error",
     "bad_line": "error",
+    "bad_columns": "error",
+    "non_finite_times": "error",
     "bad_values": "error",
     "starts_past_end": "error",
     "ends_past_end": "error",
@@ -253,11 +257,19 @@ def read_annotation(path: Path, duration_s: float, problems: _Problems) -> list[
         if not line.strip():
             continue
         parts = line.split()
+        if len(parts) != 4:  # a fifth column is another format, not a comment: its flags may mean something else
+            problems.add(path, "bad_columns", f"line {lineno}: expected 4 columns 'start end crackles wheezes', "
+                         f"got {len(parts)}: {line.strip()!r}; skipped")
+            continue
         try:
             start, end, crackle, wheeze = float(parts[0]), float(parts[1]), int(parts[2]), int(parts[3])
-        except (ValueError, IndexError):
+        except ValueError:
             problems.add(path, "bad_line",
                          f"line {lineno}: expected 'start end crackles wheezes', got {line.strip()!r}; skipped")
+            continue
+        if not (math.isfinite(start) and math.isfinite(end)):
+            problems.add(path, "non_finite_times",
+                         f"line {lineno}: expected finite start and end times, got {line.strip()!r}; skipped")
             continue
         if crackle not in (0, 1) or wheeze not in (0, 1) or end <= start or start < 0:
             problems.add(
@@ -377,6 +389,8 @@ def _read_recording(stem: str, wav: Path, txt: Path, ctx: _ScanContext) -> Recor
     if info.frames == 0:
         problems.add(wav, "empty_audio", "empty audio (0 samples); skipped")
         return None
+    if not _samples_usable(wav, info, problems):
+        return None
     split = None
     if ctx.split_path is not None:
         entry = ctx.split_map.get(name.key)
@@ -393,6 +407,25 @@ def _read_recording(stem: str, wav: Path, txt: Path, ctx: _ScanContext) -> Recor
         channels=info.channels, subtype=info.subtype, duration_s=info.duration_s, cycles=tuple(cycles),
         diagnosis=ctx.diagnosis.get(name.patient),
     )
+
+
+def _samples_usable(wav: Path, info: AudioInfo, problems: _Problems) -> bool:
+    """Report a truncated file (its cycles are still used) and refuse one holding NaN or inf samples.
+
+    Only float WAVs can hold non-finite samples, so only they are read here (ICBHI's PCM never is).
+    """
+    if (cut := info.truncation()) is not None:
+        problems.add(wav, "truncated_audio", f"{cut}; cycles past the end are skipped")
+    try:
+        bad = non_finite_samples(wav, info)
+    except AudioError as exc:
+        problems.add(wav, "unreadable_audio", f"{exc}; skipped")
+        return False
+    if bad:
+        problems.add(wav, "non_finite_audio", f"{bad} non-finite samples (NaN or inf) of "
+                     f"{info.frames * info.channels}; skipped: training on them makes a NaN model")
+        return False
+    return True
 
 
 def assign_validation(recordings: list[Recording], fraction: float, seed: int) -> list[Recording]:
