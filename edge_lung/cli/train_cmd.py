@@ -150,6 +150,9 @@ def evaluate_command(
         typer.echo(f"error: --split: expected 'test' or 'val', got {split!r}", err=True)
         raise typer.Exit(2)
     try:
+        if not path.is_dir():
+            raise ValueError(f"{path}: no such directory; expected a run directory from `edge-lung train` or a "
+                             "MODEL_DIR from `edge-lung export`")
         from edge_lung.runtime.evaluate import evaluate_model_dir, is_model_dir
 
         if is_model_dir(path):

@@ -368,6 +368,8 @@ def save_trained(model: nn.Module, run_dir: Path, epoch: int) -> None:
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     """run_dir/config.json as a dict; `RunError` naming the file if missing or not JSON."""
     path = Path(run_dir) / RUN_CONFIG
+    if not Path(run_dir).is_dir():
+        raise RunError(f"{run_dir}: no such directory; expected a run directory written by `edge-lung train`")
     if not path.is_file():
         raise RunError(f"{run_dir}: no {RUN_CONFIG}; expected a run directory written by `edge-lung train`")
     try:
@@ -394,6 +396,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
         raise RunError(f"{run_dir}: no selected checkpoint yet (training has not finished an epoch)")
     features = FeatureConfig.from_dict(cfg["features"])
     backbone_dir = run_dir / MODEL_DIR / BACKBONE_DIR
+    _require_weights(run_dir, backbone_dir, "config.json")
     try:
         base = ASTForAudioClassification.from_pretrained(backbone_dir, local_files_only=True)
     except _load_errors() as exc:
@@ -413,6 +416,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
         from edge_lung.train import adapters  # noqa: F401  registers the LUNG_ADAPTER PEFT type
 
         adapter_dir = run_dir / MODEL_DIR / ADAPTER_DIR
+        _require_weights(run_dir, adapter_dir, "adapter_config.json")
         try:
             model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=False)
         except _load_errors() as exc:
@@ -421,6 +425,15 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
     _check_selected_epoch(run_dir, cfg)
     wrapped = LogitsModel(model).to(device).eval()
     return wrapped, cfg
+
+
+def _require_weights(run_dir: Path, folder: Path, marker: str) -> None:
+    """RunError naming the missing weights folder, before transformers mistakes the path for a hub id."""
+    if not (folder / marker).is_file():
+        raise RunError(
+            f"{run_dir}: no trained weights: {folder.relative_to(run_dir)}/ holds no saved model ({marker} is "
+            "missing); expected a run directory written by `edge-lung train` that finished an epoch"
+        )
 
 
 def _check_selected_epoch(run_dir: Path, cfg: dict[str, Any]) -> None:
