@@ -100,8 +100,8 @@ def wav_header_frames(path: str | Path) -> int | None:
 def load_audio(path: str | Path, target_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Decode `path` to mono float32 in [-1, 1], resampled to `target_rate` if given.
 
-    Stereo (or wider) files are averaged to mono with a warning, and so is a truncated WAV (what
-    is there is decoded; the warning names how much is missing). Raises `AudioError` naming the
+    Stereo (or wider) files are averaged to mono with a warning; a truncated WAV is decoded as far as
+    it goes, with a logged warning naming how much is missing. Raises `AudioError` naming the
     file for a missing, unreadable or empty file.
     """
     path = Path(path)
@@ -114,7 +114,7 @@ def load_audio(path: str | Path, target_rate: int | None = None) -> tuple[np.nda
     if data.shape[0] == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")
     if (cut := audio_info(path).truncation()) is not None:
-        warnings.warn(f"{path}: {cut}; using what is there", stacklevel=2)
+        log.warning("%s: %s; using what is there", path, cut)
     if data.shape[1] > 1:
         warnings.warn(f"{path}: {data.shape[1]} channels, downmixing to mono", stacklevel=2)
     wave = to_mono(data)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -97,16 +99,34 @@ def _truncate(wav: Path, keep: float) -> tuple[int, int]:
     return declared, sf.info(str(wav)).frames
 
 
-def test_truncated_wav_is_reported_where_it_is_read(tmp_path: Path) -> None:
+def test_truncated_wav_is_reported_where_it_is_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     wav = tmp_path / "rec.wav"
     sf.write(str(wav), np.zeros(30000, np.float32), 10000, subtype="PCM_16")
     assert audio_info(wav).missing_frames == 0
     declared, left = _truncate(wav, 1 / 3)
     info = audio_info(wav)
     assert (info.header_frames, info.frames, info.missing_frames) == (declared, left, declared - left)
-    with pytest.warns(UserWarning, match=rf"rec\.wav: truncated.*{declared - left} of {declared} frames.*missing"):
-        audio, _ = load_audio(wav)
+    audio, _ = load_audio(wav)
     assert audio.shape[0] == left
+    expected = f"rec.wav: truncated: the header declares 3.00 s, the file holds {left / 10000:.2f} s"
+    assert any(expected in r.getMessage() and f"{declared - left} of {declared} frames missing" in r.getMessage()
+               for r in caplog.records), caplog.text
+
+
+@pytest.mark.parametrize("command", [["classify"], ["stream", "--quiet", "--replay"]])
+def test_truncated_wav_is_reported_by_the_device_commands(tmp_path: Path, command: list[str]) -> None:
+    from edge_lung.testing import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "model")
+    wav = tmp_path / "rec.wav"
+    sf.write(str(wav), np.zeros(30000, np.float32), 10000, subtype="PCM_16")
+    declared, left = _truncate(wav, 1 / 3)
+    # A subprocess: what the user's terminal shows, without pytest's log capture in between.
+    cli = [sys.executable, "-c", "from edge_lung.cli import main; main()"]
+    result = subprocess.run([*cli, command[0], str(model), *command[1:], str(wav)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"{wav}: truncated" in result.stderr and f"{declared - left} of {declared} frames missing" in result.stderr
 
 
 def test_truncated_wav_in_a_database_is_a_problem(db_copy: Path) -> None:

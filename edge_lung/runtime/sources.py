@@ -170,6 +170,8 @@ class ReplaySource(Source):
         info = audio_info(self.path)
         if info.frames == 0:
             raise AudioError(f"{self.path}: empty audio (0 samples)")
+        if (cut := info.truncation()) is not None:
+            log.warning("%s: %s; replaying what is there", self.path, cut)
         self.name = f"replay:{self.path.name}"
         self.realtime = realtime
         self.rate = info.sample_rate
