@@ -380,12 +380,29 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
         rank, world = run.dist.rank, run.dist.world
         x, y = x[rank::world].to(run.device), y[rank::world].to(run.device)
         loss = train_step(run.net, run.optimizer, x, y, run.criterion, cfg.grad_clip, run.autocast, run.no_sync)
+        if not math.isfinite(loss):
+            _stop_on_non_finite(run, loss, [run.data.train.cycles[j] for j in idx], epoch, i)
         losses.append(loss)
         seen += len(idx)
         run.reporter.step(loss, run.optimizer.param_groups[0]["lr"], seen / (time.perf_counter() - t0))
     seconds = time.perf_counter() - t0
     return {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": run.optimizer.param_groups[0]["lr"],
             "samples_per_s": seen / seconds, "seconds": seconds}
+
+
+def _stop_on_non_finite(run: _Run, loss: float, batch: list, epoch: int, step: int) -> None:
+    """Raise TrainError naming the batch's cycles; the run is marked failed and this model never saved.
+
+    The weights have already taken the step, so nothing from here on may be selected or checkpointed:
+    the saved model (if any) and the checkpoint stay those of the last finished epoch.
+    """
+    names = ", ".join(f"{c.recording} cycle {c.index}" for c in batch)
+    reason = (f"non-finite training loss ({loss}) at epoch {epoch}, step {step + 1}; the batch held {names}. "
+              "Check these recordings for NaN/inf samples or extreme values (`edge-lung data summary`), "
+              "or lower --lr")
+    if run.dist.main:
+        atomic_write_json(run.run_dir / RUN_CONFIG, run.run_config | {"status": f"failed: {reason}"})
+    raise TrainError(f"{run.run_dir}: {reason}")
 
 
 def _validate_and_checkpoint(run: _Run, entry: dict[str, Any]) -> None:
