@@ -113,20 +113,37 @@ def test_truncated_wav_is_reported_where_it_is_read(tmp_path: Path, caplog: pyte
                for r in caplog.records), caplog.text
 
 
-@pytest.mark.parametrize("command", [["classify"], ["stream", "--quiet", "--replay"]])
-def test_truncated_wav_is_reported_by_the_device_commands(tmp_path: Path, command: list[str]) -> None:
+def _truncated_and_model(tmp_path: Path) -> tuple[Path, Path, str]:
+    """A tiny model and a 30 s WAV cut to a third (still a few windows): (model dir, wav, missing frames)."""
     from edge_lung.testing import build_tiny_model
 
     model = build_tiny_model(tmp_path / "model")
     wav = tmp_path / "rec.wav"
-    sf.write(str(wav), np.zeros(30000, np.float32), 10000, subtype="PCM_16")
+    sf.write(str(wav), np.zeros(300000, np.float32), 10000, subtype="PCM_16")
     declared, left = _truncate(wav, 1 / 3)
+    return model, wav, f"{declared - left} of {declared} frames missing"
+
+
+def test_truncated_wav_is_noted_by_classify(tmp_path: Path) -> None:
+    """classify decides what is there (status ok, exit 0) and its per-file record says what is missing."""
+    model, wav, missing = _truncated_and_model(tmp_path)
+    jsonl = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["classify", str(model), str(wav), "--jsonl", str(jsonl)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    (record,) = [r for r in records if r["type"] == "file"]
+    assert record["file"] == str(wav) and record["status"] == "ok" and record["windows"] > 0
+    assert record["note"].startswith("truncated: the header declares 30.00 s") and missing in record["note"]
+
+
+def test_truncated_wav_is_reported_by_stream_replay(tmp_path: Path) -> None:
+    model, wav, missing = _truncated_and_model(tmp_path)
     # A subprocess: what the user's terminal shows, without pytest's log capture in between.
     cli = [sys.executable, "-c", "from edge_lung.cli import main; main()"]
-    result = subprocess.run([*cli, command[0], str(model), *command[1:], str(wav)], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([*cli, "stream", str(model), "--quiet", "--replay", str(wav)], capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert f"{wav}: truncated" in result.stderr and f"{declared - left} of {declared} frames missing" in result.stderr
+    assert f"{wav}: truncated" in result.stderr and missing in result.stderr, result.stderr
 
 
 def test_truncated_wav_in_a_database_is_a_problem(db_copy: Path) -> None:

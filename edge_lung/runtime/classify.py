@@ -263,7 +263,11 @@ class NonfiniteTally:
 
 
 def _finish_notes(result: FileResult, info: AudioInfo, damage: AudioError | None, min_audio_s: float) -> None:
-    """Say what was not decided: a damaged or short-read file, or one too short for a window."""
+    """Say what was not decided: a damaged or short-read file, a truncated WAV, or one too short for a window.
+
+    A WAV whose header declares more frames than it holds (a cut-off copy) keeps status "ok": libsndfile
+    reads it whole as far as it goes, so what is there is decided; the note says how much is missing.
+    """
     header_s = info.duration_s if info.frames < UNKNOWN_LENGTH else None
     said = f"header says {header_s:.1f} s" if header_s is not None else "length unknown in its header"
     if damage is not None:
@@ -272,6 +276,8 @@ def _finish_notes(result: FileResult, info: AudioInfo, damage: AudioError | None
     elif header_s is not None and result.duration_s < header_s - 1.0 / info.sample_rate:
         result.status = "damaged"
         result.note = f"damaged: decoded {result.duration_s:.1f} s, {said}; the file ends early (truncated)"
+    elif (cut := info.truncation()) is not None:
+        result.note = f"{cut}; classified what is there"
     if not result.windows:
         short = f"too short for a decision ({result.duration_s:.2f} s < --min-audio {min_audio_s} s)"
         result.note = f"{result.note}; {short}" if result.note else short
