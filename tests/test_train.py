@@ -209,6 +209,9 @@ def test_cli_train_seeds_and_evaluate(synth_db: Path, tmp_path: Path) -> None:
     assert report["split"] == "val" and len(report["confusion_matrix"]) == 4
 
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "nothing"), "--split", "test"])
+    assert result.exit_code == 2 and "nothing: no such directory" in result.output  # issue 10: not "no config.json"
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "empty"), "--split", "test"])
     assert result.exit_code == 2 and "config.json" in result.output
 
 
