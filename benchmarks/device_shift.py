@@ -8,8 +8,11 @@ device are removed from training) and reads the held-out device's figures. The p
 **last epoch's** Score: selecting the epoch on the held-out device would peek at it, so the selected
 epoch's Score is printed beside it, marked optimistic. Always-"normal" scores exactly 50 on any split
 with both kinds of cycle; it is printed next to every row. With `--degrade 4k` the selected model's
-validation loss is also measured through a 4 kHz stethoscope-like channel. Runs already finished
-under `--work` are read back, not retrained. Writes `--out`.json and `--out`.md.
+validation loss is also measured through a 4 kHz stethoscope-like channel. With `--calibrate` the saved
+model is scored on the held-out device twice, as shipped and calibrated exactly as `edge-lung calibrate`
+would calibrate it from that device's recordings without their labels (`calibration_figures`); both use
+the checkpoint selected on the held-out device, so read the difference, not the level. Runs already
+finished under `--work` are read back, not retrained. Writes `--out`.json and `--out`.md.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from edge_lung.config import FeatureConfig
 from edge_lung.data.icbhi import Database
 from edge_lung.fileio import atomic_write_json
 from edge_lung.train.recipes import apply_recipe
@@ -55,7 +59,40 @@ def run_one(db_dir: str, recipe: str, device: str, seed: int, args: argparse.Nam
            "warnings": config.get("warnings", [])}
     if args.degrade:
         row[f"loss_{args.degrade}"] = evaluate_run(run_dir, None, "val", degrade=args.degrade)["loss"]
+    if args.calibrate:
+        row["calibration"] = calibration_figures(run_dir, db_dir)
     return row
+
+
+FIGURES = ("score", "specificity", "sensitivity")
+
+
+def calibration_figures(run_dir: Path, db_dir: str) -> dict[str, Any]:
+    """The run's saved model on its held-out device (its 'val' split), as shipped and calibrated.
+
+    The calibration is the one `edge-lung calibrate` writes: the device's statistics from its recordings'
+    audio alone (windows cut and gated as the runtime cuts them, labels unused), the reference from the
+    run's training split (`runtime.calibrate.train_split_stats`, what export writes), applied by
+    `evaluate_run(calibration=...)` with the same `Calibration.apply` as a calibrated model directory.
+    """
+    from edge_lung.data.devices import scan_for_run
+    from edge_lung.feature_stats import Calibration
+    from edge_lung.runtime.calibrate import measure_recordings, train_split_stats
+    from edge_lung.train.evaluate import evaluate_run
+
+    config = json.loads((run_dir / "config.json").read_text())
+    features, settings = FeatureConfig.from_dict(config["features"]), config["train"]
+    db, _ = scan_for_run(db_dir, settings, run_dir)
+    measurement = measure_recordings([r.wav for r in db.recordings if r.split == "val"], features)
+    if measurement.stats is None:
+        raise ValueError(f"{run_dir}: no window of the held-out recordings passed the quality gate")
+    reference, _ = train_split_stats(db_dir, features, settings, run_dir)
+    out: dict[str, Any] = {"windows": measurement.windows, "usable_s": round(measurement.usable_s, 1),
+                           "files_skipped": len(measurement.skipped)}
+    for name, cal in (("plain", None), ("calibrated", Calibration(reference, measurement.stats))):
+        report = evaluate_run(run_dir, db_dir, "val", calibration=cal)
+        out[name] = {k: report[k] for k in FIGURES}
+    return out
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -71,7 +108,21 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [v for v in map(get, sel) if v is not None]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             entry[name] = [statistics.mean(values), spread] if values else None
+        entry.update(calibration_summary(sel))
         out.append(entry)
+    return out
+
+
+def calibration_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std over `rows` of each figure, as shipped ("plain_*") and calibrated ("cal_*"); {} without."""
+    rows = [r for r in rows if "calibration" in r]
+    if not rows:
+        return {}
+    out = {}
+    for kind, prefix in (("plain", "plain_"), ("calibrated", "cal_")):
+        for k in FIGURES:
+            values = [r["calibration"][kind][k] for r in rows]
+            out[prefix + k] = [statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
     return out
 
 
@@ -89,7 +140,24 @@ def markdown(summary: list[dict[str, Any]], args: argparse.Namespace) -> str:
     for e in summary:
         lines.append(f"| {e['device']} | {e['recipe']} | {e['runs']} | {pm(e['score'])} | {pm(e['sp'])} | "
                      f"{pm(e['se'])} | {pm(e['selected'])} | {pm(e['loss_degraded'], 3)} | {e['always_normal']:.0f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + calibration_markdown(summary, pm)) + "\n"
+
+
+def calibration_markdown(summary: list[dict[str, Any]], pm) -> list[str]:
+    """The `--calibrate` table: the saved model on the held-out device, as shipped and calibrated."""
+    rows = [e for e in summary if "cal_score" in e]
+    if not rows:
+        return []
+    lines = ["", "Calibration (`edge-lung calibrate`, the held-out device's recordings without labels; reference: "
+             "the run's training split). Both columns use the checkpoint selected on the held-out device "
+             "(optimistic): read the difference.", "",
+             "| held-out device | recipe | runs | Score | Score calibrated | Sp | Sp calibrated | Se | Se calibrated |",
+             "|" + " --- |" * 9]
+    for e in rows:
+        lines.append(f"| {e['device']} | {e['recipe']} | {e['runs']} | {pm(e['plain_score'])} | {pm(e['cal_score'])} "
+                     f"| {pm(e['plain_specificity'])} | {pm(e['cal_specificity'])} | {pm(e['plain_sensitivity'])} "
+                     f"| {pm(e['cal_sensitivity'])} |")
+    return lines
 
 
 def main() -> None:
@@ -102,6 +170,9 @@ def main() -> None:
     p.add_argument("--max-cycles", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--degrade", choices=("4k", "8k"), default=None)
+    p.add_argument("--calibrate", action="store_true",
+                   help="also score each run's saved model on the held-out device calibrated from its unlabelled "
+                        "recordings (edge-lung calibrate)")
     p.add_argument("--work", default="runs/device_shift")
     p.add_argument("--out", default="benchmarks/results/device-shift/device_shift")
     args = p.parse_args()

@@ -44,11 +44,13 @@ def tiny_weights(num_mel_bins: int, num_classes: int = 4) -> tuple[np.ndarray, n
     return w, b
 
 
-def build_tiny_model(model_dir: str | Path, features: FeatureConfig | None = None, scale: float = 1.0) -> Path:
+def build_tiny_model(model_dir: str | Path, features: FeatureConfig | None = None, scale: float = 1.0,
+                     run: dict | None = None) -> Path:
     """Write a MODEL_DIR with `tiny.onnx` + manifest; returns the directory.
 
     `scale` multiplies the logits: below 1 the probabilities stay away from 0 and 1 on loud real
-    recordings (whose band energies saturate the default model), so that two runs can be compared."""
+    recordings (whose band energies saturate the default model), so that two runs can be compared.
+    `run` is the metadata's provenance (`edge_lung.run`; e.g. a val_fraction and val_seed)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -70,7 +72,7 @@ def build_tiny_model(model_dir: str | Path, features: FeatureConfig | None = Non
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edge-lung-tests")
     model.ir_version = 8
-    meta = build_metadata(LABELS, features, "fp32", {}, {"name": "tiny-test-model"})
+    meta = build_metadata(LABELS, features, "fp32", {}, run or {"name": "tiny-test-model"})
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value

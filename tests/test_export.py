@@ -73,8 +73,8 @@ def test_fp32_onnx_matches_pytorch(work: Path) -> None:
     assert p["fp32_vs_torch"]["max_abs_logit_diff"] < 1e-4
     assert p["fp32_vs_torch"]["argmax_agreement"] == 100.0
     assert p["scores"]["fp32"]["score"] == p["scores"]["torch"]["score"]
-    assert sorted(os.listdir(work / "fp32")) == ["manifest.json", "model.e2e.onnx", "model.onnx", "model_card.md",
-                                                 "parity.json", "test_vectors.npz"]
+    assert sorted(os.listdir(work / "fp32")) == ["feature_stats.json", "manifest.json", "model.e2e.onnx", "model.onnx",
+                                                 "model_card.md", "parity.json", "test_vectors.npz"]
     onnx.checker.check_model(str(work / "fp32" / "model.onnx"), full_check=True)
 
 
@@ -385,6 +385,8 @@ def test_unwritable_or_occupied_output_dir(tmp_path: Path, work: Path) -> None:
     (occupied / "keep.txt").write_text("mine")
     with pytest.raises(ExportError, match="--overwrite"):
         export_model(work / "run", occupied, **QUIET)
+    with pytest.raises(ExportError, match="replaces only an edge-lung model directory"):
+        export_model(work / "run", occupied, ExportConfig(overwrite=True), **QUIET)  # not ours to delete
     assert (occupied / "keep.txt").read_text() == "mine"
     assert leftovers(tmp_path, "occupied") == ["occupied"]
 

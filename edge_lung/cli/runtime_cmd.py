@@ -1,4 +1,4 @@
-"""Runtime commands: `devices`, `stream`, `classify` (torch-free; see edge_lung/runtime)."""
+"""Runtime commands: `devices`, `stream`, `classify`, `report`, `verify`, `calibrate` (torch-free)."""
 
 from __future__ import annotations
 
@@ -194,6 +194,34 @@ def verify(
         raise typer.Exit(1)
 
 
+def calibrate(
+    model_dir: Path = typer.Argument(..., help="Exported model directory from `edge-lung export` (left untouched)."),
+    recordings: Path = typer.Option(..., "--recordings", help="Folder of WAV/FLAC recordings (any rate, no labels) "
+                                    "made with the new stethoscope on chests; a few minutes in all."),
+    out: Path = typer.Option(..., "--out", "-o", help="Calibrated MODEL_DIR to write (a copy; built in a temp dir, "
+                             "then renamed)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing edge-lung model directory at --out "
+                                   "(never any other folder)."),
+    reference: Path = typer.Option(None, "--reference", help="Training database (DB_DIR): compute the training "
+                                   "statistics from its train split, for a model exported before export wrote "
+                                   "feature_stats.json (else re-export it)."),
+    min_audio: float = typer.Option(60.0, "--min-audio", help="Least usable audio, in seconds, the recordings must "
+                                    "give (time covered by windows that pass the quality gate)."),
+) -> None:
+    """Calibrate a model to a new stethoscope from unannotated recordings: measures its per-mel-bin feature
+    statistics over windows cut as the runtime cuts them and writes a copy of MODEL_DIR whose runtime maps them
+    onto the training statistics. A model trained with --mel-norm window standardises every window already:
+    calibration is then nearly the identity. The copy refuses --graph e2e and `edge-lung verify` (the e2e graph
+    and test vectors are the uncalibrated model's)."""
+    from edge_lung.runtime.calibrate import calibrate_lines, calibrate_model_dir
+
+    try:
+        record = calibrate_model_dir(model_dir, recordings, out, overwrite, reference, min_audio, log=typer.echo)
+    except _USER_ERRORS as exc:
+        raise _fail(exc) from exc
+    typer.echo("\n".join(calibrate_lines(record, out)))
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to `app`."""
     app.command("devices")(devices)
@@ -201,3 +229,4 @@ def register(app: typer.Typer) -> None:
     app.command("classify")(classify)
     app.command("report")(report)
     app.command("verify")(verify)
+    app.command("calibrate")(calibrate)

@@ -61,6 +61,7 @@ from edge_lung.runtime.model_dir import (
     PARITY_NAME,
     ArtifactError,
     build_metadata,
+    check_out_dir,
     write_manifest,
 )
 from edge_lung.runtime.quality import QualityConfig
@@ -215,13 +216,11 @@ def check_out_is_ours(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
 
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    parent = out_dir.parent
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"--out {out_dir}: exists and is not a directory")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ExportError(f"--out {out_dir}: exists and is not empty; pass --overwrite to replace it")
-    if not parent.is_dir():
-        raise ExportError(f"--out {out_dir}: parent directory {parent} does not exist")
+    """`runtime.model_dir.check_out_dir` (--overwrite replaces only an edge-lung model directory), as `ExportError`."""
+    try:
+        check_out_dir(out_dir, overwrite)
+    except ArtifactError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def load_trained(run_dir: Path) -> tuple[Any, dict]:
@@ -305,6 +304,7 @@ def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> di
                                          cfg.quality))
     extra, int8_e2e = finish_end_to_end(tmp, shipped, features, (audio_par, x_par, y_par, names_par), cfg.int8,
                                         cfg.threads, cfg.seed, log)
+    extra["feature_stats"] = _write_train_stats(tmp, run_dir, run_config, cfg, features, log)
     if int8_e2e is not None:
         record["e2e_int8"] = int8_e2e
     if cfg.int8:
@@ -331,6 +331,22 @@ def _parity_set(run_config: dict, cfg: ExportConfig, features: FeatureConfig, lo
     return x, y, data_dir, cycle_windows(cycles, features)
 
 
+def _write_train_stats(tmp: Path, run_dir: Path, run_config: dict, cfg: ExportConfig, features: FeatureConfig,
+                       log) -> dict:
+    """feature_stats.json: the training split's per-bin feature statistics, the reference `edge-lung calibrate`
+    maps a new stethoscope onto; returns its manifest entry."""
+    from edge_lung.runtime.calibrate import train_split_stats, write_feature_stats
+
+    data_dir = cfg.data_dir or run_config.get("data")
+    train = run_config.get("train", {})
+    try:
+        stats, cycles = train_split_stats(data_dir, features, train, run_dir, cfg.cache_dir or train.get("cache_dir"))
+    except ValueError as exc:
+        raise ExportError(f"feature statistics of the training split: {exc}") from exc
+    log(f"feature statistics: {cycles} train cycles, {stats.frames} frames")
+    return write_feature_stats(tmp, stats, {"split": "train", "data": str(data_dir), "cycles": cycles})
+
+
 def _run_info(run_dir: Path, run_config: dict, data_dir: str, cfg: ExportConfig) -> dict:
     """Provenance written into the metadata (`edge_lung.run`)."""
     import onnxruntime
@@ -352,6 +368,7 @@ def _run_info(run_dir: Path, run_config: dict, data_dir: str, cfg: ExportConfig)
         "host": f"{platform.system()}-{platform.machine()}",
         "val_fraction": val_fraction,
         "val_seed": val_seed,
+        **({"val_devices": train["val_devices"]} if train.get("val_devices") else {}),
         **{k: run_config[k] for k in ("backbone", "adapter") if k in run_config},
     }
 

@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 
 from edge_lung.features import window_features
-from edge_lung.fileio import sha256_file
 from edge_lung.runtime.model_dir import (
+    CALIBRATION_NAME,
     MANIFEST_NAME,
     ArtifactError,
     ModelInfo,
     OnnxClassifier,
+    listed_file,
     model_info,
     open_session,
     parse_metadata,
@@ -40,22 +41,21 @@ GRAPHS = ("model", "e2e")
 def _manifest_entry(model_dir: Path, key: str) -> tuple[Path, dict[str, Any]]:
     """(path, entry) of the file the manifest lists under `key`, its SHA-256 checked."""
     _, manifest = resolve_model_path(model_dir)
-    entry = manifest.get(key)
-    if not isinstance(entry, dict) or "file" not in entry:
+    return listed_file(model_dir, manifest, key, "export the model again with this edge-lung (`edge-lung export`) "
+                       "to get model.e2e.onnx and test_vectors.npz")
+
+
+def refuse_calibrated(info: ModelInfo, model_dir: Path) -> None:
+    """`ArtifactError` for a calibrated directory: model.e2e.onnx and test_vectors.npz are the uncalibrated
+    model's (the calibration is applied in numpy, in front of the model file), so they would silently give
+    uncalibrated results."""
+    if info.calibration is not None:
+        source = info.manifest.get("calibration", {}).get("source_model_dir", "the directory it was calibrated from")
         raise ArtifactError(
-            f"{model_dir / MANIFEST_NAME}: lists no {key!r} file; export the model again with this edge-lung "
-            "(`edge-lung export`) to get model.e2e.onnx and test_vectors.npz"
+            f"{model_dir}: calibrated for a stethoscope ({CALIBRATION_NAME}), and {E2E_NAME} / {VECTORS_NAME} do not "
+            f"contain the calibration: use --graph model (the default), which applies it; `edge-lung verify` "
+            f"checks the uncalibrated model, so run it on {source}"
         )
-    path = model_dir / entry["file"]
-    if not path.is_file():
-        raise ArtifactError(f"{model_dir}: manifest names {key} file {entry['file']!r}, not found")
-    actual = sha256_file(path)
-    if actual != entry.get("sha256"):
-        raise ArtifactError(
-            f"{path}: SHA-256 {actual[:16]}... does not match the manifest's {str(entry.get('sha256'))[:16]}...; "
-            "the file is corrupt, truncated or replaced"
-        )
-    return path, entry
 
 
 class E2EClassifier:
@@ -74,6 +74,7 @@ class E2EClassifier:
         self.session = open_session(path, threads)
         meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         self.info = model_info(path, meta, manifest)  # refuses metadata that disagrees with the manifest
+        refuse_calibrated(self.info, model)
         self.threads = threads
         if [i.name for i in self.session.get_inputs()] != [AUDIO_NAME]:
             raise ArtifactError(f"{path}: expected one input {AUDIO_NAME!r}; not an edge-lung end-to-end graph")
@@ -123,6 +124,7 @@ def verify_model_dir(model_dir: str | Path, threads: int | None = None) -> dict[
     if not model_dir.is_dir():
         raise ArtifactError(f"{model_dir}: expected a model directory written by `edge-lung export`")
     clf = OnnxClassifier(model_dir, threads)
+    refuse_calibrated(clf.info, model_dir)
     e2e = E2EClassifier(model_dir, threads)
     vec_path, entry = _manifest_entry(model_dir, "test_vectors")
     v = read_vectors(vec_path)

@@ -4,6 +4,11 @@ A MODEL_DIR holds one ONNX file, `manifest.json`, `model_card.md` and `parity.js
 The ONNX file's metadata (`metadata_props`) carries everything needed to turn microphone
 samples into a decision, under the keys in `META_KEYS`; the manifest repeats it and adds the
 file's SHA-256. This module reads both with onnxruntime alone (no torch, no onnx package).
+
+Other files are listed in the manifest under a key, as {"file": NAME, "sha256": ...} (`listed_file`):
+the training split's per-bin feature statistics (`STATS_NAME`, written by export) and, in a directory
+written by `edge-lung calibrate`, the calibration for one stethoscope (`CALIBRATION_NAME`), which
+`OnnxClassifier` applies to every input before the model (edge_lung/feature_stats.py).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edge_lung.config import FEATURE_VERSION, FeatureConfig
+from edge_lung.feature_stats import Calibration, FeatureStats
 from edge_lung.fileio import atomic_write_json, sha256_file
 from edge_lung.runtime.quality import QualityConfig
 from edge_lung.scoring import softmax
@@ -28,6 +34,8 @@ CARD_NAME = "model_card.md"
 INPUT_NAME = "features"
 OUTPUT_NAME = "logits"
 EMBEDDING_NAME = "embedding"  # second output: the pooled embedding the head reads (models exported since #14)
+STATS_NAME = "feature_stats.json"  # the training split's per-bin feature statistics (manifest key "feature_stats")
+CALIBRATION_NAME = "calibration.json"  # a stethoscope's calibration (manifest key "calibration", `edge-lung calibrate`)
 
 META_KEYS = {
     "format": "edge_lung.format",
@@ -81,6 +89,7 @@ class ModelInfo:
     run: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     quality: QualityConfig = field(default_factory=QualityConfig)  # the signal-quality gate's thresholds
+    calibration: Calibration | None = None  # a calibrated directory's mapping, applied before the model
 
     @property
     def abnormal_indices(self) -> list[int]:
@@ -215,7 +224,77 @@ def model_info(path: Path, meta: dict[str, Any], manifest: dict[str, Any]) -> Mo
         run=meta["run"],
         manifest=manifest,
         quality=quality_from_meta(meta.get("quality"), path),
+        calibration=load_calibration(path.parent, manifest, features.num_mel_bins) if manifest else None,
     )
+
+
+def listed_file(model_dir: Path, manifest: dict[str, Any], key: str, hint: str) -> tuple[Path, dict[str, Any]]:
+    """(path, entry) of the file `manifest` lists under `key`, its SHA-256 checked; `ArtifactError` ending with
+    `hint` when the manifest lists none."""
+    entry = manifest.get(key)
+    if not isinstance(entry, dict) or "file" not in entry:
+        raise ArtifactError(f"{model_dir / MANIFEST_NAME}: lists no {key!r} file; {hint}")
+    path = model_dir / entry["file"]
+    if not path.is_file():
+        raise ArtifactError(f"{model_dir}: manifest names {key} file {entry['file']!r}, not found")
+    actual = sha256_file(path)
+    if actual != entry.get("sha256"):
+        raise ArtifactError(
+            f"{path}: SHA-256 {actual[:16]}... does not match the manifest's {str(entry.get('sha256'))[:16]}...; "
+            "the file is corrupt, truncated or replaced"
+        )
+    return path, entry
+
+
+def _listed_json(model_dir: Path, manifest: dict[str, Any], key: str, hint: str) -> dict[str, Any]:
+    path, _ = listed_file(model_dir, manifest, key, hint)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def load_calibration(model_dir: Path, manifest: dict[str, Any], num_mel_bins: int) -> Calibration | None:
+    """The calibration a directory's manifest lists (hash checked), or None for an uncalibrated one."""
+    if "calibration" not in manifest:
+        return None
+    data = _listed_json(model_dir, manifest, "calibration", "")
+    try:
+        cal = Calibration.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{model_dir / CALIBRATION_NAME}: not a valid calibration ({exc!r})") from exc
+    if cal.num_bins != num_mel_bins:
+        raise ArtifactError(f"{model_dir / CALIBRATION_NAME}: {cal.num_bins} mel bins, the model's features have "
+                            f"{num_mel_bins}; calibrate the model again")
+    return cal
+
+
+def reference_stats(model_dir: Path, manifest: dict[str, Any]) -> FeatureStats:
+    """The training split's feature statistics the directory carries; `ArtifactError` saying how to get them."""
+    data = _listed_json(model_dir, manifest, "feature_stats",
+                        "the model was exported before export wrote the training split's feature statistics: "
+                        "export it again (`edge-lung export RUN_DIR --out DIR`), or pass --reference DB_DIR to "
+                        "compute them from the training database")
+    try:
+        return FeatureStats.from_dict(data["train"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{model_dir / STATS_NAME}: not valid feature statistics ({exc!r})") from exc
+
+
+def check_out_dir(out: Path, overwrite: bool, option: str = "--out") -> None:
+    """Where a new MODEL_DIR may go: nowhere yet, an empty directory, or with `overwrite` an edge-lung model
+    directory (it holds manifest.json); never another folder, which `overwrite` would delete."""
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"{option} {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ArtifactError(f"{option} {out}: exists and is not empty; pass --overwrite to replace it")
+        if not (out / MANIFEST_NAME).is_file():
+            raise ArtifactError(f"{option} {out}: --overwrite replaces only an edge-lung model directory (one "
+                                f"holding {MANIFEST_NAME}); this one is not, so it is left alone: choose another "
+                                f"{option}")
+    if not out.parent.is_dir():
+        raise ArtifactError(f"{option} {out}: parent directory {out.parent} does not exist")
 
 
 def check_graph(info: ModelInfo, session) -> None:
@@ -242,7 +321,8 @@ class OnnxClassifier:
     """Stateless ONNX classifier: normalised features [B, T, M] -> logits [B, C].
 
     Shared by `classify`, `stream`, `evaluate` on exported models and `bench`. All settings
-    come from the model's own metadata (`self.info`).
+    come from the model's own metadata (`self.info`). In a directory written by `edge-lung calibrate`
+    every input goes through the stethoscope's calibration first (`model_input`).
     """
 
     def __init__(self, model: str | Path, threads: int | None = None) -> None:
@@ -283,7 +363,13 @@ class OnnxClassifier:
             raise ValueError(
                 f"{self.info.path.name}: expected features [B, {cfg.num_frames}, {cfg.num_mel_bins}], got {x.shape}"
             )
-        return x
+        return self.model_input(x)
+
+    def model_input(self, features: np.ndarray) -> np.ndarray:
+        """What the graph is fed for `features`: the features themselves, or in a calibrated directory the
+        stethoscope's calibration applied to them (every runtime path comes through here)."""
+        cal = self.info.calibration
+        return features if cal is None else cal.apply(features)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         return softmax(self.logits(features))

@@ -10,6 +10,7 @@ import numpy as np
 
 from edge_lung.config import FeatureConfig
 from edge_lung.data.devices import cycle_groups, load_run_split
+from edge_lung.feature_stats import Calibration
 from edge_lung.scoring import evaluate_cycles
 
 
@@ -22,9 +23,12 @@ def evaluate_run(
     cache_dir: str | Path | None = None,
     by: str | None = None,
     degrade: str | None = None,
+    calibration: Calibration | None = None,
 ) -> dict[str, Any]:
     """Score a training run on `split` of `db_dir` (default: the database it was trained on); `by` adds
-    scores per device/rate/location/patient, `degrade` passes the split through a band-limited channel."""
+    scores per device/rate/location/patient, `degrade` passes the split through a band-limited channel,
+    `calibration` maps every input before the model exactly as a calibrated model directory does
+    (`edge-lung calibrate`; benchmarks/device_shift.py measures it)."""
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -40,10 +44,12 @@ def evaluate_run(
 
     @torch.no_grad()
     def logits_fn(x: np.ndarray) -> np.ndarray:
+        x = x if calibration is None else calibration.apply(x)
         return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
 
     report = evaluate_cycles(cycles, features, logits_fn, batch_size, labels=cfg["labels"], groups=groups)
-    report.update(model=str(run_dir), data=str(db_dir), split=split, by=by, degrade=degrade)
+    report.update(model=str(run_dir), data=str(db_dir), split=split, by=by, degrade=degrade,
+                  calibrated=calibration is not None)
     return report
 
 
