@@ -51,10 +51,15 @@ def stethoscope(x: np.ndarray, rate: int, out_rate: int = 22050) -> np.ndarray:
     return resample(y.astype(np.float32), rate, out_rate)
 
 
-def write_recordings(folder: Path, seconds: tuple[float, ...], seed: int, device: bool = False) -> Path:
+def write_recordings(folder: Path, seconds: tuple[float, ...], seed: int, device: bool = False,
+                     silence_s: tuple[float, float] | None = None) -> Path:
+    """`make_signal` files; `silence_s` (start, end) zeroes that stretch of the first one (the quality gate
+    holds back the windows that are mostly silence)."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, s in enumerate(seconds):
         x = make_signal(s, FEATURES.sample_rate, seed=seed + i)
+        if silence_s is not None and i == 0:
+            x[int(silence_s[0] * FEATURES.sample_rate) : int(silence_s[1] * FEATURES.sample_rate)] = 0.0
         if device:
             sf.write(str(folder / f"rec{i}.wav"), stethoscope(x, FEATURES.sample_rate), 22050, subtype="FLOAT")
         else:
@@ -77,6 +82,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     model = add_reference(build_tiny_model(root / "model", FEATURES, scale=0.05), ref)
     return {"root": root, "train": train, "model": model,
             "device": write_recordings(root / "device", (20.0, 23.0, 26.0), seed=1, device=True),
+            "device_gap": write_recordings(root / "device_gap", (30.0, 23.0, 26.0), seed=1, device=True,
+                                           silence_s=(10, 20)),
             "device_other": write_recordings(root / "device_other", (29.0,), seed=11, device=True),
             "plain_other": write_recordings(root / "plain_other", (29.0,), seed=11)}
 
@@ -117,21 +124,25 @@ def test_mapping_is_the_formula_on_hand_made_numbers() -> None:
         Calibration(ref, dev).apply(np.zeros((4, 2)))
 
 
-def test_calibrate_writes_a_verified_copy_with_the_runtime_windows_statistics(setup, calibrated) -> None:
-    out, record = calibrated
+def test_calibrate_writes_a_verified_copy_with_the_runtime_windows_statistics(setup, tmp_path) -> None:
+    before = {p.name: sha256_file(p) for p in setup["model"].iterdir()}
+    out = tmp_path / "calibrated"
+    record = calibrate_model_dir(setup["model"], setup["device_gap"], out, min_audio_s=30.0, **QUIET)
+    assert {p.name: sha256_file(p) for p in setup["model"].iterdir()} == before, "the original was modified"
     onnx_path, manifest = resolve_model_path(out)  # the ONNX file's hash
     entry = manifest["calibration"]
     assert entry["file"] == CALIBRATION_NAME and entry["sha256"] == sha256_file(out / CALIBRATION_NAME)
     assert (entry["files_used"], entry["files_skipped"]) == (3, 0)
     assert entry["windows"] == record["calibration"]["windows"] > 0
-    assert entry["recordings"] == str(setup["device"].absolute()) and entry["calibrated_at"].endswith("Z")
+    assert entry["recordings"] == str(setup["device_gap"].absolute()) and entry["calibrated_at"].endswith("Z")
     assert entry["source_manifest_sha256"] == sha256_file(setup["model"] / MANIFEST_NAME)
     # The device statistics are those of the windows `classify` decides on (its windowing and quality gate),
     # computed here directly over their frames.
     plain = StreamingClassifier(OnnxClassifier(setup["model"]))
-    frames = [window_features(d.window.audio, FEATURES)
-              for f in sorted(setup["device"].iterdir())
-              for d in classify_file(plain, f, keep_decisions=True).decisions if d.verdict == "ok"]
+    decisions = [d for f in sorted(setup["device_gap"].iterdir())
+                 for d in classify_file(plain, f, keep_decisions=True).decisions]
+    assert any(d.verdict != "ok" for d in decisions)  # the silent stretch: windows the runtime does not decide on
+    frames = [window_features(d.window.audio, FEATURES) for d in decisions if d.verdict == "ok"]
     x = np.concatenate(frames).astype(np.float64)
     cal = OnnxClassifier(out).info.calibration
     assert cal.device.windows == len(frames) == entry["windows"]
