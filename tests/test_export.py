@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,10 +21,11 @@ import pytest
 from edge_lung.config import LABELS, FeatureConfig
 from edge_lung.export.onnx import ExportConfig, ExportError, ParityError, export_model
 from edge_lung.export.quantize import QuantPreset, available_presets, load_preset
-from edge_lung.runtime.model_dir import ArtifactError, OnnxClassifier
+from edge_lung.runtime.model_dir import ArtifactError, OnnxClassifier, resolve_model_path
 from edge_lung.runtime.quality import QualityConfig
 
 QUIET = dict(log=lambda *_: None)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_run(run_dir: Path, db_dir: Path, features: FeatureConfig, epochs: int = 4, max_cycles: int | None = None,
@@ -268,6 +270,61 @@ def test_onnx_evaluation_matches_the_runs_own(work: Path, synth_db: Path) -> Non
     assert abs(onnx_report["loss"] - torch_report["loss"]) < 1e-4
     val = evaluate_model_dir(work / "fp32", synth_db, split="val")
     assert val["num_cycles"] == parity(work / "fp32")["num_cycles"]  # same validation slice as the run
+
+
+@pytest.mark.slow
+def test_export_writes_the_training_splits_feature_statistics(work: Path, synth_db: Path) -> None:
+    from edge_lung.data.devices import load_run_split
+    from edge_lung.features import cycle_features
+    from edge_lung.runtime.model_dir import listed_file, reference_stats
+
+    model_dir = work / "fp32"
+    _, manifest = resolve_model_path(model_dir)
+    listed_file(model_dir, manifest, "feature_stats", "")  # listed, its SHA-256 checked
+    config = json.loads((work / "run" / "config.json").read_text())
+    features = FeatureConfig.from_dict(config["features"])
+    cycles = load_run_split(synth_db, "train", features, config["train"])
+    x = np.concatenate([cycle_features(c.audio, features) for c in cycles]).astype(np.float64)
+    stats = reference_stats(model_dir, manifest)
+    np.testing.assert_allclose(stats.mean, x.mean(axis=0), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(stats.std, x.std(axis=0), rtol=1e-9, atol=1e-9)
+    assert stats.frames == len(x) and manifest["feature_stats"]["cycles"] == len(cycles)
+
+
+@pytest.mark.slow
+def test_device_shift_calibrate_column_measures_what_calibrate_writes(work: Path, synth_db: Path,
+                                                                      tmp_path: Path) -> None:
+    """benchmarks/device_shift.py's calibrate column (PyTorch, the run's saved model, its held-out 'val'
+    recordings without labels) scores exactly what `edge-lung calibrate` + `evaluate MODEL_DIR` give."""
+    import importlib.util
+
+    from edge_lung.data.devices import scan_for_run
+    from edge_lung.runtime.calibrate import calibrate_model_dir
+    from edge_lung.runtime.evaluate import evaluate_model_dir
+    from edge_lung.train.evaluate import evaluate_run
+
+    spec = importlib.util.spec_from_file_location("device_shift", ROOT / "benchmarks" / "device_shift.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    figures = bench.calibration_figures(work / "run", str(synth_db))
+    config = json.loads((work / "run" / "config.json").read_text())
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    for r in scan_for_run(synth_db, config["train"])[0].recordings:
+        if r.split == "val":
+            shutil.copy(r.wav, held_out / r.wav.name)
+    record = calibrate_model_dir(work / "fp32", held_out, tmp_path / "cal", min_audio_s=5.0, **QUIET)
+    assert record["calibration"]["windows"] == figures["windows"]
+    onnx_cal = evaluate_model_dir(tmp_path / "cal", synth_db, split="val")
+    torch_plain = evaluate_run(work / "run", synth_db, split="val")
+    assert onnx_cal["calibrated"] and not torch_plain["calibrated"]
+    assert figures["calibrated"] == {k: onnx_cal[k] for k in bench.FIGURES}
+    assert figures["plain"] == {k: torch_plain[k] for k in bench.FIGURES}
+    rows = [{"recipe": "default", "device": "X", "seed": 0, "last": {k: 50.0 for k in ("score", "specificity",
+             "sensitivity")}, "selected": {"score": 50.0}, "calibration": figures}]
+    table = bench.markdown(bench.summarize(rows), SimpleNamespace(db="db", backbone="tiny", epochs=1, seeds="0",
+                                                                  max_cycles=None, degrade=None))
+    assert f"| {figures['plain']['score']:.1f} +- 0.0 | {figures['calibrated']['score']:.1f} +- 0.0 |" in table
 
 
 @pytest.mark.slow

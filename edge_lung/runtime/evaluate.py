@@ -62,6 +62,7 @@ def evaluate_model_dir(
         by=by,
         degrade=degrade,
         quantization=info.quantization,
+        calibrated=info.calibration is not None,
         seconds=round(time.perf_counter() - t0, 2),
     )
     return report
