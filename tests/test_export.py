@@ -152,8 +152,8 @@ def test_int8_record_states_its_aims_truthfully(work: Path, parity_logits: dict,
     import onnx
 
     onnx.checker.check_model(str(work / mode / "model.int8.onnx"), full_check=True)
-    assert sorted(os.listdir(work / mode)) == ["manifest.json", "model.e2e.onnx", "model.int8.onnx", "model_card.md",
-                                               "parity.json", "test_vectors.npz"]
+    assert sorted(os.listdir(work / mode)) == ["feature_stats.json", "manifest.json", "model.e2e.onnx",
+                                               "model.int8.onnx", "model_card.md", "parity.json", "test_vectors.npz"]
     info = OnnxClassifier(work / mode).info
     assert info.quantization == f"int8-{mode}"
     assert info.run["quantization"]["mode"] == mode
