@@ -227,11 +227,15 @@ def test_bad_model_dirs_and_outputs_are_refused(setup, calibrated, tmp_path) -> 
     (occupied / "mine.txt").write_text("keep")
     with pytest.raises(ArtifactError, match="exists and is not empty; pass --overwrite"):
         calibrate_model_dir(setup["model"], setup["device"], occupied, **QUIET)
-    with pytest.raises(ArtifactError, match="replaces only an edge-lung model directory"):
+    with pytest.raises(ArtifactError, match="not an edge-lung model directory .* --overwrite replaces only those"):
         calibrate_model_dir(setup["model"], setup["device"], occupied, overwrite=True, min_audio_s=30.0, **QUIET)
     assert (occupied / "mine.txt").read_text() == "keep"
-    with pytest.raises(ArtifactError, match="is MODEL_DIR itself"):
+    with pytest.raises(ArtifactError, match="is MODEL_DIR .*leaves the original untouched"):
         calibrate_model_dir(setup["model"], setup["device"], setup["model"], overwrite=True, **QUIET)
+    with pytest.raises(ArtifactError, match="is inside MODEL_DIR"):
+        calibrate_model_dir(setup["model"], setup["device"], setup["model"] / "cal", **QUIET)
+    with pytest.raises(ArtifactError, match="holds MODEL_DIR"):
+        calibrate_model_dir(setup["model"], setup["device"], setup["root"], overwrite=True, **QUIET)
     out, _ = calibrated  # --overwrite replaces a model directory
     again = calibrate_model_dir(setup["model"], setup["train"], out, overwrite=True, min_audio_s=30.0, **QUIET)
     assert OnnxClassifier(out).info.calibration.device.mean == tuple(again["device"]["mean"])

@@ -442,7 +442,7 @@ def test_unwritable_or_occupied_output_dir(tmp_path: Path, work: Path) -> None:
     (occupied / "keep.txt").write_text("mine")
     with pytest.raises(ExportError, match="--overwrite"):
         export_model(work / "run", occupied, **QUIET)
-    with pytest.raises(ExportError, match="replaces only an edge-lung model directory"):
+    with pytest.raises(ExportError, match="not an edge-lung model directory"):
         export_model(work / "run", occupied, ExportConfig(overwrite=True), **QUIET)  # not ours to delete
     assert (occupied / "keep.txt").read_text() == "mine"
     assert leftovers(tmp_path, "occupied") == ["occupied"]

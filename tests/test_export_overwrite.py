@@ -94,7 +94,8 @@ def test_overwrite_replaces_an_edge_lung_model_dir(run: Path, tmp_path: Path) ->
     result = _export(run, out, "--overwrite", "--int8")
     assert result.exit_code == 0, result.output
     assert not (out / "stale.txt").exists()
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.e2e.onnx", "model.int8.onnx",
-                                                     "model_card.md", "parity.json", "test_vectors.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["feature_stats.json", "manifest.json", "model.e2e.onnx",
+                                                     "model.int8.onnx", "model_card.md", "parity.json",
+                                                     "test_vectors.npz"]
     assert json.loads((out / "manifest.json").read_text())["model_file"] != first["model_file"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "runs"]

@@ -233,9 +233,12 @@ def calibrate_model_dir(model_dir: str | Path, recordings: str | Path, out: str 
     if not model_dir.is_dir():
         raise ArtifactError(f"MODEL_DIR {model_dir}: expected a model directory written by `edge-lung export`")
     clf = OnnxClassifier(model_dir)  # refuses a directory that is not ours, or altered
-    if out.resolve() == model_dir.resolve():
-        raise ArtifactError(f"--out {out}: is MODEL_DIR itself; calibrate writes a calibrated copy and leaves the "
-                            "original untouched: choose another --out")
+    out_real, src_real = out.resolve(), model_dir.resolve()
+    where = ("is" if out_real == src_real else "holds" if src_real.is_relative_to(out_real)
+             else "is inside" if out_real.is_relative_to(src_real) else None)
+    if where is not None:
+        raise ArtifactError(f"--out {out}: {where} MODEL_DIR {model_dir}; calibrate writes a calibrated copy and "
+                            "leaves the original untouched: choose a folder outside it")
     check_out_dir(out, overwrite)
     if not min_audio_s > 0:
         raise CalibrationError(f"--min-audio: expected seconds > 0, got {min_audio_s}")

@@ -8,22 +8,13 @@ feature settings read from the model's metadata, so FP32 figures match `evaluate
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from edge_lung.runtime.model_dir import MANIFEST_NAME, OnnxClassifier
+from edge_lung.runtime.model_dir import OnnxClassifier, is_model_dir
 
-
-def is_model_dir(path: str | Path) -> bool:
-    """True for a directory written by `edge-lung export`: its manifest.json is ours (format, model file,
-    SHA-256), not merely a file of that common name."""
-    try:
-        manifest = json.loads((Path(path) / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and {"format", "model_file", "sha256"} <= manifest.keys()
+__all__ = ["evaluate_model_dir", "is_model_dir"]  # is_model_dir lives in model_dir (export and calibrate use it)
 
 
 def evaluate_model_dir(

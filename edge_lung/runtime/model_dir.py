@@ -281,18 +281,27 @@ def reference_stats(model_dir: Path, manifest: dict[str, Any]) -> FeatureStats:
         raise ArtifactError(f"{model_dir / STATS_NAME}: not valid feature statistics ({exc!r})") from exc
 
 
+def is_model_dir(path: str | Path) -> bool:
+    """True for a directory written by `edge-lung export`: its manifest.json is ours (format, model file,
+    SHA-256), not merely a file of that common name."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"format", "model_file", "sha256"} <= manifest.keys()
+
+
 def check_out_dir(out: Path, overwrite: bool, option: str = "--out") -> None:
     """Where a new MODEL_DIR may go: nowhere yet, an empty directory, or with `overwrite` an edge-lung model
-    directory (it holds manifest.json); never another folder, which `overwrite` would delete."""
+    directory (`is_model_dir`); never another folder, which `overwrite` would delete."""
     if out.exists() and not out.is_dir():
         raise ArtifactError(f"{option} {out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise ArtifactError(f"{option} {out}: exists and is not empty; pass --overwrite to replace it")
-        if not (out / MANIFEST_NAME).is_file():
-            raise ArtifactError(f"{option} {out}: --overwrite replaces only an edge-lung model directory (one "
-                                f"holding {MANIFEST_NAME}); this one is not, so it is left alone: choose another "
-                                f"{option}")
+        if not is_model_dir(out):
+            raise ArtifactError(f"{option} {out}: not an edge-lung model directory (no manifest.json written by "
+                                f"`edge-lung export`), and --overwrite replaces only those; choose another {option}")
     if not out.parent.is_dir():
         raise ArtifactError(f"{option} {out}: parent directory {out.parent} does not exist")
 
