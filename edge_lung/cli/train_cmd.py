@@ -35,9 +35,9 @@ def train_command(
                                "channel augmentation + per-window mel normalisation); explicit options override it."),
     out: Path = typer.Option(TrainConfig.out, "--out", help="Run directory to create (default "
                              "runs/<backbone>-...). With several --seeds, the parent of one run per seed."),
-    backbone: str = typer.Option(TrainConfig.backbone, help="tiny | small | base (from scratch), a save_pretrained "
-                                 "directory, or a hub id such as MIT/ast-finetuned-audioset-10-10-0.4593 (local "
-                                 "cache only unless --allow-download)."),
+    backbone: str = typer.Option(TrainConfig.backbone, help="tiny | ast-student | small | base (ASTs from scratch), "
+                                 "mobilenet (log-mel CNN, no adapters), a saved model directory, or a hub id such as "
+                                 "MIT/ast-finetuned-audioset-10-10-0.4593 (local cache only unless --allow-download)."),
     allow_download: bool = typer.Option(TrainConfig.allow_download, help="Let a hub id download from the Hugging "
                                         "Face hub."),
     adapter: str = typer.Option(TrainConfig.adapter, help="lung (bottleneck adapters, frozen backbone) | lora | none "

@@ -101,7 +101,7 @@ class TrainConfig:
         self.feature_config  # noqa: B018  (validates features and mel_norm)
 
     def _check_choices(self) -> None:
-        from edge_lung.train.model import ADAPTERS
+        from edge_lung.train.model import ADAPTERS, check_adapter
 
         choices = {
             "adapter": ("auto", *ADAPTERS),
@@ -114,6 +114,7 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+        check_adapter(self.backbone, self.adapter)  # before anything is written: a CNN takes no adapter
 
     def _check_recipe(self) -> None:
         from edge_lung.train.recipes import RECIPES, recipe_id
@@ -161,12 +162,13 @@ class TrainConfig:
 
 
 def resolve_adapter(cfg: TrainConfig) -> str:
-    """The adapter a run trains: `cfg.adapter`, or for "auto" LungAdapter on a checkpoint, none on a named size."""
-    from edge_lung.train.model import backbone_kind
+    """The adapter a run trains: `cfg.adapter`, or for "auto" LungAdapter on an AST checkpoint, none on a named
+    size or a CNN."""
+    from edge_lung.train.model import backbone_kind, is_cnn_backbone
 
     if cfg.adapter != "auto":
         return cfg.adapter
-    return "none" if backbone_kind(cfg.backbone) == "size" else "lung"
+    return "none" if backbone_kind(cfg.backbone) == "size" or is_cnn_backbone(cfg.backbone) else "lung"
 
 
 def resolve_lr(cfg: TrainConfig, adapter: str) -> float:

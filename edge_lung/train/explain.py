@@ -74,12 +74,16 @@ def explain_recording(
     """Attention rollout of every window of `audio_path` (first `max_windows`) drawn over its log-mel, one row
     per window, to `out_png`."""
     from edge_lung.features import window_features
-    from edge_lung.train.model import load_run
+    from edge_lung.train.model import load_run, model_kind
 
     out_png = Path(out_png)
     if out_png.suffix.lower() != ".png" or not out_png.parent.is_dir():
         raise ValueError(f"--out {out_png}: expected a .png path in an existing folder")
     wrapped, cfg = load_run(run_dir)
+    if model_kind(wrapped) != "transformer":
+        raise ValueError(f"{run_dir}: explain draws the attention rollout of an AST, and this run's backbone "
+                         f"{cfg.get('backbone')!r} is a CNN (no attention); "
+                         "`edge-lung report MODEL_DIR FILE --out DIR` draws occlusion saliency for any exported model")
     model = wrapped.model
     model.set_attn_implementation("eager")
     features = FeatureConfig.from_dict(cfg["features"])

@@ -1,8 +1,12 @@
-"""The classifier: an Audio Spectrogram Transformer (AST) backbone plus an optional PEFT adapter.
+"""The classifier: an Audio Spectrogram Transformer (AST) backbone plus an optional PEFT adapter,
+or a small log-mel CNN (`edge_lung.train.cnn`, no adapters).
 
 `--backbone` names one of three sources:
-  * a named size (`tiny`, `small`, `base`) trained from scratch;
-  * a local directory written by `save_pretrained` (an `ASTForAudioClassification`);
+  * a named size trained from scratch: AST sizes `tiny`, `ast-student`, `small`, `base` (`SIZES`) and
+    CNN sizes `mobilenet` (`CNN_SIZES`); `ast-student` and `mobilenet` are the distillation students
+    of issue #13;
+  * a local directory written by `save_pretrained` (an `ASTForAudioClassification`) or by
+    `edge_lung.train.cnn.save_cnn` (config.json with model_type `edge-lung-cnn`);
   * a Hugging Face hub id, e.g. `MIT/ast-finetuned-audioset-10-10-0.4593`, read from the local
     cache only unless the caller allows a download.
 
@@ -10,11 +14,13 @@ Checkpoints trained on another input length (AudioSet AST: 1024 frames, a 12 x 1
 get their positional embeddings interpolated along time to our window (8 s = 798 frames, 12 x 79)
 instead of padding the input to 1024 frames, which would cost 28% more tokens on the device.
 
-`load_run(run_dir)` rebuilds a trained model as a plain module `features[B, T, M] -> logits[B, C]`.
+`load_run(run_dir)` rebuilds a trained model as a plain module `features[B, T, M] -> logits[B, C]`
+(`LogitsModel`), whichever the backbone: export, evaluate and distillation see one interface.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,7 @@ from torch import nn
 
 from edge_lung.config import LABELS, FeatureConfig
 from edge_lung.fileio import RUN_CONFIG, replaced_dir
+from edge_lung.train.cnn import CnnConfig, LogMelCNN, is_cnn_dir, load_cnn, save_cnn
 
 DEFAULT_HUB_ID = "MIT/ast-finetuned-audioset-10-10-0.4593"
 ADAPTERS = ("lung", "lora", "none")
@@ -49,6 +56,18 @@ SIZES: dict[str, dict[str, float]] = {
         "time_stride": 16,
         "initializer_range": 0.1,
     },
+    # The AST distillation student (issue #13): DeiT-Tiny widths (192, 3 heads of 64, MLP 768), 12
+    # layers, tiny's non-overlapping 16 x 16 patches (394 tokens): 2.9 GMAC per 8 s 128-bin window,
+    # 1/35 of base. Initialised like tiny (std 0.1) since it, too, starts from scratch.
+    "ast-student": {
+        "hidden_size": 192,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 3,
+        "intermediate_size": 768,
+        "frequency_stride": 16,
+        "time_stride": 16,
+        "initializer_range": 0.1,
+    },
     # small (DeiT-S widths) and base (the AudioSet AST) keep AST's overlapping strides of 10.
     "small": {
         "hidden_size": 384,
@@ -69,6 +88,18 @@ SIZES: dict[str, dict[str, float]] = {
 }
 
 
+# Log-mel CNN sizes (`edge_lung.train.cnn.CnnConfig` fields beyond the input shape and labels).
+# mobilenet: MobileNetV2-style, 0.93 M parameters, 0.40 GMAC per 8 s window at 128 mel bins (0.20 at 64).
+CNN_SIZES: dict[str, dict[str, Any]] = {
+    "mobilenet": {"name": "mobilenet"},
+}
+
+
+def named_sizes() -> list[str]:
+    """Every named size `--backbone` accepts (AST and CNN)."""
+    return sorted([*SIZES, *CNN_SIZES])
+
+
 def _load_errors() -> tuple[type[BaseException], ...]:
     """What loading a checkpoint raises for missing, corrupt or mismatched files."""
     from safetensors import SafetensorError
@@ -86,7 +117,7 @@ class RunError(ValueError):
 
 def backbone_kind(backbone: str) -> str:
     """'size', 'dir' or 'hub' for a `--backbone` value; `BackboneError` for a missing local path."""
-    if backbone in SIZES:
+    if backbone in SIZES or backbone in CNN_SIZES:
         return "size"
     path = Path(backbone).expanduser()
     if path.exists():
@@ -96,7 +127,7 @@ def backbone_kind(backbone: str) -> str:
     looks_like_path = backbone.startswith((".", "/", "~")) or backbone.count("/") != 1
     if looks_like_path:
         raise BackboneError(
-            f"--backbone {backbone}: no such directory; expected one of {sorted(SIZES)}, a directory written by "
+            f"--backbone {backbone}: no such directory; expected one of {named_sizes()}, a directory written by "
             f"save_pretrained, or a hub id like {DEFAULT_HUB_ID}"
         )
     return "hub"
@@ -107,7 +138,7 @@ def size_config(size: str, feature_cfg: FeatureConfig, num_labels: int) -> Any:
     from transformers import ASTConfig
 
     if size not in SIZES:
-        raise BackboneError(f"--backbone {size}: expected one of {sorted(SIZES)}")
+        raise BackboneError(f"--backbone {size}: expected one of the AST sizes {sorted(SIZES)}")
     return ASTConfig(
         **SIZES[size],
         max_length=feature_cfg.num_frames,
@@ -153,7 +184,7 @@ def interpolate_position_embeddings(pos: torch.Tensor, freq: int, old_time: int,
 def load_backbone(
     backbone: str, feature_cfg: FeatureConfig, num_labels: int = len(LABELS), allow_download: bool = False
 ) -> nn.Module:
-    """An `ASTForAudioClassification` for `feature_cfg`'s window with a fresh `num_labels` head.
+    """An `ASTForAudioClassification` (or a `LogMelCNN`) for `feature_cfg`'s window with a `num_labels` head.
 
     Named sizes are randomly initialised (seed torch first for reproducibility). A checkpoint
     (local directory or hub id) keeps its weights, with positional embeddings interpolated to
@@ -162,6 +193,8 @@ def load_backbone(
     from transformers import ASTForAudioClassification
 
     kind = backbone_kind(backbone)
+    if is_cnn_backbone(backbone):
+        return _cnn_backbone(backbone, kind, feature_cfg, num_labels)
     if kind == "size":
         model = ASTForAudioClassification(size_config(backbone, feature_cfg, num_labels))
         pos = model.audio_spectrogram_transformer.embeddings.position_embeddings
@@ -169,6 +202,46 @@ def load_backbone(
         return model
     source = _load_checkpoint(backbone, kind, allow_download)
     return adapt_checkpoint(source, feature_cfg, num_labels, name=backbone)
+
+
+def is_cnn_backbone(backbone: str) -> bool:
+    """Whether `--backbone` names a CNN: a CNN size, or a directory holding a saved `LogMelCNN`."""
+    return backbone in CNN_SIZES or is_cnn_dir(Path(backbone).expanduser())
+
+
+def check_adapter(backbone: str, adapter: str) -> None:
+    """`BackboneError` for an adapter on a CNN backbone: adapters sit beside attention and MLP blocks,
+    which a CNN has none of ('auto' resolves to 'none' there)."""
+    if adapter not in ("auto", "none") and is_cnn_backbone(backbone):
+        raise _cnn_adapter_error(backbone, adapter)
+
+
+def _cnn_adapter_error(backbone: str, adapter: str) -> BackboneError:
+    return BackboneError(
+        f"--adapter {adapter}: the backbone {backbone} is a CNN, and adapters (lung, lora) need an AST's "
+        "attention and MLP blocks; use --adapter none (full fine-tune) or auto"
+    )
+
+
+def _cnn_backbone(backbone: str, kind: str, feature_cfg: FeatureConfig, num_labels: int) -> LogMelCNN:
+    """A CNN size built for `feature_cfg`, or a saved CNN with its head replaced when the label count differs."""
+    if kind == "size":
+        return LogMelCNN(CnnConfig(num_mel_bins=feature_cfg.num_mel_bins, num_frames=feature_cfg.num_frames,
+                                   num_labels=num_labels, **CNN_SIZES[backbone]))
+    try:
+        model = load_cnn(Path(backbone).expanduser())
+    except ValueError as exc:
+        raise BackboneError(f"--backbone {backbone}: {exc}") from exc
+    cfg = model.config
+    if cfg.num_mel_bins != feature_cfg.num_mel_bins:
+        raise BackboneError(f"--backbone {backbone}: expected a CNN for {feature_cfg.num_mel_bins} mel bins, got "
+                            f"{cfg.num_mel_bins}")
+    if cfg.num_labels != num_labels:
+        model.config = dataclasses.replace(cfg, num_labels=num_labels)
+        model.classifier = nn.Linear(cfg.embedding_size, num_labels)
+    if cfg.num_frames != feature_cfg.num_frames:  # global pooling: any length runs; record the new window
+        model.config = dataclasses.replace(model.config, num_frames=feature_cfg.num_frames)
+    return model
 
 
 def _load_checkpoint(backbone: str, kind: str, allow_download: bool) -> nn.Module:
@@ -266,7 +339,9 @@ def build_model(
 def attach_adapter(
     base: nn.Module, adapter: str, width: int = 64, scale: float = 0.1, placement: str = "both", lora_rank: int = 8
 ) -> nn.Module:
-    """Wrap `base` with `get_peft_model` (or return it for 'none')."""
+    """Wrap `base` with `get_peft_model` (or return it for 'none'); `BackboneError` for an adapter on a CNN."""
+    if isinstance(base, LogMelCNN) and adapter != "none":
+        raise _cnn_adapter_error(base.config.name, adapter)
     cfg = adapter_config(adapter, width, scale, placement, lora_rank)
     if cfg is None:
         return base
@@ -299,11 +374,15 @@ class LogitsModel(nn.Module):
         self.model = model
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.model, LogMelCNN):
+            return self.model(features)
         return self.model(input_values=features).logits
 
     def logits_and_embedding(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [B, C], pooled embedding [B, D]) in one pass: the AST's pooled output and the head on it,
-        exactly as `ASTForAudioClassification.forward` computes the logits."""
+        exactly as `ASTForAudioClassification.forward` computes the logits (the CNN's own method for a CNN)."""
+        if isinstance(self.model, LogMelCNN):
+            return self.model.logits_and_embedding(features)
         pooled = self.model.audio_spectrogram_transformer(features).pooler_output
         return self.model.classifier(pooled), pooled
 
@@ -341,9 +420,17 @@ def unwrap_peft(model: nn.Module) -> nn.Module:
     return inner
 
 
+def _save_whole(model: nn.Module, path: Path) -> None:
+    """A whole model (no adapter) into `path`: `save_cnn` for a CNN, `save_pretrained` for an AST."""
+    if isinstance(model, LogMelCNN):
+        save_cnn(model, path)
+    else:
+        model.save_pretrained(path, safe_serialization=True)
+
+
 def save_backbone(model: nn.Module, run_dir: Path) -> None:
-    """Save the (still unwrapped) backbone to run_dir/model/backbone via save_pretrained."""
-    model.save_pretrained(run_dir / MODEL_DIR / BACKBONE_DIR, safe_serialization=True)
+    """Save the (still unwrapped) backbone to run_dir/model/backbone."""
+    _save_whole(model, run_dir / MODEL_DIR / BACKBONE_DIR)
 
 
 def save_trained(model: nn.Module, run_dir: Path, epoch: int) -> None:
@@ -361,7 +448,7 @@ def save_trained(model: nn.Module, run_dir: Path, epoch: int) -> None:
         if isinstance(model, PeftModel):
             model.save_pretrained(tmp, save_embedding_layers=False)
         else:
-            model.save_pretrained(tmp, safe_serialization=True)
+            _save_whole(model, tmp)
         (tmp / SELECTED).write_text(json.dumps({"epoch": int(epoch)}))
 
 
@@ -388,8 +475,6 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
     The config holds "labels", "features" (FeatureConfig.to_dict()), "data", "best" (the
     validation ICBHI figures of the selected checkpoint) and the training settings.
     """
-    from transformers import ASTForAudioClassification
-
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     if not cfg.get("best"):
@@ -397,18 +482,15 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
     features = FeatureConfig.from_dict(cfg["features"])
     backbone_dir = run_dir / MODEL_DIR / BACKBONE_DIR
     _require_weights(run_dir, backbone_dir, "config.json")
-    try:
-        base = ASTForAudioClassification.from_pretrained(backbone_dir, local_files_only=True)
-    except _load_errors() as exc:
-        raise RunError(f"{backbone_dir}: cannot load the saved model ({type(exc).__name__}: {exc})") from exc
-    bcfg = base.config
-    if bcfg.max_length != features.num_frames or bcfg.num_mel_bins != features.num_mel_bins:
+    base = _load_saved_backbone(backbone_dir)
+    frames, mel_bins, num_labels = _input_and_outputs(base)
+    if frames != features.num_frames or mel_bins != features.num_mel_bins:
         raise RunError(
-            f"{backbone_dir}: model expects [{bcfg.max_length}, {bcfg.num_mel_bins}] features, run config says "
+            f"{backbone_dir}: model expects [{frames}, {mel_bins}] features, run config says "
             f"[{features.num_frames}, {features.num_mel_bins}]"
         )
-    if bcfg.num_labels != len(cfg["labels"]):
-        raise RunError(f"{backbone_dir}: model has {bcfg.num_labels} outputs, run config has labels {cfg['labels']}")
+    if num_labels != len(cfg["labels"]):
+        raise RunError(f"{backbone_dir}: model has {num_labels} outputs, run config has labels {cfg['labels']}")
     model: nn.Module = base
     if cfg["adapter"] != "none":
         from peft import PeftModel
@@ -434,6 +516,32 @@ def _require_weights(run_dir: Path, folder: Path, marker: str) -> None:
             f"{run_dir}: no trained weights: {folder.relative_to(run_dir)}/ holds no saved model ({marker} is "
             "missing); expected a run directory written by `edge-lung train` that finished an epoch"
         )
+
+
+def _load_saved_backbone(backbone_dir: Path) -> nn.Module:
+    """The whole model saved in run_dir/model/backbone: a `LogMelCNN` or an `ASTForAudioClassification`."""
+    from transformers import ASTForAudioClassification
+
+    try:
+        if is_cnn_dir(backbone_dir):
+            return load_cnn(backbone_dir)
+        return ASTForAudioClassification.from_pretrained(backbone_dir, local_files_only=True)
+    except _load_errors() as exc:
+        raise RunError(f"{backbone_dir}: cannot load the saved model ({type(exc).__name__}: {exc})") from exc
+
+
+def _input_and_outputs(model: nn.Module) -> tuple[int, int, int]:
+    """(frames, mel bins, labels) a saved backbone was built for."""
+    cfg = model.config
+    if isinstance(model, LogMelCNN):
+        return cfg.num_frames, cfg.num_mel_bins, cfg.num_labels
+    return cfg.max_length, cfg.num_mel_bins, cfg.num_labels
+
+
+def model_kind(model: nn.Module) -> str:
+    """'cnn' or 'transformer' for a `LogitsModel` or the model inside it: what INT8 mode suits it."""
+    inner = model.model if isinstance(model, LogitsModel) else model
+    return "cnn" if isinstance(inner, LogMelCNN) else "transformer"
 
 
 def _check_selected_epoch(run_dir: Path, cfg: dict[str, Any]) -> None:
