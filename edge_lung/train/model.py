@@ -89,7 +89,7 @@ SIZES: dict[str, dict[str, float]] = {
 
 
 # Log-mel CNN sizes (`edge_lung.train.cnn.CnnConfig` fields beyond the input shape and labels).
-# mobilenet: MobileNetV2-style, 0.93 M parameters, 0.40 GMAC per 8 s window at 128 mel bins (0.20 at 64).
+# mobilenet: MobileNetV2-style, 0.63 M parameters, 0.18 GMAC per 8 s window at 128 mel bins (0.09 at 64).
 CNN_SIZES: dict[str, dict[str, Any]] = {
     "mobilenet": {"name": "mobilenet"},
 }
