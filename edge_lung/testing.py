@@ -45,19 +45,21 @@ def tiny_weights(num_mel_bins: int, num_classes: int = 4) -> tuple[np.ndarray, n
 
 
 def build_tiny_model(model_dir: str | Path, features: FeatureConfig | None = None, scale: float = 1.0,
-                     run: dict | None = None) -> Path:
+                     run: dict | None = None, weights: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
     """Write a MODEL_DIR with `tiny.onnx` + manifest; returns the directory.
 
     `scale` multiplies the logits: below 1 the probabilities stay away from 0 and 1 on loud real
     recordings (whose band energies saturate the default model), so that two runs can be compared.
-    `run` is the metadata's provenance (`edge_lung.run`; e.g. a val_fraction and val_seed)."""
+    `run` is the metadata's provenance (`edge_lung.run`; e.g. a val_fraction and val_seed).
+    `weights` (W float32[M, C], b float32[C]) replace `tiny_weights` (e.g. a distillation test's teacher)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     features = features or FeatureConfig()
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    w, b = (np.float32(scale) * a for a in tiny_weights(features.num_mel_bins, len(LABELS)))
+    w, b = weights if weights is not None else tiny_weights(features.num_mel_bins, len(LABELS))
+    w, b = (np.asarray(np.float32(scale) * a, dtype=np.float32) for a in (w, b))
     nodes = [
         helper.make_node("ReduceMean", [INPUT_NAME], ["pooled"], axes=[1], keepdims=0),
         helper.make_node("MatMul", ["pooled", "W"], ["scores"]),

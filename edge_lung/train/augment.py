@@ -110,12 +110,14 @@ class CycleSet:
         if self.cache is not None:
             x = self.cache[indices]
         else:
-            x = np.stack([self._augmented(self.cycles[i].audio, rng) for i in indices])
+            x = np.stack([cycle_features(self.augment_audio(self.cycles[i].audio, rng), self.feature_cfg)
+                          for i in indices])
         return torch.from_numpy(x), torch.from_numpy(self.labels[indices])
 
-    def _augmented(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def augment_audio(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One draw of the waveform augmentation that is on (channel, then gain and noise) for one cycle."""
         if self.channel is not None:
             audio = self.channel(audio, rng)
         if self.cfg.waveform_aug:
             audio = augment_waveform(audio, rng, self.cfg)
-        return cycle_features(audio, self.feature_cfg)
+        return audio

@@ -1,5 +1,6 @@
-"""Training settings: `TrainConfig` (every option of `edge-lung train`), its validation, the option
-constants and the `resolve_*` helpers that turn "auto"/unset options into the values a run uses.
+"""Training settings: `TrainConfig` (every option of `edge-lung train`), its validation, `DistillConfig`
+(what `edge-lung distill` adds), the option constants and the `resolve_*` helpers that turn
+"auto"/unset options into the values a run uses.
 
 Torch-free at import (the model module is imported inside the helpers that need it), so the CLI
 reads its defaults from `TrainConfig` without loading torch.
@@ -8,12 +9,14 @@ reads its defaults from `TrainConfig` without loading torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_lung.config import FeatureConfig, dataclass_from_dict
+from edge_lung.runtime.stream import StreamConfig
 
 if TYPE_CHECKING:
     import torch
@@ -159,6 +162,26 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         return dataclass_from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """What `edge-lung distill` adds to the training options; recorded in config.json's `distill` section."""
+
+    teacher: str
+    temperature: float = 2.0
+    alpha: float = 0.5
+    unlabeled: tuple[str, ...] = ()
+    unlabeled_hop_s: float = StreamConfig.hop_s
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature (--temperature): expected > 0, got {self.temperature}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha (--alpha): expected 0 <= alpha <= 1, got {self.alpha}")
+        if not (math.isfinite(self.unlabeled_hop_s) and self.unlabeled_hop_s > 0):
+            raise ValueError(f"unlabeled_hop_s (--unlabeled-hop): expected seconds > 0, got {self.unlabeled_hop_s}")
+        object.__setattr__(self, "unlabeled", tuple(str(d) for d in self.unlabeled))
 
 
 def resolve_adapter(cfg: TrainConfig) -> str:

@@ -14,7 +14,10 @@ Every file is written to a temp name and `os.replace`d. The checkpoint is select
 patient-grouped validation split only; the test split is never read here.
 
 `train` reads as its steps: `_prepare` (run directory, device, data, model, optimizer, resume),
-`_train_epoch`, `_validate_and_checkpoint` (main process), `_finish`. Settings live in
+`_train_epoch`, `_validate_and_checkpoint` (main process), `_finish`. What the run learns from is an
+`Objective`: by default cross-entropy on the labelled cycles; distillation (`train.distill`) plugs in
+its own training set (cycles and unlabeled windows with the teacher's soft targets), loss, config.json
+section and validation figures, and reuses every step here. Settings live in
 `train.config`, what an epoch draws in `train.augment`, the resume checkpoint in `train.rundir`,
 several seeds in `train.seeds`, the terminal display in `train.progress`.
 
@@ -148,6 +151,29 @@ def train_step(
 # What the steps share
 
 
+class Objective:
+    """What a run learns from: cross-entropy on the labelled training cycles (`edge-lung train`).
+
+    A subclass changes the training set (its `batch` yields the targets the criterion reads), the
+    criterion, what config.json records and what each validation adds; the loop stays the same.
+    """
+
+    def training_set(self, cycles: list, features: FeatureConfig, cfg: TrainConfig) -> CycleSet:
+        return CycleSet(cycles, features, cfg)
+
+    def criterion(self, cfg: TrainConfig, data: _Data, device: torch.device) -> nn.Module:
+        return _criterion(cfg, data, device)
+
+    def prepare(self, data: _Data) -> dict[str, Any]:
+        """Called once the data is loaded; returns the keys it adds to config.json."""
+        return {}
+
+    def validate(self, data: _Data, logits: np.ndarray) -> dict[str, Any]:
+        """Figures added to an epoch's validation entry, from the model's logits [N, C] on `data.val_cycles`."""
+        return {}
+
+
+
 @dataclass
 class _Dist:
     """Single process, or one process of an accelerate/torchrun launch."""
@@ -206,6 +232,7 @@ class _Run:
     steps_per_epoch: int
     run_config: dict[str, Any]
     reporter: Reporter
+    objective: Objective = field(default_factory=Objective)
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
     start_epoch: int = 1
@@ -236,9 +263,11 @@ def train(
     cfg: TrainConfig,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
     console: Any = None,
+    objective: Objective | None = None,
 ) -> Path:
-    """Train one run as `cfg` says; returns the run directory (see the module docstring)."""
-    run = _prepare(cfg, console)
+    """Train one run as `cfg` says (against `objective`, default cross-entropy on the labels); returns
+    the run directory (see the module docstring)."""
+    run = _prepare(cfg, console, objective or Objective())
     t_run = time.perf_counter()
     for epoch in range(run.start_epoch, cfg.epochs + 1):
         entry = _train_epoch(run, epoch)
@@ -251,7 +280,7 @@ def train(
     return run.run_dir
 
 
-def _prepare(cfg: TrainConfig, console: Any) -> _Run:
+def _prepare(cfg: TrainConfig, console: Any, objective: Objective) -> _Run:
     """Check the run directory, pick the device, load the data and the model, restore a checkpoint."""
     dist = _setup_dist()
     _quiet_transformers()
@@ -265,7 +294,7 @@ def _prepare(cfg: TrainConfig, console: Any) -> _Run:
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     if use_bf16 and device.type != "cuda":
         raise TrainError(f"--precision bf16: autocast is used on CUDA only, got device {device}; use fp32 on CPU")
-    data = _load_data(cfg)
+    data = _load_data(cfg, objective)
     torch.manual_seed(cfg.seed)  # the initial weights of a named size depend on the seed only
     base = load_backbone(cfg.backbone, data.features, len(data.labels), allow_download=cfg.allow_download)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -277,22 +306,22 @@ def _prepare(cfg: TrainConfig, console: Any) -> _Run:
     lr = resolve_lr(cfg, adapter)
     optimizer = make_optimizer([p for p in net.parameters() if p.requires_grad], cfg, lr)
     run = _Run(cfg=cfg, dist=dist, run_dir=run_dir, device=device, use_bf16=use_bf16, data=data, model=model,
-               net=net, optimizer=optimizer, criterion=_criterion(cfg, data, device), lr=lr,
+               net=net, optimizer=optimizer, criterion=objective.criterion(cfg, data, device), lr=lr,
                steps_per_epoch=math.ceil(len(data.train) / cfg.batch_size), run_config={},
-               reporter=Reporter(cfg.progress and dist.main, console))
+               reporter=Reporter(cfg.progress and dist.main, console), objective=objective)
     if checkpoint is not None:
         restore_checkpoint(net, optimizer, checkpoint, run_dir)
         run.history, run.best, run.start_epoch = checkpoint["history"], checkpoint["best"], checkpoint["epoch"] + 1
     if dist.accelerator is not None:
         run.net = dist.accelerator.prepare_model(net)
-    run.run_config = _run_config(run, adapter)
+    run.run_config = _run_config(run, adapter) | objective.prepare(data)
     if dist.main:
         atomic_write_json(run_dir / RUN_CONFIG, run.run_config)
     run.reporter.start(run_dir, run.run_config, run.steps_per_epoch, run.start_epoch, cfg.epochs)
     return run
 
 
-def _load_data(cfg: TrainConfig) -> _Data:
+def _load_data(cfg: TrainConfig, objective: Objective) -> _Data:
     """The training cycles (a `max_cycles` subset if asked) and the whole validation split."""
     features = cfg.feature_config
     if not Path(cfg.data).is_dir():
@@ -311,7 +340,7 @@ def _load_data(cfg: TrainConfig) -> _Data:
             f"{cfg.data}: the validation split has {'no abnormal' if True not in kinds else 'no normal'} cycles, "
             "so its ICBHI Score is undefined; change --val-fraction or --val-seed"
         )
-    return _Data(list(LABELS), features, CycleSet(train_cycles, features, cfg), val_cycles,
+    return _Data(list(LABELS), features, objective.training_set(train_cycles, features, cfg), val_cycles,
                  stack_features(val_cycles, features), device_split)
 
 
@@ -409,8 +438,15 @@ def _validate_and_checkpoint(run: _Run, entry: dict[str, Any]) -> None:
     """Score the epoch on validation, keep the model if it is the best so far, write metrics and checkpoint."""
     run.inner.eval()
     data = run.data
-    entry["val"] = evaluate_cycles(data.val_cycles, data.features, run.logits, run.cfg.eval_batch_size,
+    chunks: list[np.ndarray] = []
+
+    def logits(x: np.ndarray) -> np.ndarray:
+        chunks.append(run.logits(x))
+        return chunks[-1]
+
+    entry["val"] = evaluate_cycles(data.val_cycles, data.features, logits, run.cfg.eval_batch_size,
                                    features=data.val_features, labels=data.labels)
+    entry["val"].update(run.objective.validate(data, np.concatenate(chunks)))
     improved = run.best is None or entry["val"]["score"] > run.best["val"]["score"]
     entry["selected"] = improved
     run.history.append(entry)
