@@ -7,6 +7,7 @@ and help from `train_cmd.train_command`), so the two commands cannot drift apart
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 
 import typer
@@ -100,7 +101,10 @@ def distill_command(
     except ValueError as exc:  # TeacherError, TrainError, BackboneError, DataError and config validation
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(str(run))
+    config = json.loads((run / "config.json").read_text())
+    best, teacher = config["best"], config["distill"]["teacher_val"]
+    typer.echo(f"{run}: selected epoch {best['epoch']}, validation Score {best['val']['score']:.2f} (teacher "
+               f"{teacher['score']:.2f}), agreement with the teacher {best['val']['teacher_agreement']:.1f}%")
 
 
 def register(app: typer.Typer) -> None:

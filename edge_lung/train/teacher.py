@@ -99,9 +99,11 @@ def _model_dir_teacher(path: Path, threads: int | None) -> Teacher:
 
 def _run_teacher(path: Path, device: str) -> Teacher:
     import torch
+    from transformers.utils import logging as hf_logging
 
     from edge_lung.train.model import MODEL_DIR, RunError, load_run
 
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would tear through the training display
     try:
         model, cfg = load_run(path, device=device)
     except RunError as exc:
