@@ -231,3 +231,32 @@ def test_bad_input_names_the_path(synth_db: Path, tmp_path: Path) -> None:
         result = CliRunner().invoke(app, base + extra)
         assert result.exit_code == 2 and named in result.output, result.output
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_cli_builds_the_student_as_train_does(synth_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`distill` takes `train`'s options and recipes; an explicit --num-mel-bins wins over a recipe's front end."""
+    from typer.testing import CliRunner
+
+    import edge_lung.train.distill as distill_module
+    from edge_lung.cli import app
+    from edge_lung.train.recipes import recipe_id
+
+    seen = {}
+
+    def fake_distill(cfg: TrainConfig, dcfg: DistillConfig) -> Path:
+        seen.update(cfg=cfg, dcfg=dcfg)
+        best = {"epoch": 1, "val": {"score": 60.0, "teacher_agreement": 90.0}}
+        (tmp_path / "config.json").write_text(json.dumps({"best": best, "distill": {"teacher_val": {"score": 70.0}}}))
+        return tmp_path
+
+    monkeypatch.setattr(distill_module, "distill", fake_distill)
+    args = ["distill", "--teacher", "T", "--data", str(synth_db), "--out", str(tmp_path / "s"), "--student", "tiny",
+            "--recipe", "icbhi-robust", "--num-mel-bins", "32", "--unlabeled", "A", "--unlabeled", "B",
+            "--temperature", "3", "--alpha", "0.7", "--epochs", "1", "--seed", "4", "--lr", "0.01"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Score 60.00 (teacher 70.00), agreement with the teacher 90.0%" in result.output
+    cfg, dcfg = seen["cfg"], seen["dcfg"]
+    assert (cfg.backbone, cfg.epochs, cfg.seed, cfg.lr, cfg.recipe) == ("tiny", 1, 4, 0.01, recipe_id("icbhi-robust"))
+    assert cfg.channel_aug and cfg.features["num_mel_bins"] == 32 and cfg.features["high_freq_hz"] == 2000.0
+    assert dcfg == DistillConfig("T", temperature=3.0, alpha=0.7, unlabeled=("A", "B"))

@@ -94,8 +94,10 @@ def distill_command(
 
     explicit = {k for k in options if getattr(ctx.get_parameter_source(k), "name", None) == "COMMANDLINE"}
     try:
-        features = FeatureConfig() if num_mel_bins is None else FeatureConfig(num_mel_bins=num_mel_bins)
-        cfg = TrainConfig(**apply_recipe(options, explicit), backbone=student, features=features.to_dict())
+        options = apply_recipe(options | {"backbone": student, "features": FeatureConfig().to_dict()}, explicit)
+        if num_mel_bins is not None:  # explicit: over a recipe's front end too
+            options["features"] = {**options["features"], "num_mel_bins": num_mel_bins}
+        cfg = TrainConfig(**options)
         dcfg = DistillConfig(str(teacher), temperature, alpha, tuple(str(d) for d in unlabeled), unlabeled_hop)
         run = distill(cfg, dcfg)
     except ValueError as exc:  # TeacherError, TrainError, BackboneError, DataError and config validation

@@ -36,10 +36,16 @@ class UnlabeledWindow:
     """One window of an unlabeled recording: its real (unpadded) audio at the model's rate."""
 
     source: str
+    index: int  # the window's number in its file
     start: int  # model-rate samples from the start of the file
     end: int
     audio: np.ndarray = field(repr=False)
     label: int = UNLABELED
+
+    @property
+    def recording(self) -> str:
+        """The file, as messages about a training batch name a cycle's recording."""
+        return self.source
 
 
 @dataclass
@@ -123,7 +129,7 @@ def recording_windows(
         else:
             gated[verdict] = gated.get(verdict, 0) + 1
     at_model_rate = resample(wave, rate, features.sample_rate)
-    return [UnlabeledWindow(str(path), s, e, at_model_rate[s:e]) for s, e in spans]
+    return [UnlabeledWindow(str(path), i, s, e, at_model_rate[s:e]) for i, (s, e) in enumerate(spans)]
 
 
 def _stream_windows(stream: WindowStream, wave: np.ndarray, block: int) -> Iterator[Window]:
