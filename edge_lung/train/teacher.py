@@ -159,7 +159,8 @@ class SoftTargetCache:
         keys = [audio_key(a, rate) for a in audios]
         found = self._lookup(keys)
         self.reused += sum(k in found for k in keys)
-        missing = [i for i, k in enumerate(keys) if k not in found]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}  # a repeated window is computed once
+        missing = sorted(i for k, i in first.items() if k not in found)
         for start in range(0, len(missing), self.batch_size):
             part = missing[start : start + self.batch_size]
             out = np.asarray(self.teacher.logits_fn(np.stack([self.teacher.inputs(audios[i], rate) for i in part])),
