@@ -165,3 +165,85 @@ def test_explain_refuses_a_cnn_run_and_names_the_alternative(cnn_run: Path, synt
     wav = sorted((synth_db / "ICBHI_final_database").glob("*.wav"))[0]
     with pytest.raises(ValueError, match="is a CNN.*edge-lung report"):
         explain_recording(cnn_run, wav, tmp_path / "rollout.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# INT8 per model kind, and the cost per window
+
+
+def test_auto_quantisation_follows_the_model_kind() -> None:
+    from edge_lung.export.quantize import resolve_quant
+
+    assert resolve_quant("auto", "transformer") == "dynamic" and resolve_quant("auto", "cnn") == "static"
+    assert resolve_quant("dynamic", "cnn") == "dynamic" and resolve_quant("static", "transformer") == "static"
+    with pytest.raises(ValueError, match="model kind: expected one of"):
+        resolve_quant("auto", "rnn")
+    with pytest.raises(ValueError, match="--quant: expected one of"):
+        resolve_quant("fp16", "cnn")
+
+
+def test_macs_of_a_graph_whose_cost_is_known(tmp_path: Path) -> None:
+    """One MatMul [1, T, M] x [M, K] costs T*M*K multiply-accumulates, and nothing else is in the graph."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_lung.export.cost import count_macs
+    from edge_lung.runtime.model_dir import INPUT_NAME
+
+    features, k = FeatureConfig(num_mel_bins=64), 5
+    w = np.ones((features.num_mel_bins, k), np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", [INPUT_NAME, "W"], ["y"])], "g",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", features.num_frames, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", features.num_frames, k])],
+        initializer=[numpy_helper.from_array(w, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    cost = count_macs(tmp_path / "m.onnx", features)
+    assert cost["macs"] == features.num_frames * 64 * k and cost["by_op"] == {"MatMul": cost["macs"]}
+    assert cost["params"] == 64 * k
+
+
+def _conv_macs(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of every convolution of `model` on `x`, from the layer shapes (bias add included:
+    BatchNorm folds into a bias at export)."""
+    total = 0
+
+    def hook(mod, _inp, out) -> None:
+        nonlocal total
+        total += out.numel() * (mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1] + 1)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return total
+
+
+@pytest.mark.slow
+def test_cnn_int8_export_is_static_with_its_convolutions_quantised(cnn_run: Path, tmp_path: Path) -> None:
+    import onnx
+
+    from edge_lung.bench.measure import measure_onnx
+    from edge_lung.export.onnx import ExportConfig, export_model
+
+    record = export_model(cnn_run, tmp_path / "int8", ExportConfig(int8=True, parity_size=12, calibration_size=8),
+                          **QUIET)
+    manifest = json.loads((tmp_path / "int8" / "manifest.json").read_text())
+    assert manifest["quantization"] == "int8-static" and record["int8_vs_fp32"]["mode"] == "static"
+    assert manifest["run"]["quantization"]["kind"] == "cnn" and "Conv" in manifest["run"]["quantization"]["op_types"]
+    graph = onnx.load(str(tmp_path / "int8" / "model.int8.onnx")).graph
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    quantised = [n for n in convs if producers.get(n.input[1]) == "DequantizeLinear"]
+    assert len(quantised) >= len(convs) - 2, f"{len(quantised)} of {len(convs)} convolutions take INT8 weights"
+    # the cost counted at export: the convolutions' share agrees with the layer shapes
+    model, _ = load_run(cnn_run)
+    cost = manifest["run"]["cost"]
+    assert cost["by_op"]["Conv"] == _conv_macs(model.model, _x(1))
+    assert cost["macs"] >= cost["by_op"]["Conv"] and cost["counted_by"].startswith("onnx-tool")
+    # bench reads it and turns it into a rate at the model's median latency
+    row = measure_onnx(tmp_path / "int8", threads=1, windows=3, warmup=1, seed=0)
+    assert row["gmac_per_window"] == pytest.approx(cost["macs"] / 1e9, abs=1e-4)
+    assert row["gmac_per_s"] == pytest.approx(row["gmac_per_window"] / (row["model_ms"]["p50"] / 1000), rel=1e-2)

@@ -324,7 +324,18 @@ def measure_onnx(model: str | Path, threads: int, windows: int, warmup: int, see
         "load_ms": round(load_ms, 3),
         **timing,
         **_memory(baseline),
+        **_compute_rate(info.run.get("cost"), timing["model_ms"]["p50"], graph),
     }
+
+
+def _compute_rate(cost: dict[str, Any] | None, model_p50_ms: float, graph: str) -> dict[str, Any]:
+    """GMAC per window (counted from the graph at export, `edge_lung.export.cost`) and the GMAC/s achieved at the
+    model's p50: the figure that compares boards. None for models exported before the count, and for the e2e graph,
+    whose front end the count leaves out."""
+    if not cost or graph != "model" or model_p50_ms <= 0:
+        return {"gmac_per_window": None, "gmac_per_s": None}
+    gmac = cost["macs"] / 1e9
+    return {"gmac_per_window": round(gmac, 4), "gmac_per_s": round(gmac / (model_p50_ms / 1000), 2)}
 
 
 def measure_torch(run_dir: str | Path, threads: int, windows: int, warmup: int, seed: int) -> dict[str, Any]:

@@ -28,7 +28,8 @@ LATENCY_COLUMNS = (
     "e2e max",
     "RTF",
 )
-FOOTPRINT_COLUMNS = ("model", "thr", "load ms", "cold ms", "peak RSS MB", "RSS before load MB", "file MB")
+FOOTPRINT_COLUMNS = ("model", "thr", "load ms", "cold ms", "peak RSS MB", "RSS before load MB", "file MB",
+                     "GMAC/window", "GMAC/s")
 
 
 def write_json(report: dict[str, Any], path: str | Path) -> Path:
@@ -176,8 +177,15 @@ def footprint_table(rows: list[dict[str, Any]]) -> Any:
             _mb(r["peak_rss_mb"]),
             _mb(r["rss_before_load_mb"]),
             _file_mb(r["size_bytes"]),
+            *_compute_cells(r),
         )
     return table
+
+
+def _compute_cells(row: dict[str, Any]) -> tuple[str, str]:
+    """GMAC per window and GMAC/s at the model's p50; '-' for models exported before the count (and e2e rows)."""
+    gmac, rate = row.get("gmac_per_window"), row.get("gmac_per_s")
+    return ("-" if gmac is None else f"{gmac:.3f}", "-" if rate is None else f"{rate:.1f}")
 
 
 def comparison_line(c: dict[str, Any]) -> str:

@@ -12,10 +12,11 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", help="MODEL_DIR to write (built in a temp dir, then renamed)."),
     int8: bool = typer.Option(False, "--int8", help="Ship an INT8 model (model.int8.onnx) instead of FP32."),
     quant: str = typer.Option(
-        "dynamic", "--quant", help="INT8 mode: 'dynamic' (needs no data) or 'static' (QDQ, calibrated on train cycles)."
+        "auto", "--quant", help="INT8 mode: 'auto' (dynamic for an AST, static for a CNN), 'dynamic' (needs no data) "
+        "or 'static' (QDQ, calibrated on train cycles)."
     ),
     calibration_size: int = typer.Option(
-        64, "--calibration-size", help="Train cycles (class-balanced) used to calibrate --quant static."
+        64, "--calibration-size", help="Train cycles (class-balanced) used to calibrate static INT8."
     ),
     preset: str = typer.Option(
         "x86-avx2",

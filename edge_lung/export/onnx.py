@@ -39,6 +39,7 @@ import numpy as np
 
 from edge_lung.config import FeatureConfig
 from edge_lung.export.card import model_card
+from edge_lung.export.cost import count_macs
 from edge_lung.export.parity import (
     AIMS,
     FP32_TOLERANCE,
@@ -51,7 +52,7 @@ from edge_lung.export.parity import (
     parity_summary,
     pick_balanced,
 )
-from edge_lung.export.quantize import QUANT_MODES, check_patterns, load_preset, quantize_model
+from edge_lung.export.quantize import QUANT_CHOICES, check_patterns, load_preset, quantize_model, resolve_quant
 from edge_lung.fileio import atomic_path, replaced_dir, sha256_file, temp_dir_beside
 from edge_lung.runtime.model_dir import (
     CARD_NAME,
@@ -81,7 +82,7 @@ class ExportConfig:
     """Options of one export (the `edge-lung export` flags)."""
 
     int8: bool = False
-    quant: str = "dynamic"
+    quant: str = "auto"  # auto: dynamic for transformers, static for CNNs (export.quantize.resolve_quant)
     calibration_size: int = 64
     preset: str = "x86-avx2"
     parity_size: int = 0  # 0: every cycle of the parity split
@@ -97,8 +98,8 @@ class ExportConfig:
     quality_set: tuple[str, ...] = ()  # NAME=VALUE overrides of the signal-quality gate's defaults
 
     def __post_init__(self) -> None:
-        if self.quant not in QUANT_MODES:
-            raise ValueError(f"--quant: expected one of {QUANT_MODES}, got {self.quant!r}")
+        if self.quant not in QUANT_CHOICES:
+            raise ValueError(f"--quant: expected one of {QUANT_CHOICES}, got {self.quant!r}")
         if self.calibration_size < 1:
             raise ValueError(f"--calibration-size: expected >= 1 windows, got {self.calibration_size}")
         if self.parity_size < 0:
@@ -273,17 +274,18 @@ def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> di
     """Every step of the export, writing into `tmp`; returns the parity record."""
     from edge_lung.export.e2e import check_fp32_end_to_end, finish_end_to_end
     from edge_lung.runtime.e2e import E2E_NAME
+    from edge_lung.train.model import LogitsAndEmbedding, model_kind
 
     t0 = time.perf_counter()
     module, run_config = load_trained(run_dir)
+    kind = model_kind(module)
+    quant = resolve_quant(cfg.quant, kind)
     features = FeatureConfig.from_dict(run_config["features"])
     x_par, y_par, data_dir, (audio_par, names_par) = _parity_set(run_config, cfg, features, log)
     # Checked before any slow step, so an empty calibration set fails at once.
-    calibration = _calibration_windows(run_config, cfg, features, log) if cfg.int8 and cfg.quant == "static" else None
+    calibration = _calibration_windows(run_config, cfg, features, log) if cfg.int8 and quant == "static" else None
 
     fp32_path = tmp / FP32_NAME
-    from edge_lung.train.model import LogitsAndEmbedding
-
     # the pooled embedding rides along as a second output for embedding maps on the device (#14)
     export_fp32(LogitsAndEmbedding(module), fp32_path, features, cfg.opset, with_embedding=True)
     fp32 = onnx_logits(fp32_path, x_par, cfg.threads)
@@ -294,12 +296,14 @@ def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> di
                   sizes_bytes={"fp32": fp32_path.stat().st_size})
 
     run_info = _run_info(run_dir, run_config, data_dir, cfg)
+    run_info["cost"] = count_macs(fp32_path, features)  # read by `bench` on the device, which has no onnx-tool
+    log(f"cost: {run_info['cost']['macs'] / 1e9:.3f} GMAC per window ({run_info['cost']['counted_by']})")
     shipped, quantization = fp32_path, "fp32"
     if cfg.int8:
-        shipped, quantization = tmp / INT8_NAME, f"int8-{cfg.quant}"
-        qrec = quantize_model(fp32_path, shipped, cfg.quant, preset, calibration, INPUT_NAME)
+        shipped, quantization = tmp / INT8_NAME, f"int8-{quant}"
+        qrec = quantize_model(fp32_path, shipped, quant, preset, calibration, INPUT_NAME, kind)
         run_info["quantization"] = {**qrec, "excluded_nodes": len(qrec["excluded_nodes"])}
-        record["int8_vs_fp32"] = int8_parity(shipped, fp32_path, fp32, x_par, y_par, cfg.quant, cfg.preset,
+        record["int8_vs_fp32"] = int8_parity(shipped, fp32_path, fp32, x_par, y_par, quant, cfg.preset,
                                              cfg.threads, log)
         fp32_path.unlink()
 

@@ -1,6 +1,7 @@
 """INT8 quantisation of an exported FP32 ONNX model with onnxruntime.quantization.
 
-Two modes, both with per-channel weights:
+Two modes, both with per-channel weights (`--quant auto`, the default, picks one per model kind:
+dynamic for transformers, static for CNNs, whose convolutions are quantised too):
 - ``dynamic``: weights INT8 offline, activation ranges computed per call (MatMulInteger /
   DynamicQuantizeMatMul kernels). Needs no data.
 - ``static``: QDQ format, activation ranges calibrated offline on real cycles (MinMax over the
@@ -34,6 +35,15 @@ from edge_lung.config import reject_unknown_keys
 from edge_lung.runtime.model_dir import INPUT_NAME
 
 QUANT_MODES: tuple[str, ...] = ("dynamic", "static")
+QUANT_CHOICES: tuple[str, ...] = ("auto", *QUANT_MODES)
+"""`--quant`: 'auto' picks per model kind (`resolve_quant`)."""
+MODEL_KINDS: tuple[str, ...] = ("transformer", "cnn")
+# onnxruntime's guidance, measured on our models (benchmarks/results/students/): dynamic INT8 for transformers
+# (activation ranges per call suit LayerNorm'd tokens; no data needed), static QDQ for CNNs (ranges calibrated
+# on real cycles; dynamic Conv runs as slow ConvInteger and lost the most agreement).
+AUTO_MODE = {"transformer": "dynamic", "cnn": "static"}
+# Quantised on top of the preset's op types for a CNN: its products are convolutions.
+CNN_OP_TYPES: tuple[str, ...] = ("Conv",)
 _QUANT_TYPES = ("QInt8", "QUInt8")
 _CALIBRATE_METHODS = ("MinMax", "Percentile", "Entropy")
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -127,6 +137,15 @@ def excluded_nodes(model_path: str | Path, patterns: tuple[str, ...]) -> list[st
     return [n.name for n in model.graph.node if n.name and regex.search(n.name)]
 
 
+def resolve_quant(mode: str, kind: str) -> str:
+    """'dynamic' or 'static' for `--quant mode` on a model of `kind` ('transformer' or 'cnn')."""
+    if mode not in QUANT_CHOICES:
+        raise ValueError(f"--quant: expected one of {QUANT_CHOICES}, got {mode!r}")
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model kind: expected one of {MODEL_KINDS}, got {kind!r}")
+    return AUTO_MODE[kind] if mode == "auto" else mode
+
+
 class _DropPreprocessHint(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "pre-processing before quantization" not in record.getMessage()
@@ -171,23 +190,28 @@ def quantize_model(
     preset: QuantPreset,
     calibration: np.ndarray | None = None,
     input_name: str = INPUT_NAME,
+    kind: str = "transformer",
 ) -> dict:
     """Write the INT8 version of the FP32 model `src` to `dst`; returns what was done (for the record).
 
     `calibration` (float32[N, T, M] model inputs) is required for ``static`` and ignored for ``dynamic``.
+    `kind` 'cnn' adds `CNN_OP_TYPES` to the preset's operator types.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     if mode not in QUANT_MODES:
         raise ValueError(f"--quant: expected one of {QUANT_MODES}, got {mode!r}")
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model kind: expected one of {MODEL_KINDS}, got {kind!r}")
     exclude = excluded_nodes(src, preset.exclude)
-    record = {"mode": mode, "preset": preset.to_dict(), "excluded_nodes": exclude}
+    op_types = list(preset.op_types) + (list(CNN_OP_TYPES) if kind == "cnn" else [])
+    record = {"mode": mode, "kind": kind, "op_types": op_types, "preset": preset.to_dict(), "excluded_nodes": exclude}
     if mode == "dynamic":
         with _no_preprocess_hint():
             quantize_dynamic(
                 str(src),
                 str(dst),
-                op_types_to_quantize=list(preset.op_types),
+                op_types_to_quantize=op_types,
                 per_channel=preset.per_channel,
                 reduce_range=preset.reduce_range,
                 weight_type=getattr(QuantType, preset.weight_type),
@@ -204,7 +228,7 @@ def quantize_model(
             str(dst),
             _WindowReader(calibration, input_name),
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(preset.op_types),
+            op_types_to_quantize=op_types,
             per_channel=preset.per_channel,
             reduce_range=preset.reduce_range,
             activation_type=getattr(QuantType, preset.activation_type),
