@@ -39,7 +39,17 @@ def _header(manifest: dict) -> list[str]:
         f"`{feats['feature_version']}`",
         "- every setting is in the ONNX metadata (`edge_lung.*` keys); "
         "`edge_lung.runtime.model_dir.OnnxClassifier` reads them",
+        *_cost(manifest),
     ]
+
+
+def _cost(manifest: dict) -> list[str]:
+    """The multiply-accumulates per window counted at export (`edge_lung.export.cost`), when recorded."""
+    cost = (manifest.get("run") or {}).get("cost")
+    if not cost:
+        return []
+    return [f"- cost: {cost['macs'] / 1e9:.3f} GMAC per window, {cost['params'] / 1e6:.2f} M parameters "
+            f"({cost['counted_by']}, {cost['graph']}); `edge-lung bench` turns it into GMAC/s on a board"]
 
 
 def _quality(manifest: dict) -> list[str]:
