@@ -58,7 +58,10 @@ def measure(int8: Path, fp32_logits: dict, sets: dict) -> dict:
         f = fp32_logits[split]
         s_f, s_q = score_predictions(y, f.argmax(1))["score"], score_predictions(y, q.argmax(1))["score"]
         out[split] = {"cycles": len(y), "agreement": agreement(q, f), "score_fp32": s_f, "score_int8": s_q,
-                      "score_change": s_q - s_f, "max_abs_logit_diff": float(np.abs(q - f).max())}
+                      "score_change": s_q - s_f, "max_abs_logit_diff": float(np.abs(q - f).max()),
+                      # fidelity apart from the model's accuracy: logit error against the spread of the logits
+                      "mean_abs_diff_over_std": float(np.abs(q - f).mean() / max(f.std(), 1e-12)),
+                      "fp32_argmax_classes": int(len(np.unique(f.argmax(1))))}
     return out
 
 
@@ -127,7 +130,8 @@ def _escape(name: str) -> str:
 
 def print_row(run: str, recipe: str, row: dict) -> None:
     parts = [f"{s}: agree {m['agreement']:.1f}% ({m['cycles']} cycles), Score {m['score_fp32']:.1f} -> "
-             f"{m['score_int8']:.1f} ({m['score_change']:+.1f}), max |diff| {m['max_abs_logit_diff']:.3f}"
+             f"{m['score_int8']:.1f} ({m['score_change']:+.1f}), max |diff| {m['max_abs_logit_diff']:.3f}, "
+             f"mean |diff|/std {m['mean_abs_diff_over_std']:.3f}, FP32 predicts {m['fp32_argmax_classes']} classes"
              for s, m in row.items() if isinstance(m, dict)]
     print(f"{run} {recipe} ({row['mode']}, {row['excluded']} nodes float): " + "; ".join(parts), flush=True)
 

@@ -247,3 +247,21 @@ def test_cnn_int8_export_is_static_with_its_convolutions_quantised(cnn_run: Path
     row = measure_onnx(tmp_path / "int8", threads=1, windows=3, warmup=1, seed=0)
     assert row["gmac_per_window"] == pytest.approx(cost["macs"] / 1e9, abs=1e-4)
     assert row["gmac_per_s"] == pytest.approx(row["gmac_per_window"] / (row["model_ms"]["p50"] / 1000), rel=1e-2)
+
+
+def test_resume_checkpoint_keeps_the_cnn_batchnorm_statistics(tmp_path: Path) -> None:
+    """A resumed CNN run continues from the same model: running means and variances are not parameters, so the
+    checkpoint must carry them too."""
+    from edge_lung.train.rundir import restore_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    trained = LogitsModel(build_model("mobilenet", len(LABELS), FeatureConfig(num_mel_bins=64), adapter="none"))
+    with torch.no_grad():
+        trained(_x(4, FeatureConfig(num_mel_bins=64)) * 3 + 2)  # train mode: the running statistics move
+    optimizer = torch.optim.AdamW(trained.parameters())
+    save_checkpoint(tmp_path, 2, [], None, trained, optimizer)
+    fresh = LogitsModel(build_model("mobilenet", len(LABELS), FeatureConfig(num_mel_bins=64), adapter="none"))
+    restore_checkpoint(fresh, torch.optim.AdamW(fresh.parameters()), torch.load(tmp_path / "checkpoint.pt"), tmp_path)
+    x = _x(2, FeatureConfig(num_mel_bins=64), seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(x), trained.eval()(x), rtol=0, atol=0)

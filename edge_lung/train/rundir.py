@@ -60,6 +60,8 @@ def save_checkpoint(run_dir: Path, epoch: int, history: list[dict[str, Any]], be
     state = {
         "epoch": epoch, "history": history, "best": best, "optimizer": optimizer.state_dict(),
         "trainable": {n: p.detach().cpu() for n, p in net.named_parameters() if p.requires_grad},
+        # BatchNorm running statistics (the CNN student): not parameters, but the model is wrong without them
+        "buffers": {n: b.detach().cpu() for n, b in net.named_buffers()},
     }
     with atomic_path(run_dir / CHECKPOINT) as tmp:
         torch.save(state, tmp)
@@ -80,6 +82,10 @@ def restore_checkpoint(net: nn.Module, optimizer: torch.optim.Optimizer, checkpo
                 raise TrainError(f"{run_dir / CHECKPOINT}: {name} has shape {tuple(value.shape)}, model expects "
                                  f"{tuple(params[name].shape)}; cannot resume")
             params[name].copy_(value)
+        buffers = dict(net.named_buffers())
+        for name, value in checkpoint.get("buffers", {}).items():  # absent in checkpoints written before them
+            if name in buffers and buffers[name].shape == value.shape:
+                buffers[name].copy_(value)
     try:
         optimizer.load_state_dict(checkpoint["optimizer"])
     except (KeyError, ValueError) as exc:
