@@ -131,12 +131,7 @@ def resolve_model_path(model: str | Path) -> tuple[Path, dict[str, Any]]:
         onnx_path = model / manifest.get("model_file", "")
         if not onnx_path.is_file():
             raise ArtifactError(f"{model}: manifest names model file {manifest.get('model_file')!r}, not found")
-        actual = sha256_file(onnx_path)
-        if actual != manifest.get("sha256"):
-            raise ArtifactError(
-                f"{onnx_path}: SHA-256 {actual[:16]}... does not match the manifest's "
-                f"{str(manifest.get('sha256'))[:16]}...; the file is corrupt, truncated or replaced"
-            )
+        check_sha256(onnx_path, manifest.get("sha256"))
         return onnx_path, manifest
     if model.is_file():
         return model, {}
@@ -237,13 +232,18 @@ def listed_file(model_dir: Path, manifest: dict[str, Any], key: str, hint: str) 
     path = model_dir / entry["file"]
     if not path.is_file():
         raise ArtifactError(f"{model_dir}: manifest names {key} file {entry['file']!r}, not found")
+    check_sha256(path, entry.get("sha256"))
+    return path, entry
+
+
+def check_sha256(path: Path, expected: Any) -> None:
+    """`ArtifactError` unless `path`'s SHA-256 is the manifest's `expected`."""
     actual = sha256_file(path)
-    if actual != entry.get("sha256"):
+    if actual != expected:
         raise ArtifactError(
-            f"{path}: SHA-256 {actual[:16]}... does not match the manifest's {str(entry.get('sha256'))[:16]}...; "
+            f"{path}: SHA-256 {actual[:16]}... does not match the manifest's {str(expected)[:16]}...; "
             "the file is corrupt, truncated or replaced"
         )
-    return path, entry
 
 
 def _listed_json(model_dir: Path, manifest: dict[str, Any], key: str, hint: str) -> dict[str, Any]:
