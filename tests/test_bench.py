@@ -76,6 +76,12 @@ def test_report_fields_and_their_relations(report: dict, tiny_dir: Path) -> None
         assert row["load_ms"] > 0 and row["cold_ms"] >= row["cold_model_ms"] > 0
         if row["peak_rss_mb"] is not None:
             assert row["peak_rss_mb"] >= row["rss_before_load_mb"] > 0
+            # the stages in the order they happen: each peak is at least the one before and the current size
+            stages = [row["memory_stages"][k] for k in ("imported", "loaded", "cold_window", "end")]
+            peaks = [s["peak_rss_mb"] for s in stages]
+            assert peaks == sorted(peaks) and peaks[0] == row["rss_before_load_mb"], stages
+            assert peaks[-1] == row["peak_rss_mb"] and stages[-1]["rss_mb"] == row["rss_end_mb"]
+            assert all(s["rss_mb"] <= s["peak_rss_mb"] for s in stages)
         assert row["verdict"]["limit_ms"] == 400.0 and row["verdict"]["limited_by"] == "budget"
 
 

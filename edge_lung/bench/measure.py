@@ -230,10 +230,12 @@ def _time_windows(
     seed: int,
     quality_cfg: Any = None,
     audio_in: bool = False,
+    on_cold: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Cold first window, then `warmup` untimed ones, then `windows` timed: gate, pad + features, model, total.
 
     `audio_in`: `infer` takes the padded window itself (the e2e graph), so "features" is the padding alone.
+    `on_cold` is called once, after the cold window (the memory stages of `measure_onnx`).
     """
     from edge_lung.audio import cyclic_pad
     from edge_lung.features import cycle_features
@@ -261,6 +263,8 @@ def _time_windows(
             raise RuntimeError(f"model output: expected one finite row of probabilities, got {probs!r}")
         if i == 0:
             cold = {"cold_ms": 1000 * (t2 - tg), "cold_model_ms": 1000 * (t2 - t1)}
+            if on_cold is not None:
+                on_cold()
         elif i > warmup:
             gate_ms.append(1000 * (t0 - tg))
             feat_ms.append(1000 * (t1 - t0))
@@ -282,14 +286,26 @@ def _time_windows(
     }
 
 
-def _memory(baseline: int | None) -> dict[str, Any]:
-    peak, now = peak_rss_bytes(), _proc_status_bytes("VmRSS")
-    mb = 1 / 2**20
-    return {
-        "peak_rss_mb": None if peak is None else round(peak * mb, 1),
-        "rss_end_mb": None if now is None else round(now * mb, 1),
-        "rss_before_load_mb": None if baseline is None else round(baseline * mb, 1),
+def _mb(n: int | None) -> float | None:
+    return None if n is None else round(n / 2**20, 1)
+
+
+def memory_stage() -> dict[str, float | None]:
+    """Resident memory now and its peak so far, in MB (None where the platform has no /proc)."""
+    return {"rss_mb": _mb(_proc_status_bytes("VmRSS")), "peak_rss_mb": _mb(peak_rss_bytes())}
+
+
+def _memory(baseline: int | None, stages: dict[str, dict[str, float | None]] | None = None) -> dict[str, Any]:
+    """Peak, end and before-load memory; `stages` adds where it grew: imports done, model loaded, cold window
+    run, the last window run (`memory_stage` at each)."""
+    out: dict[str, Any] = {
+        "peak_rss_mb": _mb(peak_rss_bytes()),
+        "rss_end_mb": _mb(_proc_status_bytes("VmRSS")),
+        "rss_before_load_mb": _mb(baseline),
     }
+    if stages is not None:
+        out["memory_stages"] = {**stages, "end": memory_stage()}
+    return out
 
 
 def measure_onnx(model: str | Path, threads: int, windows: int, warmup: int, seed: int,
@@ -303,12 +319,15 @@ def measure_onnx(model: str | Path, threads: int, windows: int, warmup: int, see
     from edge_lung.runtime.e2e import load_model
 
     baseline = peak_rss_bytes()  # numpy, onnxruntime and the edge-lung runtime imported, no model yet
+    stages = {"imported": memory_stage()}
     t0 = time.perf_counter()
     clf = load_model(model, graph, threads=threads)
     load_ms = 1000 * (time.perf_counter() - t0)
+    stages["loaded"] = memory_stage()
     info = clf.info
     infer = (lambda audio: clf.run(audio, ("logits",))[0]) if graph == "e2e" else clf.logits
-    timing = _time_windows(infer, info.features, windows, warmup, seed, info.quality, audio_in=graph == "e2e")
+    timing = _time_windows(infer, info.features, windows, warmup, seed, info.quality, audio_in=graph == "e2e",
+                           on_cold=lambda: stages.__setitem__("cold_window", memory_stage()))
     return {
         "backend": "onnxruntime",
         "graph": graph,
@@ -323,7 +342,7 @@ def measure_onnx(model: str | Path, threads: int, windows: int, warmup: int, see
         "input": [info.features.num_frames, info.features.num_mel_bins],
         "load_ms": round(load_ms, 3),
         **timing,
-        **_memory(baseline),
+        **_memory(baseline, stages),
         **_compute_rate(info.run.get("cost"), timing["model_ms"]["p50"], graph),
     }
 

@@ -28,6 +28,8 @@ LATENCY_COLUMNS = (
     "e2e max",
     "RTF",
 )
+MEMORY_STAGES = (("imported", "imports"), ("loaded", "model loaded"), ("cold_window", "cold window"),
+                 ("end", "last window"))
 FOOTPRINT_COLUMNS = ("model", "thr", "load ms", "cold ms", "peak RSS MB", "RSS before load MB", "file MB",
                      "GMAC/window", "GMAC/s")
 
@@ -120,6 +122,9 @@ def render(report: dict[str, Any], console: Any) -> None:
             f"p50 {c['e2e_graph_e2e_p50_ms']:.1f} vs {c['model_e2e_p50_ms']:.1f} ms (x{c['e2e_over_model_p50']}), "
             f"peak memory x{c['peak_rss_ratio']}"
         )
+    for r, name in zip(rows, short_names(rows), strict=True):
+        if r.get("memory_stages"):
+            console.print(memory_line(name, r))
     for r in rows:
         console.print(verdict_line(r))
     console.print(
@@ -132,6 +137,13 @@ def render(report: dict[str, Any], console: Any) -> None:
             f"Load average (1 min) {env['load_avg_1m']} at the start, {env['load_avg_1m_after']} at the end, "
             f"on {env['cores']} cores (a load above {env['cores']}: other work competed for them)."
         )
+
+
+def memory_line(name: str, row: dict[str, Any]) -> str:
+    """'name, N thread(s): resident MB after imports A, model loaded B, cold window C, last window D; peak P'."""
+    st = row["memory_stages"]
+    parts = ", ".join(f"{label} {_mb(st[key]['rss_mb'])}" for key, label in MEMORY_STAGES if key in st)
+    return f"{name}, {row['threads']} thread(s): resident MB after {parts}; peak {_mb(row['peak_rss_mb'])} MB"
 
 
 def latency_table(rows: list[dict[str, Any]], settings: dict[str, Any]) -> Any:
