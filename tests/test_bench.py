@@ -333,3 +333,13 @@ def test_graph_e2e_rows_and_their_comparison(tmp_path: Path) -> None:
     assert c["e2e_over_model_p50"] == round(rows["e2e"]["e2e_ms"]["p50"] / rows["model"]["e2e_ms"]["p50"], 3)
     with pytest.raises(ValueError, match="graphs \\(--graph\\): expected one or both of model,e2e"):
         BenchConfig(graphs=("onnx",))
+
+
+def test_small_models_run_without_the_memory_arena() -> None:
+    """The CNN students' sessions drop onnxruntime's arena and memory pattern (peak memory); the ASTs keep them."""
+    from edge_lung.runtime.model_dir import SMALL_MODEL_BYTES, session_options
+
+    small, large, unknown = (session_options(1, n) for n in (SMALL_MODEL_BYTES, SMALL_MODEL_BYTES + 1, None))
+    assert (small.enable_cpu_mem_arena, small.enable_mem_pattern) == (False, False)
+    assert (large.enable_cpu_mem_arena, large.enable_mem_pattern) == (True, True)
+    assert (unknown.enable_cpu_mem_arena, unknown.enable_mem_pattern) == (True, True)

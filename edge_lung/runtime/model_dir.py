@@ -158,8 +158,18 @@ def check_threads(threads: int | None, option: str = "--threads") -> None:
         )
 
 
-def session_options(threads: int | None = None):
-    """onnxruntime SessionOptions for CPU inference with `threads` intra-op threads."""
+SMALL_MODEL_BYTES = 32 * 2**20
+"""Model files up to this size run without onnxruntime's memory arena and memory pattern (`session_options`)."""
+
+
+def session_options(threads: int | None = None, model_bytes: int | None = None):
+    """onnxruntime SessionOptions for CPU inference with `threads` intra-op threads.
+
+    A model of at most `SMALL_MODEL_BYTES` (the CNN students) runs without the CPU memory arena and the
+    memory pattern: both keep blocks sized for the largest activations resident between windows, which
+    for the INT8 mobilenet cost more than its weights (benchmarks/results/bench-memory/README.md), and
+    small tensors gain nothing from them. Large models (the ASTs) keep both.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -172,11 +182,14 @@ def session_options(threads: int | None = None):
     # (323 vs 267 MB) with no latency difference measurable on x86-64 (benchmarks/README.md);
     # re-check on each new board with `edge-lung bench`.
     opts.add_session_config_entry("session.disable_prepacking", "1")
+    if model_bytes is not None and model_bytes <= SMALL_MODEL_BYTES:
+        opts.enable_cpu_mem_arena = False
+        opts.enable_mem_pattern = False
     return opts
 
 
 def open_session(path: str | Path, threads: int | None = None):
-    """The one place an onnxruntime InferenceSession is built: CPU, `session_options(threads)`.
+    """The one place an onnxruntime InferenceSession is built: CPU, `session_options(threads, file size)`.
 
     `ValueError` for more threads than usable cores; `ArtifactError` naming the file when onnxruntime
     cannot load it.
@@ -186,7 +199,8 @@ def open_session(path: str | Path, threads: int | None = None):
     check_threads(threads)  # before onnxruntime starts them
     try:
         return ort.InferenceSession(
-            str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            str(path), sess_options=session_options(threads, Path(path).stat().st_size),
+            providers=["CPUExecutionProvider"],
         )
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         raise ArtifactError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from exc
