@@ -13,6 +13,7 @@ Everything is vectorised over frames; the mel matrix and window are cached per c
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
@@ -78,12 +79,20 @@ def _check_length(n_samples: int, cfg: FeatureConfig) -> int:
 
 def windowed_frames(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """float[N] -> float64[T, fft_size]: Kaldi's per-frame DC removal, pre-emphasis and window,
-    zero-padded to the FFT size.
+    zero-padded to the FFT size (all frames at once; `log_mel` takes them in chunks)."""
+    chunks = [frames.copy() for _, frames in frame_chunks(wave, cfg, _CHUNK_FRAMES)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, cfg.fft_size))
+
+
+def frame_chunks(wave: np.ndarray, cfg: FeatureConfig, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first frame, float64[<= chunk, fft_size]) for consecutive chunks of `wave`'s windowed frames.
 
     Per frame Kaldi computes y[i] = (x[i] - m) - p (x[i-1] - m) for i >= 1 and
     y[0] = (1 - p)(x[0] - m), with m the frame mean. That equals the pre-emphasised *signal*
     e[n] = x[n] - p x[n-1] framed, minus (1 - p) m, so pre-emphasis runs once over the signal
     instead of once per overlapping frame, and frame means come from a cumulative sum.
+    One chunk-sized buffer is reused (each yielded array is overwritten by the next): an 8 s window's
+    frames would be 3.3 MB of float64 at once, a transient that stayed resident in the device's heap.
     """
     x = np.asarray(wave, dtype=np.float64)
     n = _check_length(x.shape[0], cfg)
@@ -103,11 +112,14 @@ def windowed_frames(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     emph[0] = x[0]  # never read through the view below: column 0 is rebuilt from x
     view = np.lib.stride_tricks.sliding_window_view(emph, length)[::shift][:n]
     window, _ = _analysis(cfg)
-    out = np.zeros((n, cfg.fft_size), dtype=np.float64)
-    np.subtract(view, (1.0 - p) * mean[:, None], out=out[:, :length])
-    out[:, 0] = (1.0 - p) * (x[starts] - mean)
-    out[:, :length] *= window
-    return out
+    buf = np.zeros((min(chunk, n), cfg.fft_size), dtype=np.float64)  # columns from `length` on stay zero
+    for a in range(0, n, chunk):
+        b = min(a + chunk, n)
+        out = buf[: b - a]
+        np.subtract(view[a:b], (1.0 - p) * mean[a:b, None], out=out[:, :length])
+        out[:, 0] = (1.0 - p) * (x[starts[a:b]] - mean[a:b])
+        out[:, :length] *= window
+        yield a, out
 
 
 def log_mel(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -119,14 +131,14 @@ def log_mel(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     if wave.ndim != 1:
         raise ValueError(f"log_mel: expected a mono 1-D waveform, got shape {wave.shape}")
     _, mel_matrix = _analysis(cfg)
-    frames = windowed_frames(wave, cfg)
-    mel = np.empty((frames.shape[0], cfg.num_mel_bins), dtype=np.float32)
-    # Chunks of frames keep the FFT's input and output (float64/complex128) in cache.
-    for a in range(0, frames.shape[0], _CHUNK_FRAMES):
-        spec = np.fft.rfft(frames[a : a + _CHUNK_FRAMES], axis=1)
+    mel = np.empty((_check_length(wave.shape[0], cfg), cfg.num_mel_bins), dtype=np.float32)
+    # Chunks of frames keep the FFT's input and output (float64/complex128) in cache, and the frames
+    # of the whole window are never held at once.
+    for a, frames in frame_chunks(wave, cfg, _CHUNK_FRAMES):
+        spec = np.fft.rfft(frames, axis=1)
         power = np.square(spec.real, dtype=np.float32)
         power += np.square(spec.imag, dtype=np.float32)
-        np.matmul(power, mel_matrix, out=mel[a : a + _CHUNK_FRAMES])
+        np.matmul(power, mel_matrix, out=mel[a : a + frames.shape[0]])
     np.maximum(mel, cfg.log_floor, out=mel)
     return np.log(mel, out=mel)
 
