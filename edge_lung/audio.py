@@ -14,9 +14,9 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
-import soundfile as sf
 import soxr
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,14 @@ log = logging.getLogger(__name__)
 RESAMPLER_ID = f"soxr-{soxr.__version__}-HQ"
 """Names the resampler in cache keys: a different resampler must not reuse cached audio."""
 _QUALITY = "HQ"
+
+
+def _sf() -> ModuleType:
+    """soundfile, imported on first use: a process that only classifies windows already in memory (the
+    stream from a microphone, `edge-lung bench`) does not load libsndfile and cffi (2.3 MB resident)."""
+    import soundfile
+
+    return soundfile
 
 
 class AudioError(ValueError):
@@ -63,8 +71,8 @@ class AudioInfo:
 def audio_info(path: str | Path) -> AudioInfo:
     """Header of an audio file; raises `AudioError` naming the file if it is unreadable."""
     try:
-        info = sf.info(str(path))
-    except (RuntimeError, sf.LibsndfileError) as exc:  # libsndfile reports bad files as RuntimeError
+        info = _sf().info(str(path))
+    except (RuntimeError, _sf().LibsndfileError) as exc:  # libsndfile reports bad files as RuntimeError
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
     header = wav_header_frames(path) if info.format == "WAV" else None
     return AudioInfo(str(path), int(info.samplerate), int(info.channels), int(info.frames), str(info.subtype),
@@ -108,8 +116,8 @@ def load_audio(path: str | Path, target_rate: int | None = None) -> tuple[np.nda
     if not path.is_file():
         raise AudioError(f"{path}: file not found")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError) as exc:
+        data, rate = _sf().read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, _sf().LibsndfileError) as exc:
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
     if data.shape[0] == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")
@@ -134,8 +142,8 @@ def non_finite_samples(path: str | Path, info: AudioInfo | None = None, block: i
     if info.subtype not in FLOAT_SUBTYPES:
         return 0
     try:
-        return sum(int(np.count_nonzero(~np.isfinite(b))) for b in sf.blocks(str(path), blocksize=block))
-    except (RuntimeError, sf.LibsndfileError) as exc:
+        return sum(int(np.count_nonzero(~np.isfinite(b))) for b in _sf().blocks(str(path), blocksize=block))
+    except (RuntimeError, _sf().LibsndfileError) as exc:
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
 
 
@@ -223,8 +231,8 @@ def read_blocks(path: str | Path, block_frames: int) -> Iterator[np.ndarray]:
     if block_frames <= 0:
         raise ValueError(f"read_blocks: expected block_frames > 0, got {block_frames}")
     try:
-        f = sf.SoundFile(str(path))
-    except (RuntimeError, sf.LibsndfileError) as exc:
+        f = _sf().SoundFile(str(path))
+    except (RuntimeError, _sf().LibsndfileError) as exc:
         raise AudioError(f"{path}: not a readable audio file ({exc})") from exc
     with f:
         if f.channels > 1:
@@ -233,7 +241,7 @@ def read_blocks(path: str | Path, block_frames: int) -> Iterator[np.ndarray]:
         while True:
             try:
                 data = f.read(block_frames, dtype="float32", always_2d=True)
-            except (RuntimeError, sf.LibsndfileError) as exc:
+            except (RuntimeError, _sf().LibsndfileError) as exc:
                 raise AudioError(f"{path}: unreadable after {done / f.samplerate:.2f} s ({exc})") from exc
             if data.shape[0] == 0:
                 return
