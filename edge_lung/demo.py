@@ -3,9 +3,11 @@
     edge-lung demo [--data ICBHI_DIR] [--out demo-out]
 
 Steps: database (synthetic unless a real one is given) and its summary with a feature
-picture; train the tiny AST with LungAdapter adapters, SAM and WRS; evaluate on test; export
-INT8; replay a held-out recording through the streaming path; benchmark the exported model.
-It ends with a summary whose every figure is read back from the artifact files it names.
+picture; train the tiny AST with LungAdapter adapters, SAM and WRS (the teacher); evaluate on
+test; export it (INT8 and FP32); replay a held-out recording through the streaming path; distil
+a MobileNet student from the teacher and export it (INT8 static QDQ and FP32); benchmark all four
+models and plot Score against latency (`pareto.png`). It ends with a summary whose every figure
+is read back from the artifact files it names.
 """
 
 from __future__ import annotations
@@ -171,21 +173,31 @@ class Demo:
 
     # -- step 4 ---------------------------------------------------------------------------
     def export(self) -> dict[str, Path]:
+        """The teacher as the device gets it (INT8, dynamic: the transformer default) and in FP32 (the
+        Pareto plot's other precision)."""
+        q8 = self._export_and_evaluate(self.artifacts["run"], "model-int8", "eval_int8", int8=True)
+        fp32 = self._export_and_evaluate(self.artifacts["run"], "model-fp32", "eval_fp32", int8=False)
+        return {"model": q8["model"], "parity": q8["parity"], "manifest": q8["manifest"], "eval_int8": q8["eval"],
+                "model_fp32": fp32["model"], "eval_fp32": fp32["eval"]}
+
+    def _export_and_evaluate(self, run: Path, name: str, eval_name: str, int8: bool) -> dict[str, Path]:
+        """`edge-lung export RUN [--int8]` into OUT/name (INT8: the model kind's default quantisation), then
+        the model directory scored on the evaluation split (OUT/eval_name.json)."""
         from edge_lung.export.onnx import ExportConfig, export_model
         from edge_lung.runtime.evaluate import evaluate_model_dir
         from edge_lung.runtime.model_dir import MANIFEST_NAME, PARITY_NAME
         from edge_lung.scoring import format_report
 
-        model_dir = self.out / "model-int8"
-        export_model(self.artifacts["run"], model_dir, ExportConfig(int8=True, quant="dynamic", overwrite=True),
-                     log=self.console.print)
+        model_dir = self.out / name
+        export_model(run, model_dir, ExportConfig(int8=int8, overwrite=True), log=self.console.print)
         report = evaluate_model_dir(model_dir, self.artifacts["database"], split=self.eval_split)
-        path = self.out / "eval_int8.json"
+        path = self.out / f"{eval_name}.json"
         atomic_write_json(path, report)
-        self.console.print(f"[bold]INT8 ONNX on the {self.eval_split} split:[/bold]")
+        self.console.print(f"[bold]{name} ({report.get('quantization', 'INT8' if int8 else 'FP32')}) on the "
+                           f"{self.eval_split} split:[/bold]")
         self.console.print(format_report(report), highlight=False)
         return {"model": model_dir, "parity": model_dir / PARITY_NAME, "manifest": model_dir / MANIFEST_NAME,
-                "eval_int8": path}
+                "eval": path}
 
     # -- step 5 ---------------------------------------------------------------------------
     def replay(self) -> dict[str, Path]:
@@ -206,28 +218,69 @@ class Demo:
         return {"replay_recording": rec.wav, "replay_events": jsonl}
 
     # -- step 6 ---------------------------------------------------------------------------
+    def distill(self) -> dict[str, Path]:
+        """A MobileNet student of the adapter run: KD on the teacher's cached soft targets (alpha 1, T 2),
+        AdamW at 3e-3, the student recipe measured in benchmarks/results/distill."""
+        from edge_lung.scoring import format_report
+        from edge_lung.train.config import DistillConfig, TrainConfig
+        from edge_lung.train.distill import distill
+        from edge_lung.train.evaluate import evaluate_run
+
+        run_dir = self.out / "student-run"
+        cfg = TrainConfig(
+            data=str(self.artifacts["database"]), out=str(run_dir), backbone=DEMO_STUDENT, optimizer="adamw",
+            lr=3e-3, epochs=self.cfg.epochs or (2 if self.cfg.quick else DEMO_STUDENT_EPOCHS), seed=self.cfg.seed,
+            device="cpu", max_cycles=48 if self.cfg.quick else None,
+        )
+        _fresh(run_dir)
+        distill(cfg, DistillConfig(teacher=str(self.artifacts["run"]), alpha=1.0, temperature=2.0),
+                console=self.console)
+        report = evaluate_run(run_dir, self.artifacts["database"], split=self.eval_split)
+        path = self.out / "eval_student_pytorch.json"
+        atomic_write_json(path, report)
+        self.console.print(f"[bold]Student ({DEMO_STUDENT}), PyTorch, on the {self.eval_split} split:[/bold]")
+        self.console.print(format_report(report), highlight=False)
+        return {"student_run": run_dir, "student_run_config": run_dir / RUN_CONFIG, "eval_student_pytorch": path}
+
+    def export_student(self) -> dict[str, Path]:
+        q8 = self._export_and_evaluate(self.artifacts["student_run"], "student-int8", "eval_student_int8", int8=True)
+        fp32 = self._export_and_evaluate(self.artifacts["student_run"], "student-fp32", "eval_student_fp32",
+                                         int8=False)
+        return {"student_model": q8["model"], "student_parity": q8["parity"], "eval_student_int8": q8["eval"],
+                "student_model_fp32": fp32["model"], "eval_student_fp32": fp32["eval"]}
+
+    # -- step 7 ---------------------------------------------------------------------------
     def bench(self) -> dict[str, Path]:
+        """Every exported model at each thread count, then the Pareto plot: Score on the evaluation split
+        against the 1-thread end-to-end p50."""
         from edge_lung.bench.environment import usable_cores
         from edge_lung.bench.measure import BenchConfig, run_bench
         from edge_lung.bench.report import render, write_json
+        from edge_lung.plots import save_pareto
 
         threads = tuple(t for t in self.cfg.threads if t <= usable_cores()) or (1,)
         windows = 5 if self.cfg.quick else self.cfg.bench_windows
-        report = run_bench([self.artifacts["model"]], BenchConfig(threads=threads, windows=windows, warmup=2))
+        models = [self.artifacts[k] for k, _, _ in PARETO_MODELS]
+        report = run_bench(models, BenchConfig(threads=threads, windows=windows, warmup=2))
         path = write_json(report, self.out / "bench.json")
         render(report, self.console)
-        return {"bench": path}
+        points = pareto_points(report, {str(self.artifacts[m]): (label, _read_json(self.artifacts[e])["score"])
+                                        for m, e, label in PARETO_MODELS})
+        title = f"edge-lung demo: {self.eval_split} split, {report['environment'].get('cpu') or 'this machine'}"
+        return {"bench": path, "pareto": save_pareto(points, self.out / "pareto.png", title)}
 
     # -- run ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
         self._step("database and features", self.database)
         self._step("train a tiny AST backbone from scratch (stand-in for AudioSet AST)", self.pretrain)
-        self._step("train LungAdapter adapters on the frozen backbone with SAM + WRS", self.train)
+        self._step("train LungAdapter adapters on the frozen backbone with SAM + WRS (the teacher)", self.train)
         self._step("evaluate the selected model (PyTorch)", self.evaluate)
-        self._step("export INT8 ONNX with parity", self.export)
+        self._step("export INT8 and FP32 ONNX with parity", self.export)
         self._step("replay a held-out recording through the streaming runtime", self.replay)
-        self._step("benchmark the exported model", self.bench)
+        self._step(f"distil a {DEMO_STUDENT} student from the teacher", self.distill)
+        self._step("export the student, INT8 (static QDQ) and FP32, with parity", self.export_student)
+        self._step("benchmark the four models; Pareto plot of Score against latency", self.bench)
         summary = self.summary()
         path = self.out / "summary.json"
         atomic_write_json(path, summary)
@@ -243,6 +296,8 @@ class Demo:
         q8 = _read_json(a["eval_int8"])
         parity = _read_json(a["parity"])
         bench = _read_json(a["bench"])
+        student_cfg = _read_json(a["student_run_config"])
+        student_parity = _read_json(a["student_parity"])
         events = [json.loads(line) for line in Path(a["replay_events"]).read_text().splitlines() if line.strip()]
         decisions = [e for e in events if e.get("type") == "window"]
         stream_summary = next((e for e in reversed(events) if e.get("type") == "summary"), {})
@@ -267,8 +322,19 @@ class Demo:
                        "verdicts": stream_summary.get("verdicts", {}),
                        "lost_samples": stream_summary.get("lost_samples"),
                        "skipped_windows": stream_summary.get("skipped")},
-            "bench": [{"threads": r["threads"], "e2e_p50_ms": r["e2e_ms"]["p50"], "e2e_p95_ms": r["e2e_ms"]["p95"],
-                       "peak_rss_mb": r["peak_rss_mb"]} for r in bench["results"]],
+            "student": {"backbone": student_cfg["backbone"], "best_epoch": student_cfg["best"]["epoch"],
+                        "val": _scores(student_cfg["best"]["val"]),
+                        "val_teacher_agreement": student_cfg["best"]["val"].get("teacher_agreement"),
+                        "teacher_val_score": student_cfg["distill"]["teacher_val"]["score"],
+                        "eval_pytorch": _scores(_read_json(a["eval_student_pytorch"])),
+                        "int8_argmax_agreement": student_parity["int8_vs_fp32"]["argmax_agreement"],
+                        "int8_score_diff": student_parity["int8_vs_fp32"]["score_diff"],
+                        "seconds": student_cfg.get("train_seconds")},
+            "bench": [{"model": Path(r["name"]).name, "threads": r["threads"], "e2e_p50_ms": r["e2e_ms"]["p50"],
+                       "e2e_p95_ms": r["e2e_ms"]["p95"], "peak_rss_mb": r["peak_rss_mb"],
+                       "gmac_per_window": r.get("gmac_per_window")} for r in bench["results"]],
+            "pareto": pareto_points(bench, {str(a[m]): (label, _read_json(a[e])["score"])
+                                            for m, e, label in PARETO_MODELS}),
             "artifacts": {k: str(v) for k, v in a.items()},
         }
 
@@ -300,9 +366,20 @@ class Demo:
         table.add_row("streaming replay", f"{r['windows']} windows (quality: {quality or '-'}), "
                       f"{r['flagged']} flagged abnormal, {r['lost_samples']} lost samples, "
                       f"{r['skipped_windows']} skipped", a["replay_events"])
+        st = s["student"]
+        table.add_row(f"student ({st['backbone']}), distilled", f"epoch {st['best_epoch']}: {_fmt_scores(st['val'])}; "
+                      f"agrees with the teacher on {st['val_teacher_agreement']:.1f}% of validation cycles "
+                      f"(teacher: Score {st['teacher_val_score']:.1f})", a["student_run_config"])
+        table.add_row(f"student, {s['eval_split']}, PyTorch", _fmt_scores(st["eval_pytorch"]),
+                      a["eval_student_pytorch"])
+        table.add_row("student parity", f"INT8 agrees on {st['int8_argmax_agreement']:.1f}%, Score "
+                      f"{st['int8_score_diff']:+.2f}", a["student_parity"])
         for b in s["bench"]:
-            table.add_row(f"bench, {b['threads']} thread(s)", f"end-to-end p50 {b['e2e_p50_ms']:.1f} ms, "
-                          f"p95 {b['e2e_p95_ms']:.1f} ms, peak memory {b['peak_rss_mb']} MB", a["bench"])
+            gmac = f", {b['gmac_per_window']:.3f} GMAC/window" if b.get("gmac_per_window") else ""
+            table.add_row(f"bench {b['model']}, {b['threads']} thread(s)", f"end-to-end p50 {b['e2e_p50_ms']:.1f} ms, "
+                          f"p95 {b['e2e_p95_ms']:.1f} ms, peak memory {b['peak_rss_mb']} MB{gmac}", a["bench"])
+        best = ", ".join(f"{p['label']} {p['precision']}" for p in s["pareto"] if p["on_front"])
+        table.add_row("Pareto plot", f"Score vs ms per window; on the front: {best}", a["pareto"])
         total = sum(step["seconds"] for step in s["steps"])
         table.add_row("wall time", f"{total:.0f} s in {len(s['steps'])} steps", "")
         self.console.print(table)
@@ -311,6 +388,33 @@ class Demo:
 
 DEMO_BACKBONE_EPOCHS = 30
 DEMO_ADAPTER_EPOCHS = 6
+DEMO_STUDENT = "mobilenet"
+DEMO_STUDENT_EPOCHS = 8
+# (model artifact, its evaluation artifact, label) of each point of the Pareto plot
+PARETO_MODELS = (
+    ("model", "eval_int8", "teacher"),
+    ("model_fp32", "eval_fp32", "teacher"),
+    ("student_model", "eval_student_int8", "student"),
+    ("student_model_fp32", "eval_student_fp32", "student"),
+)
+
+
+def pareto_points(bench: dict[str, Any], scored: dict[str, tuple[str, float]]) -> list[dict[str, Any]]:
+    """One point per benchmarked model at its fewest threads: label, precision, Score (from `scored`: model path
+    -> (label, Score)), end-to-end p50 ms, GMAC per window, and whether it is on the Pareto front."""
+    from edge_lung.plots import pareto_front
+
+    fewest = min(r["threads"] for r in bench["results"])
+    points = []
+    for r in bench["results"]:
+        if r["threads"] != fewest or r["name"] not in scored:
+            continue
+        label, score = scored[r["name"]]
+        points.append({"label": label, "precision": r.get("quantization") or "fp32", "model": r["name"],
+                       "threads": fewest, "ms": r["e2e_ms"]["p50"], "score": score,
+                       "gmac_per_window": r.get("gmac_per_window")})
+    front = set(pareto_front(points))
+    return [{**p, "on_front": i in front} for i, p in enumerate(points)]
 
 
 def _read_json(path: str | Path) -> Any:

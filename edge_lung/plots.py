@@ -1,5 +1,6 @@
 """Pictures: log-mel features (a PNG, matplotlib optional, and a terminal shade map with no dependencies),
-the bench report and a training run's curve and confusion matrix (PNGs, matplotlib)."""
+the bench report, the Pareto plot of Score against latency and a training run's curve and confusion
+matrix (PNGs, matplotlib)."""
 
 from __future__ import annotations
 
@@ -160,6 +161,42 @@ def save_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str]
         for j in range(cm.shape[1]):
             ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="black")
     ax.set_title(title)
+    fig.tight_layout()
+    try:
+        return _save_atomic(fig, Path(path))
+    finally:
+        plt.close(fig)
+
+
+def pareto_front(points: Sequence[dict[str, Any]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower "ms", higher "score"), fastest first."""
+    order = sorted(range(len(points)), key=lambda i: (points[i]["ms"], -points[i]["score"]))
+    front, best = [], -np.inf
+    for i in order:
+        if points[i]["score"] > best:
+            front.append(i)
+            best = points[i]["score"]
+    return front
+
+
+def save_pareto(points: Sequence[dict[str, Any]], path: str | Path, title: str, baseline: float = 50.0) -> Path:
+    """Score against end-to-end ms per window, one marker per model and precision ({"label", "precision",
+    "ms", "score"} each), the Pareto front joined, and the always-"normal" baseline drawn: a model under
+    that line on the same split is worse than no model."""
+    plt = _pyplot_for("the Pareto plot")
+    markers = {"fp32": "o", "int8-dynamic": "s", "int8-static": "D"}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for p in points:
+        ax.plot(p["ms"], p["score"], markers.get(p["precision"], "^"), ms=8, label=f"{p['label']} ({p['precision']})")
+        ax.annotate(f"{p['score']:.1f}", (p["ms"], p["score"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    front = [points[i] for i in pareto_front(points)]
+    ax.plot([p["ms"] for p in front], [p["score"] for p in front], "--", color="grey", lw=1, label="Pareto front")
+    ax.axhline(baseline, color="tab:red", ls=":", lw=1, label=f'always "normal" ({baseline:g})')
+    ax.set_xscale("log")
+    ax.set_xlabel("end-to-end ms per 8 s window (features + model, p50, 1 thread)")
+    ax.set_ylabel("ICBHI Score (official)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     try:
         return _save_atomic(fig, Path(path))

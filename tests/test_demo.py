@@ -38,3 +38,17 @@ def test_demo_quick_end_to_end(tmp_path):
     assert sum(summary["replay"]["verdicts"].values()) == summary["replay"]["windows"]  # windows per quality verdict
     text = console.export_text()
     assert "Score" in text and "relaxed 2-class" in text and str(artifacts["model"]) in text
+    # the student: distilled from the demo's run, exported, benchmarked, and on the Pareto plot
+    student = read("student_run_config")
+    assert student["backbone"] == summary["student"]["backbone"] == "mobilenet"
+    assert student["distill"]["teacher"]["path"] == str(artifacts["run"])
+    assert summary["student"]["int8_argmax_agreement"] == read("student_parity")["int8_vs_fp32"]["argmax_agreement"]
+    assert {Path(r["name"]) for r in bench["results"]} == {artifacts[k] for k in
+                                                           ("model", "model_fp32", "student_model", "student_model_fp32")}
+    points = {(p["label"], p["precision"]): p for p in summary["pareto"]}
+    assert set(points) == {("teacher", "int8-dynamic"), ("teacher", "fp32"), ("student", "int8-static"),
+                           ("student", "fp32")}
+    assert points[("student", "int8-static")]["score"] == read("eval_student_int8")["score"]
+    assert points[("teacher", "fp32")]["ms"] == next(r["e2e_ms"]["p50"] for r in bench["results"]
+                                                     if Path(r["name"]) == artifacts["model_fp32"])
+    assert any(p["on_front"] for p in summary["pareto"]) and artifacts["pareto"].stat().st_size > 10_000
