@@ -25,6 +25,7 @@ from rich.table import Table
 
 from edge_lung.config import LABELS, FeatureConfig
 from edge_lung.fileio import RUN_CONFIG, atomic_write_json
+from edge_lung.train.config import DEFAULT_STUDENT
 
 
 @dataclass(frozen=True)
@@ -219,18 +220,19 @@ class Demo:
 
     # -- step 6 ---------------------------------------------------------------------------
     def distill(self) -> dict[str, Path]:
-        """A MobileNet student of the adapter run: KD on the teacher's cached soft targets (alpha 1, T 2),
-        AdamW at 3e-3, the student recipe measured in benchmarks/results/distill."""
+        """`edge-lung distill`'s default student of the adapter run: KD on the teacher's cached soft targets
+        (alpha 1, T 2), as measured in benchmarks/results/distill."""
         from edge_lung.scoring import format_report
-        from edge_lung.train.config import DistillConfig, TrainConfig
+        from edge_lung.train.config import DEFAULT_STUDENT_OPTIMIZER, DistillConfig, TrainConfig
         from edge_lung.train.distill import distill
         from edge_lung.train.evaluate import evaluate_run
 
         run_dir = self.out / "student-run"
         cfg = TrainConfig(
-            data=str(self.artifacts["database"]), out=str(run_dir), backbone=DEMO_STUDENT, optimizer="adamw",
-            lr=3e-3, epochs=self.cfg.epochs or (2 if self.cfg.quick else DEMO_STUDENT_EPOCHS), seed=self.cfg.seed,
-            device="cpu", max_cycles=48 if self.cfg.quick else None,
+            data=str(self.artifacts["database"]), out=str(run_dir), backbone=DEMO_STUDENT,
+            optimizer=DEFAULT_STUDENT_OPTIMIZER,
+            epochs=self.cfg.epochs or (2 if self.cfg.quick else DEMO_STUDENT_EPOCHS),
+            seed=self.cfg.seed, device="cpu", max_cycles=48 if self.cfg.quick else None,
         )
         _fresh(run_dir)
         distill(cfg, DistillConfig(teacher=str(self.artifacts["run"]), alpha=1.0, temperature=2.0),
@@ -388,7 +390,7 @@ class Demo:
 
 DEMO_BACKBONE_EPOCHS = 30
 DEMO_ADAPTER_EPOCHS = 6
-DEMO_STUDENT = "mobilenet"
+DEMO_STUDENT = DEFAULT_STUDENT
 DEMO_STUDENT_EPOCHS = 8
 # (model artifact, its evaluation artifact, label) of each point of the Pareto plot
 PARETO_MODELS = (

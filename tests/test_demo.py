@@ -43,8 +43,8 @@ def test_demo_quick_end_to_end(tmp_path):
     assert student["backbone"] == summary["student"]["backbone"] == "mobilenet"
     assert student["distill"]["teacher"]["path"] == str(artifacts["run"])
     assert summary["student"]["int8_argmax_agreement"] == read("student_parity")["int8_vs_fp32"]["argmax_agreement"]
-    assert {Path(r["name"]) for r in bench["results"]} == {artifacts[k] for k in
-                                                           ("model", "model_fp32", "student_model", "student_model_fp32")}
+    benched = ("model", "model_fp32", "student_model", "student_model_fp32")
+    assert {Path(r["name"]) for r in bench["results"]} == {artifacts[k] for k in benched}
     points = {(p["label"], p["precision"]): p for p in summary["pareto"]}
     assert set(points) == {("teacher", "int8-dynamic"), ("teacher", "fp32"), ("student", "int8-static"),
                            ("student", "fp32")}

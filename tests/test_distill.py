@@ -235,23 +235,31 @@ def test_bad_input_names_the_path(synth_db: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()  # nothing written
 
 
-def test_cli_builds_the_student_as_train_does(synth_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`distill` takes `train`'s options and recipes; an explicit --num-mel-bins wins over a recipe's front end."""
-    from typer.testing import CliRunner
-
+@pytest.fixture
+def fake_distill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """`edge-lung distill` with the training replaced: the dict receives the configs the CLI built."""
     import edge_lung.train.distill as distill_module
-    from edge_lung.cli import app
-    from edge_lung.train.recipes import recipe_id
 
-    seen = {}
+    seen: dict = {}
 
-    def fake_distill(cfg: TrainConfig, dcfg: DistillConfig) -> Path:
+    def fake(cfg: TrainConfig, dcfg: DistillConfig) -> Path:
         seen.update(cfg=cfg, dcfg=dcfg)
         best = {"epoch": 1, "val": {"score": 60.0, "teacher_agreement": 90.0}}
         (tmp_path / "config.json").write_text(json.dumps({"best": best, "distill": {"teacher_val": {"score": 70.0}}}))
         return tmp_path
 
-    monkeypatch.setattr(distill_module, "distill", fake_distill)
+    monkeypatch.setattr(distill_module, "distill", fake)
+    return seen
+
+
+def test_cli_builds_the_student_as_train_does(synth_db: Path, tmp_path: Path, fake_distill: dict) -> None:
+    """`distill` takes `train`'s options and recipes; an explicit --num-mel-bins wins over a recipe's front end."""
+    from typer.testing import CliRunner
+
+    from edge_lung.cli import app
+    from edge_lung.train.recipes import recipe_id
+
+    seen = fake_distill
     args = ["distill", "--teacher", "T", "--data", str(synth_db), "--out", str(tmp_path / "s"), "--student", "tiny",
             "--recipe", "icbhi-robust", "--num-mel-bins", "32", "--unlabeled", "A", "--unlabeled", "B",
             "--temperature", "3", "--alpha", "0.7", "--epochs", "1", "--seed", "4", "--lr", "0.01"]
@@ -262,3 +270,19 @@ def test_cli_builds_the_student_as_train_does(synth_db: Path, tmp_path: Path, mo
     assert (cfg.backbone, cfg.epochs, cfg.seed, cfg.lr, cfg.recipe) == ("tiny", 1, 4, 0.01, recipe_id("icbhi-robust"))
     assert cfg.channel_aug and cfg.features["num_mel_bins"] == 32 and cfg.features["high_freq_hz"] == 2000.0
     assert dcfg == DistillConfig("T", temperature=3.0, alpha=0.7, unlabeled=("A", "B"))
+
+
+def test_cli_default_student_is_the_measured_one(synth_db: Path, tmp_path: Path, fake_distill: dict) -> None:
+    """Without --student, --optimizer and --lr: the MobileNet student with AdamW at a CNN's 3e-3."""
+    from typer.testing import CliRunner
+
+    from edge_lung.cli import app
+    from edge_lung.train.config import resolve_lr
+
+    args = ["distill", "--teacher", "T", "--data", str(synth_db), "--out", str(tmp_path / "s")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cfg = fake_distill["cfg"]
+    assert (cfg.backbone, cfg.optimizer, cfg.lr) == ("mobilenet", "adamw", None)
+    assert resolve_lr(cfg, "none") == 3e-3
+    assert resolve_lr(dataclasses.replace(cfg, backbone="tiny"), "none") == 1e-3

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from edge_lung.cli.train_cmd import train_command
-from edge_lung.train.config import DistillConfig, TrainConfig
+from edge_lung.train.config import DEFAULT_STUDENT, DEFAULT_STUDENT_OPTIMIZER, DistillConfig, TrainConfig
 
 
 def _train_option(name: str):
@@ -27,9 +27,10 @@ def distill_command(
                                  "torch) or an exported MODEL_DIR (`edge-lung export`, FP32 or INT8, run with "
                                  "onnxruntime). It hears the audio through its own features."),
     data: Path = _train_option("data"),
-    student: str = typer.Option(TrainConfig.backbone, "--student", help="The student, named as `edge-lung train "
-                                "--backbone` names a model (a size such as tiny, a save_pretrained directory, a "
-                                "hub id)."),
+    student: str = typer.Option(DEFAULT_STUDENT, "--student", help="The student, named as `edge-lung train "
+                                "--backbone` names a model (mobilenet, tiny, ast-student, a save_pretrained "
+                                "directory, a hub id). Default: the one that measured best (benchmarks/results/"
+                                "distill)."),
     out: Path = typer.Option(..., "--out", help="Run directory to create (an ordinary run directory)."),
     unlabeled: list[Path] = typer.Option([], "--unlabeled", help="A folder of recordings without annotations (any "
                                          "rate, any device; repeatable): cut into windows as the runtime cuts them "
@@ -50,7 +51,8 @@ def distill_command(
     adapter_scale: float = _train_option("adapter_scale"),
     adapter_placement: str = _train_option("adapter_placement"),
     lora_rank: int = _train_option("lora_rank"),
-    optimizer: str = _train_option("optimizer"),
+    optimizer: str = typer.Option(DEFAULT_STUDENT_OPTIMIZER, help="sam | asam | adamw. Default adamw: the "
+                                  "students were measured with it; SAM doubles each step's cost."),
     rho: float = _train_option("rho"),
     lr: float = _train_option("lr"),
     min_lr_ratio: float = _train_option("min_lr_ratio"),

@@ -50,7 +50,7 @@ def train_command(
     optimizer: str = typer.Option(TrainConfig.optimizer, help="sam | asam | adamw (SAM wraps AdamW)."),
     rho: float = typer.Option(TrainConfig.rho, help="SAM neighbourhood size (default 0.05 for sam, 2.0 for asam)."),
     lr: float = typer.Option(TrainConfig.lr, help="Peak learning rate (default: 1e-3 adapters/tiny, 3e-4 small/base "
-                             "from scratch, 5e-5 full fine-tune of a checkpoint)."),
+                             "from scratch, 3e-3 a CNN, 5e-5 full fine-tune of a checkpoint)."),
     min_lr_ratio: float = typer.Option(TrainConfig.min_lr_ratio, help="Final learning rate of the cosine schedule, "
                                        "as a share of --lr."),
     weight_decay: float = typer.Option(TrainConfig.weight_decay, help="AdamW weight decay."),
