@@ -6,7 +6,6 @@ Torch-free core; imports nothing from edge_lung.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,12 +19,39 @@ RUN_CONFIG = "config.json"
 """A run directory's settings and results (written by `edge-lung train`, read by export, demo, bench)."""
 
 
+SMALL_FILE_BYTES = 32 << 20
+"""Files up to this size are hashed by Python's built-in SHA-256 (see `sha256_file`)."""
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+    """Hex SHA-256 of a file.
+
+    Files up to `SMALL_FILE_BYTES` use Python's built-in SHA-256 rather than hashlib's: `import hashlib` maps
+    OpenSSL's libcrypto, 3.7 MB resident (measured), and a device process that only loads a Pi-class model and
+    checks its hashes would carry it for nothing (the bench's aim for such a model is 80 MB in all). Larger
+    files use OpenSSL's, six times faster here (90 MB: 0.12 s against 0.70 s), beside which 3.7 MB is noise.
+    """
+    h = _sha256_factory(Path(path).stat().st_size)()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _sha256_factory(size: int) -> Any:
+    if size > SMALL_FILE_BYTES:
+        import hashlib
+
+        return hashlib.sha256
+    try:
+        from _sha2 import sha256  # Python >= 3.12
+    except ImportError:
+        try:
+            from _sha256 import sha256  # Python 3.11
+        except ImportError:  # an interpreter without the built-in module
+            from hashlib import sha256
+    return sha256
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:

@@ -282,6 +282,30 @@ def test_bench_modules_import_without_torch_or_matplotlib() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_a_small_model_loads_without_openssl(tiny_dir: Path) -> None:
+    """The device process that loads a small model and checks its hashes does not map libcrypto (3.7 MB)."""
+    code = (
+        "import sys; from edge_lung.runtime.e2e import load_model; "
+        f"clf = load_model({str(tiny_dir)!r}, 'model', threads=1); "
+        "assert clf.info.manifest.get('sha256'), 'the manifest hash was not read'; "
+        "assert '_hashlib' not in sys.modules, 'hashlib (OpenSSL) was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sha256_file_is_sha256_on_both_sides_of_the_size_threshold(tmp_path: Path, monkeypatch) -> None:
+    import hashlib
+
+    from edge_lung import fileio
+
+    path = tmp_path / "blob"
+    path.write_bytes(bytes(range(256)) * 5000)
+    want = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert fileio.sha256_file(path, chunk=4096) == want  # built-in SHA-256
+    monkeypatch.setattr(fileio, "SMALL_FILE_BYTES", 1000)
+    assert fileio.sha256_file(path, chunk=4096) == want  # OpenSSL's
+
+
 @pytest.mark.slow
 def test_compare_torch_adds_eager_rows_and_ratios(tiny_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("torch")
