@@ -18,8 +18,9 @@ def demo(
     epochs: int | None = typer.Option(None, help="Training epochs (default: the tiny model's default)."),
     quick: bool = typer.Option(False, "--quick", help="Smallest sizes everywhere: a smoke run in about a minute."),
 ) -> None:
-    """Build (or read) a database, train the tiny AST with adapters + SAM + WRS, evaluate, export INT8,
-    replay a held-out recording through the streaming runtime and benchmark it; print a summary."""
+    """Build (or read) a database, train the tiny AST with adapters + SAM + WRS (the teacher), evaluate, export
+    INT8 and FP32, replay a held-out recording through the streaming runtime, distil a MobileNet student and
+    export it, benchmark all four models, plot Score against latency (pareto.png); print a summary."""
     from edge_lung.demo import DemoConfig, run_demo
 
     env_data = os.environ.get("EDGE_LUNG_ICBHI_DIR")
