@@ -266,8 +266,7 @@ class Demo:
         report = run_bench(models, BenchConfig(threads=threads, windows=windows, warmup=2))
         path = write_json(report, self.out / "bench.json")
         render(report, self.console)
-        points = pareto_points(report, {str(self.artifacts[m]): (label, _read_json(self.artifacts[e])["score"])
-                                        for m, e, label in PARETO_MODELS})
+        points = pareto_points(report, _scored_models(self.artifacts))
         title = f"edge-lung demo: {self.eval_split} split, {report['environment'].get('cpu') or 'this machine'}"
         return {"bench": path, "pareto": save_pareto(points, self.out / "pareto.png", title)}
 
@@ -335,8 +334,7 @@ class Demo:
             "bench": [{"model": Path(r["name"]).name, "threads": r["threads"], "e2e_p50_ms": r["e2e_ms"]["p50"],
                        "e2e_p95_ms": r["e2e_ms"]["p95"], "peak_rss_mb": r["peak_rss_mb"],
                        "gmac_per_window": r.get("gmac_per_window")} for r in bench["results"]],
-            "pareto": pareto_points(bench, {str(a[m]): (label, _read_json(a[e])["score"])
-                                            for m, e, label in PARETO_MODELS}),
+            "pareto": pareto_points(bench, _scored_models(a)),
             "artifacts": {k: str(v) for k, v in a.items()},
         }
 
@@ -399,6 +397,11 @@ PARETO_MODELS = (
     ("student_model", "eval_student_int8", "student"),
     ("student_model_fp32", "eval_student_fp32", "student"),
 )
+
+
+def _scored_models(artifacts: dict[str, Any]) -> dict[str, tuple[str, float]]:
+    """Model path -> (label, Score on the evaluation split) for each model of the Pareto plot."""
+    return {str(artifacts[m]): (label, _read_json(artifacts[e])["score"]) for m, e, label in PARETO_MODELS}
 
 
 def pareto_points(bench: dict[str, Any], scored: dict[str, tuple[str, float]]) -> list[dict[str, Any]]:
