@@ -25,7 +25,7 @@ from rich.table import Table
 
 from edge_lung.config import LABELS, FeatureConfig
 from edge_lung.fileio import RUN_CONFIG, atomic_write_json
-from edge_lung.train.config import DEFAULT_STUDENT
+from edge_lung.train.config import DEFAULT_STUDENT, DEFAULT_STUDENT_OPTIMIZER
 
 
 @dataclass(frozen=True)
@@ -194,8 +194,7 @@ class Demo:
         report = evaluate_model_dir(model_dir, self.artifacts["database"], split=self.eval_split)
         path = self.out / f"{eval_name}.json"
         atomic_write_json(path, report)
-        self.console.print(f"[bold]{name} ({report.get('quantization', 'INT8' if int8 else 'FP32')}) on the "
-                           f"{self.eval_split} split:[/bold]")
+        self.console.print(f"[bold]{name} ({report['quantization']}) on the {self.eval_split} split:[/bold]")
         self.console.print(format_report(report), highlight=False)
         return {"model": model_dir, "parity": model_dir / PARITY_NAME, "manifest": model_dir / MANIFEST_NAME,
                 "eval": path}
@@ -223,13 +222,13 @@ class Demo:
         """`edge-lung distill`'s default student of the adapter run: KD on the teacher's cached soft targets
         (alpha 1, T 2), as measured in benchmarks/results/distill."""
         from edge_lung.scoring import format_report
-        from edge_lung.train.config import DEFAULT_STUDENT_OPTIMIZER, DistillConfig, TrainConfig
+        from edge_lung.train.config import DistillConfig, TrainConfig
         from edge_lung.train.distill import distill
         from edge_lung.train.evaluate import evaluate_run
 
         run_dir = self.out / "student-run"
         cfg = TrainConfig(
-            data=str(self.artifacts["database"]), out=str(run_dir), backbone=DEMO_STUDENT,
+            data=str(self.artifacts["database"]), out=str(run_dir), backbone=DEFAULT_STUDENT,
             optimizer=DEFAULT_STUDENT_OPTIMIZER,
             epochs=self.cfg.epochs or (2 if self.cfg.quick else DEMO_STUDENT_EPOCHS),
             seed=self.cfg.seed, device="cpu", max_cycles=48 if self.cfg.quick else None,
@@ -240,7 +239,7 @@ class Demo:
         report = evaluate_run(run_dir, self.artifacts["database"], split=self.eval_split)
         path = self.out / "eval_student_pytorch.json"
         atomic_write_json(path, report)
-        self.console.print(f"[bold]Student ({DEMO_STUDENT}), PyTorch, on the {self.eval_split} split:[/bold]")
+        self.console.print(f"[bold]Student ({DEFAULT_STUDENT}), PyTorch, on the {self.eval_split} split:[/bold]")
         self.console.print(format_report(report), highlight=False)
         return {"student_run": run_dir, "student_run_config": run_dir / RUN_CONFIG, "eval_student_pytorch": path}
 
@@ -279,7 +278,7 @@ class Demo:
         self._step("evaluate the selected model (PyTorch)", self.evaluate)
         self._step("export INT8 and FP32 ONNX with parity", self.export)
         self._step("replay a held-out recording through the streaming runtime", self.replay)
-        self._step(f"distil a {DEMO_STUDENT} student from the teacher", self.distill)
+        self._step(f"distil a {DEFAULT_STUDENT} student from the teacher", self.distill)
         self._step("export the student, INT8 (static QDQ) and FP32, with parity", self.export_student)
         self._step("benchmark the four models; Pareto plot of Score against latency", self.bench)
         summary = self.summary()
@@ -388,7 +387,6 @@ class Demo:
 
 DEMO_BACKBONE_EPOCHS = 30
 DEMO_ADAPTER_EPOCHS = 6
-DEMO_STUDENT = DEFAULT_STUDENT
 DEMO_STUDENT_EPOCHS = 8
 # (model artifact, its evaluation artifact, label) of each point of the Pareto plot
 PARETO_MODELS = (
