@@ -25,7 +25,7 @@ from rich.table import Table
 
 from edge_lung.config import LABELS, FeatureConfig
 from edge_lung.fileio import RUN_CONFIG, atomic_write_json
-from edge_lung.train.config import DEFAULT_STUDENT, DEFAULT_STUDENT_OPTIMIZER
+from edge_lung.train.config import DEFAULT_STUDENT, DEFAULT_STUDENT_OPTIMIZER, student_features
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ class Demo:
         run_dir = self.out / "student-run"
         cfg = TrainConfig(
             data=str(self.artifacts["database"]), out=str(run_dir), backbone=DEFAULT_STUDENT,
-            optimizer=DEFAULT_STUDENT_OPTIMIZER,
+            optimizer=DEFAULT_STUDENT_OPTIMIZER, features=student_features(DEFAULT_STUDENT),
             epochs=self.cfg.epochs or (2 if self.cfg.quick else DEMO_STUDENT_EPOCHS),
             seed=self.cfg.seed, device="cpu", max_cycles=48 if self.cfg.quick else None,
         )

@@ -42,6 +42,7 @@ def test_demo_quick_end_to_end(tmp_path):
     student = read("student_run_config")
     assert student["backbone"] == summary["student"]["backbone"] == "mobilenet"
     assert student["distill"]["teacher"]["path"] == str(artifacts["run"])
+    assert student["features"]["num_mel_bins"] == 64  # `distill`'s default student, front end included
     assert summary["student"]["int8_argmax_agreement"] == read("student_parity")["int8_vs_fp32"]["argmax_agreement"]
     benched = ("model", "model_fp32", "student_model", "student_model_fp32")
     assert {Path(r["name"]) for r in bench["results"]} == {artifacts[k] for k in benched}

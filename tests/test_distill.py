@@ -284,5 +284,23 @@ def test_cli_default_student_is_the_measured_one(synth_db: Path, tmp_path: Path,
     assert result.exit_code == 0, result.output
     cfg = fake_distill["cfg"]
     assert (cfg.backbone, cfg.optimizer, cfg.lr) == ("mobilenet", "adamw", None)
+    assert cfg.features["num_mel_bins"] == 64 and cfg.feature_config == FeatureConfig(num_mel_bins=64)
     assert resolve_lr(cfg, "none") == 3e-3
     assert resolve_lr(dataclasses.replace(cfg, backbone="tiny"), "none") == 1e-3
+
+
+@pytest.mark.parametrize(("args", "bins"), [
+    (["--student", "tiny"], 128),  # no measured front end: the standard features
+    (["--num-mel-bins", "96"], 96),  # explicit wins over the student's
+    (["--student", "tiny", "--recipe", "icbhi-robust"], 64),  # a recipe's front end
+])
+def test_cli_student_front_end(synth_db: Path, tmp_path: Path, fake_distill: dict, args: list, bins: int) -> None:
+    """The student's mel bins: explicit, else a recipe's, else the student's measured ones, else 128."""
+    from typer.testing import CliRunner
+
+    from edge_lung.cli import app
+
+    base = ["distill", "--teacher", "T", "--data", str(synth_db), "--out", str(tmp_path / "s")]
+    result = CliRunner().invoke(app, base + args)
+    assert result.exit_code == 0, result.output
+    assert fake_distill["cfg"].features["num_mel_bins"] == bins

@@ -13,7 +13,16 @@ from pathlib import Path
 import typer
 
 from edge_lung.cli.train_cmd import train_command
-from edge_lung.train.config import DEFAULT_STUDENT, DEFAULT_STUDENT_OPTIMIZER, DistillConfig, TrainConfig
+from edge_lung.train.config import (
+    DEFAULT_STUDENT,
+    DEFAULT_STUDENT_OPTIMIZER,
+    STUDENT_MEL_BINS,
+    DistillConfig,
+    TrainConfig,
+    student_features,
+)
+
+_MEASURED_BINS = ", ".join(f"{name} {bins}" for name, bins in STUDENT_MEL_BINS.items())
 
 
 def _train_option(name: str):
@@ -41,8 +50,9 @@ def distill_command(
                                       "of the KD term."),
     alpha: float = typer.Option(DistillConfig.alpha, "--alpha", help="Weight of the KD term: alpha * T^2 * KL + "
                                 "(1 - alpha) * cross-entropy on the labelled cycles."),
-    num_mel_bins: int = typer.Option(None, "--num-mel-bins", help="The student's mel bins (default: the standard "
-                                     "features' 128); recorded in its model, the teacher keeps its own."),
+    num_mel_bins: int = typer.Option(None, "--num-mel-bins", help="The student's mel bins (default: a recipe's, "
+                                     f"else the student's measured front end ({_MEASURED_BINS}), else the "
+                                     "standard features' 128); recorded in its model, the teacher keeps its own."),
     seed: int = typer.Option(TrainConfig.seed, "--seed", help="Seed of the student's weights and epoch draws."),
     recipe: str = _train_option("recipe"),
     allow_download: bool = _train_option("allow_download"),
@@ -90,13 +100,12 @@ def distill_command(
     options = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items()
                if k not in ("ctx", "teacher", "student", "unlabeled", "unlabeled_hop", "temperature", "alpha",
                             "num_mel_bins")}
-    from edge_lung.config import FeatureConfig
     from edge_lung.train.distill import distill
     from edge_lung.train.recipes import apply_recipe
 
     explicit = {k for k in options if getattr(ctx.get_parameter_source(k), "name", None) == "COMMANDLINE"}
     try:
-        options = apply_recipe(options | {"backbone": student, "features": FeatureConfig().to_dict()}, explicit)
+        options = apply_recipe(options | {"backbone": student, "features": student_features(student)}, explicit)
         if num_mel_bins is not None:  # explicit: over a recipe's front end too
             options["features"] = {**options["features"], "num_mel_bins": num_mel_bins}
         cfg = TrainConfig(**options)
