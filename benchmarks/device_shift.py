@@ -47,8 +47,9 @@ def run_one(db_dir: str, recipe: str, device: str, seed: int, args: argparse.Nam
     if not (config_path.is_file() and json.loads(config_path.read_text()).get("status") == "done"):
         options = {"data": db_dir, "out": str(run_dir), "backbone": args.backbone, "epochs": args.epochs,
                    "seed": seed, "val_devices": device, "progress": False, "num_threads": args.threads,
-                   "max_cycles": args.max_cycles, "recipe": None if recipe == "default" else recipe}
-        train(TrainConfig(**apply_recipe(options, explicit=("data", "out", "backbone", "epochs", "seed"))))
+                   "max_cycles": args.max_cycles, "recipe": None if recipe == "default" else recipe, "lr": args.lr}
+        explicit = ("data", "out", "backbone", "epochs", "seed") + (("lr",) if args.lr is not None else ())
+        train(TrainConfig(**apply_recipe(options, explicit=explicit)))
     history = json.loads((run_dir / "metrics.json").read_text())
     config = json.loads(config_path.read_text())
     last, best = history[-1]["val"], config["best"]["val"]
@@ -167,6 +168,8 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--backbone", default="tiny")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate for every recipe (default: each recipe's, else train's default)")
     p.add_argument("--max-cycles", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--degrade", choices=("4k", "8k"), default=None)
