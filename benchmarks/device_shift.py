@@ -44,7 +44,12 @@ def run_one(db_dir: str, recipe: str, device: str, seed: int, args: argparse.Nam
 
     run_dir = Path(args.work) / recipe / device / f"seed{seed}"
     config_path = run_dir / "config.json"
-    if not (config_path.is_file() and json.loads(config_path.read_text()).get("status") == "done"):
+    finished = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    done = finished.get("status") == "done"
+    if done and args.lr is not None and finished["lr"] != args.lr:
+        raise SystemExit(f"{run_dir}: finished at lr {finished['lr']}, not the --lr {args.lr} asked for; give "
+                         "another --work")
+    if not done:
         options = {"data": db_dir, "out": str(run_dir), "backbone": args.backbone, "epochs": args.epochs,
                    "seed": seed, "val_devices": device, "progress": False, "num_threads": args.threads,
                    "max_cycles": args.max_cycles, "recipe": None if recipe == "default" else recipe, "lr": args.lr}
@@ -133,7 +138,8 @@ def markdown(summary: list[dict[str, Any]], args: argparse.Namespace) -> str:
         return "-" if pair is None else f"{pair[0]:.{digits}f} +- {pair[1]:.{digits}f}"
 
     lines = [f"Leave-one-device-out on {args.db}: backbone {args.backbone}, {args.epochs} epochs, seeds {args.seeds}"
-             f"{', max ' + str(args.max_cycles) + ' train cycles' if args.max_cycles else ''}.",
+             f"{', max ' + str(args.max_cycles) + ' train cycles' if args.max_cycles else ''}"
+             f"{', peak lr ' + str(args.lr) + ' for every recipe' if args.lr is not None else ''}.",
              "Score/Sp/Se: last epoch on the held-out device (official ICBHI); selected: the epoch chosen on it "
              f"(optimistic); loss {args.degrade or '-'}: selected model's held-out loss through the channel.", "",
              "| held-out device | recipe | runs | Score | Sp | Se | selected (optimistic) "

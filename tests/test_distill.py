@@ -304,3 +304,19 @@ def test_cli_student_front_end(synth_db: Path, tmp_path: Path, fake_distill: dic
     result = CliRunner().invoke(app, base + args)
     assert result.exit_code == 0, result.output
     assert fake_distill["cfg"].features["num_mel_bins"] == bins
+
+
+def test_cli_recipe_front_end_wins_over_the_students(synth_db: Path, tmp_path: Path, fake_distill: dict,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A student's measured bins (here 32) give way to a recipe's (icbhi-robust: 64)."""
+    from typer.testing import CliRunner
+
+    import edge_lung.train.config as config_module
+    from edge_lung.cli import app
+
+    monkeypatch.setitem(config_module.STUDENT_MEL_BINS, "mobilenet", 32)
+    base = ["distill", "--teacher", "T", "--data", str(synth_db), "--out", str(tmp_path / "s")]
+    for args, bins in (([], 32), (["--recipe", "icbhi-robust"], 64)):
+        result = CliRunner().invoke(app, base + args)
+        assert result.exit_code == 0, result.output
+        assert fake_distill["cfg"].features["num_mel_bins"] == bins

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from edge_lung.cli.train_cmd import train_command
+from edge_lung.config import FeatureConfig
 from edge_lung.train.config import (
     DEFAULT_STUDENT,
     DEFAULT_STUDENT_OPTIMIZER,
@@ -52,7 +53,8 @@ def distill_command(
                                 "(1 - alpha) * cross-entropy on the labelled cycles."),
     num_mel_bins: int = typer.Option(None, "--num-mel-bins", help="The student's mel bins (default: a recipe's, "
                                      f"else the student's measured front end ({_MEASURED_BINS}), else the "
-                                     "standard features' 128); recorded in its model, the teacher keeps its own."),
+                                     f"standard features' {FeatureConfig.num_mel_bins}); recorded in its model, the "
+                                     "teacher keeps its own."),
     seed: int = typer.Option(TrainConfig.seed, "--seed", help="Seed of the student's weights and epoch draws."),
     recipe: str = _train_option("recipe"),
     allow_download: bool = _train_option("allow_download"),

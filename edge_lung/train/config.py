@@ -167,7 +167,7 @@ class TrainConfig:
 # `edge-lung distill`'s student when none is named, by measurement (benchmarks/results/distill, synthetic test
 # split): taught by a tiny AST at Score 88.6, the MobileNet student distilled at T 2 scored 93.0 with 92.1%
 # agreement, the tiny AST student 84.8 with 90.7%; taught by a tiny AST at 96.6, the 64-bin MobileNet agreed
-# 95.8% on each of seeds 0-2 (Score 98.0-99.0), the 128-bin one 93.5-96.3% (97.0-99.5). AdamW: how each was
+# 95.8% on each of seeds 0-2 (Score 98.0-99.0), the 128-bin one 93.5-96.3% (96.5-99.5). AdamW: how each was
 # measured.
 DEFAULT_STUDENT = "mobilenet"
 DEFAULT_STUDENT_OPTIMIZER = "adamw"
