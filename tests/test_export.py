@@ -323,7 +323,7 @@ def test_device_shift_calibrate_column_measures_what_calibrate_writes(work: Path
     rows = [{"recipe": "default", "device": "X", "seed": 0, "last": {k: 50.0 for k in ("score", "specificity",
              "sensitivity")}, "selected": {"score": 50.0}, "calibration": figures}]
     table = bench.markdown(bench.summarize(rows), SimpleNamespace(db="db", backbone="tiny", epochs=1, seeds="0",
-                                                                  max_cycles=None, degrade=None))
+                                                                  max_cycles=None, degrade=None, lr=None))
     assert f"| {figures['plain']['score']:.1f} +- 0.0 | {figures['calibrated']['score']:.1f} +- 0.0 |" in table
 
 
