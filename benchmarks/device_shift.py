@@ -56,7 +56,7 @@ def run_one(db_dir: str, recipe: str, device: str, seed: int, args: argparse.Nam
         explicit = ("data", "out", "backbone", "epochs", "seed") + (("lr",) if args.lr is not None else ())
         train(TrainConfig(**apply_recipe(options, explicit=explicit)))
     history = json.loads((run_dir / "metrics.json").read_text())
-    config = json.loads(config_path.read_text())
+    config = finished if done else json.loads(config_path.read_text())  # just written by train()
     last, best = history[-1]["val"], config["best"]["val"]
     row = {"recipe": recipe, "device": device, "seed": seed, "run": str(run_dir),
            "last": {k: last[k] for k in ("score", "specificity", "sensitivity", "loss", "num_cycles")},
