@@ -22,6 +22,11 @@ FEATURE_VERSION = "kaldi-fbank-v1"
 
 WINDOW_CHOICES_S: tuple[float, ...] = (4.0, 6.0, 8.0, 10.0)
 PADDING_MODES: tuple[str, ...] = ("cyclic",)
+FRONT_ENDS: tuple[str, ...] = ("fbank", "respiratory")
+"""`FeatureConfig.front_end`: "fbank" = the Kaldi log-mel (a [frames, bins] image); "respiratory" = one row
+of adventitious-sound descriptors per window (`edge_lung.respiratory`, issue #12)."""
+RESPIRATORY_DESCRIPTORS = 26
+"""Width of the "respiratory" front end's row: `len(edge_lung.respiratory.NAMES)` (a test keeps them equal)."""
 MEL_NORMS: tuple[str, ...] = ("global", "window")
 """`FeatureConfig.mel_norm`: "global" = the AST statistics only; "window" = then each mel bin
 standardised over the window's frames (removes a stethoscope's fixed per-band gain, issue #12)."""
@@ -38,6 +43,8 @@ class FeatureConfig:
 
     Defaults reproduce the AudioSet AST front end (Kaldi fbank, 128 mel bins, 25 ms / 10 ms,
     Hanning window, normalised with the AudioSet statistics) on 8 s cyclic-padded windows.
+    `front_end="respiratory"` replaces the image by one row of `num_mel_bins` (=26) descriptors per
+    window (`edge_lung.respiratory`); the fbank fields then go unused.
     """
 
     sample_rate: int = 16000
@@ -57,6 +64,7 @@ class FeatureConfig:
     norm_std: float = 4.5689974
     feature_version: str = FEATURE_VERSION
     mel_norm: str = "global"
+    front_end: str = "fbank"
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
@@ -78,6 +86,7 @@ class FeatureConfig:
             raise ValueError(f"window_type: expected 'hanning', 'hamming' or 'povey', got {self.window_type!r}")
         if self.mel_norm not in MEL_NORMS:
             raise ValueError(f"mel_norm: expected one of {MEL_NORMS}, got {self.mel_norm!r}")
+        self._check_front_end()
         if self.norm_std <= 0:
             raise ValueError(f"norm_std: expected > 0, got {self.norm_std}")
         nyquist = self.sample_rate / 2
@@ -85,6 +94,17 @@ class FeatureConfig:
             raise ValueError(
                 f"low_freq_hz/high_freq_hz: expected 0 <= low < high <= {nyquist} Hz, "
                 f"got {self.low_freq_hz} / {self.high_hz}"
+            )
+
+    def _check_front_end(self) -> None:
+        if self.front_end not in FRONT_ENDS:
+            raise ValueError(f"front_end: expected one of {FRONT_ENDS}, got {self.front_end!r}")
+        if self.front_end == "respiratory" and (self.num_mel_bins != RESPIRATORY_DESCRIPTORS
+                                                or self.mel_norm != "global"):
+            raise ValueError(
+                f"front_end 'respiratory': the model input is one row of {RESPIRATORY_DESCRIPTORS} descriptors, so "
+                f"expected num_mel_bins {RESPIRATORY_DESCRIPTORS} and mel_norm 'global', got {self.num_mel_bins} and "
+                f"{self.mel_norm!r}"
             )
 
     @property
@@ -108,7 +128,10 @@ class FeatureConfig:
 
     @property
     def num_frames(self) -> int:
-        """Frames in one model window (Kaldi snip_edges: 8 s gives 798)."""
+        """Frames (rows) of the model input of one window: Kaldi snip_edges, 8 s gives 798; 1 for the
+        "respiratory" front end, whose row holds `num_mel_bins` descriptors."""
+        if self.front_end == "respiratory":
+            return 1
         return num_frames_for(self.window_samples, self.frame_length, self.frame_shift)
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import numpy as np
 
 from edge_lung.audio import cyclic_pad
 from edge_lung.config import FeatureConfig, num_frames_for
+from edge_lung.respiratory import STFT_SIZE, respiratory_features
 
 _CHUNK_FRAMES = 128
 BIN_STD_FLOOR = 0.025
@@ -145,7 +146,18 @@ def log_mel(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 
 def cycle_features(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """Model input float32[num_frames, bins] of one unpadded cycle: cyclic-padded (or cut) to the
-    window, exactly as training, evaluation, export and the device see it."""
+    window, exactly as training, evaluation, export and the device see it.
+
+    The "respiratory" descriptors are rates and ratios, so they are measured on the cycle as recorded
+    (a cycle longer than the window is cut to it, one shorter than an STFT frame is cyclic-padded to
+    one): cyclic padding would put a click at every seam, which reads as a crackle, and the device's
+    windows of continuous audio have no seams.
+    """
+    if cfg.front_end == "respiratory":
+        audio = np.asarray(audio, dtype=np.float32)[: cfg.window_samples]
+        if audio.shape[0] < STFT_SIZE:
+            audio = cyclic_pad(audio, STFT_SIZE)
+        return respiratory_features(audio, cfg.sample_rate)[None, :]
     return window_features(cyclic_pad(audio, cfg.window_samples), cfg)
 
 
@@ -165,6 +177,8 @@ def window_features(window: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
             f"window_features: expected {cfg.window_samples} samples ({cfg.window_s} s at "
             f"{cfg.sample_rate} Hz), got shape {window.shape}; cyclic-pad the audio first"
         )
+    if cfg.front_end == "respiratory":
+        return respiratory_features(window, cfg.sample_rate)[None, :]
     x = normalize(log_mel(window, cfg), cfg)
     return standardize_bins(x) if cfg.mel_norm == "window" else x
 
