@@ -28,11 +28,14 @@ class DeviceSplit:
     removed_patients: tuple[str, ...]
     removed_recordings: int
     removed_cycles: int
+    excluded_devices: tuple[str, ...] = ()
+    excluded_recordings: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"val_devices": list(self.val_devices), "val_recordings": self.val_recordings,
                 "removed_patients": list(self.removed_patients), "removed_recordings": self.removed_recordings,
-                "removed_cycles": self.removed_cycles}
+                "removed_cycles": self.removed_cycles, "excluded_devices": list(self.excluded_devices),
+                "excluded_recordings": self.excluded_recordings}
 
 
 def parse_devices(text: str | None) -> tuple[str, ...]:
@@ -40,20 +43,40 @@ def parse_devices(text: str | None) -> tuple[str, ...]:
     return tuple(d.strip() for d in (text or "").split(",") if d.strip())
 
 
-def assign_device_validation(recordings: list[Recording], val_devices: tuple[str, ...],
-                             source: str | Path = "database") -> tuple[list[Recording], DeviceSplit]:
-    """Recordings with every non-test recording of `val_devices` in 'val', the rest of non-test in
-    'train', and the training recordings of patients also heard on a validation device unassigned."""
+def _check_known(recordings: list[Recording], devices: tuple[str, ...], option: str, source: str | Path) -> None:
     known = sorted({r.device for r in recordings})
-    unknown = [d for d in val_devices if d not in known]
-    if unknown or not val_devices:
-        raise ValueError(f"{source}: --val-devices {','.join(val_devices) or '(none)'}: expected device names "
+    unknown = [d for d in devices if d not in known]
+    if unknown or not devices:
+        raise ValueError(f"{source}: {option} {','.join(devices) or '(none)'}: expected device names "
                          f"from this database {known}, got unknown {unknown or 'none named'}")
+
+
+def assign_device_validation(recordings: list[Recording], val_devices: tuple[str, ...],
+                             source: str | Path = "database",
+                             exclude: tuple[str, ...] = ()) -> tuple[list[Recording], DeviceSplit]:
+    """Recordings with every non-test recording of `val_devices` in 'val', the rest of non-test in
+    'train', and the training recordings of patients also heard on a validation device unassigned.
+
+    `exclude` (`--exclude-devices`) takes devices out of both sides first: their recordings, and every
+    other recording of a patient heard on them, are unassigned (what a device held out one level up,
+    e.g. by benchmarks/device_shift.py, must never lend to training).
+    """
+    _check_known(recordings, val_devices, "--val-devices", source)
+    excluded = 0
+    if exclude:
+        _check_known(recordings, exclude, "--exclude-devices", source)
+        if set(exclude) & set(val_devices):
+            raise ValueError(f"{source}: --exclude-devices {','.join(exclude)}: a device cannot be both held out "
+                             f"for validation and excluded (--val-devices {','.join(val_devices)})")
+        gone = {r.patient for r in recordings if r.split in ("train", "val") and r.device in exclude}
+        excluded = sum(r.split in ("train", "val") and r.device in exclude for r in recordings)
+        recordings = [replace(r, split=None) if r.split in ("train", "val") and (r.device in exclude or (
+            r.patient in gone and r.device not in val_devices)) else r for r in recordings]
     pool = [r for r in recordings if r.split in ("train", "val")]
     val_patients = {r.patient for r in pool if r.device in val_devices}
     if len({r.device for r in pool}) == len(set(val_devices) & {r.device for r in pool}):
         raise ValueError(f"{source}: --val-devices {','.join(val_devices)} holds out every device; expected at "
-                         f"least one device left to train on (devices: {known})")
+                         f"least one device left to train on (devices: {sorted({r.device for r in recordings})})")
     out, removed = [], []
     for r in recordings:
         if r.split not in ("train", "val"):
@@ -66,7 +89,8 @@ def assign_device_validation(recordings: list[Recording], val_devices: tuple[str
         else:
             out.append(replace(r, split="train"))
     split = DeviceSplit(tuple(val_devices), sum(r.device in val_devices for r in pool),
-                        tuple(sorted({r.patient for r in removed})), len(removed), sum(len(r.cycles) for r in removed))
+                        tuple(sorted({r.patient for r in removed})), len(removed), sum(len(r.cycles) for r in removed),
+                        tuple(exclude), excluded)
     return out, split
 
 
@@ -76,9 +100,13 @@ def scan_for_run(db_dir: str | Path, settings: dict[str, Any],
     val_fraction, val_seed = run_val_split(settings, source)
     db = Database.scan(db_dir, strict=False, val_fraction=val_fraction, val_seed=val_seed)
     devices = parse_devices(settings.get("val_devices"))
+    exclude = parse_devices(settings.get("exclude_devices"))
+    if exclude and not devices:
+        raise ValueError(f"{source}: --exclude-devices {','.join(exclude)}: expected --val-devices beside it "
+                         "(excluding devices is part of a device split)")
     if not devices:
         return db, None
-    db.recordings, split = assign_device_validation(db.recordings, devices, db_dir)
+    db.recordings, split = assign_device_validation(db.recordings, devices, db_dir, exclude)
     return db, split
 
 
