@@ -32,11 +32,14 @@ def train_command(
     ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="ICBHI-layout database folder (e.g. from `edge-lung data synth`)."),
     recipe: str = typer.Option(TrainConfig.recipe, "--recipe", help="A named, versioned preset (icbhi-robust: "
-                               "channel augmentation + per-window mel normalisation); explicit options override it."),
+                               "channel augmentation + per-window mel normalisation; icbhi-descriptors: adventitious-"
+                               "sound descriptors + a logistic regression + the cross-device normal margin); explicit "
+                               "options override it."),
     out: Path = typer.Option(TrainConfig.out, "--out", help="Run directory to create (default "
                              "runs/<backbone>-...). With several --seeds, the parent of one run per seed."),
     backbone: str = typer.Option(TrainConfig.backbone, help="tiny | ast-student | small | base (ASTs from scratch), "
-                                 "mobilenet (log-mel CNN, no adapters), a saved model directory, or a hub id such as "
+                                 "mobilenet (log-mel CNN, no adapters), linear (logistic regression, for the "
+                                 "respiratory front end), a saved model directory, or a hub id such as "
                                  "MIT/ast-finetuned-audioset-10-10-0.4593 (local cache only unless --allow-download)."),
     allow_download: bool = typer.Option(TrainConfig.allow_download, help="Let a hub id download from the Hugging "
                                         "Face hub."),
@@ -86,6 +89,15 @@ def train_command(
     val_devices: str = typer.Option(TrainConfig.val_devices, "--val-devices", help="Validate on every non-test "
                                     "recording of these devices (comma-separated, e.g. LittC2SE); patients also "
                                     "recorded on another device are removed from training and reported."),
+    exclude_devices: str = typer.Option(TrainConfig.exclude_devices, "--exclude-devices", help="With --val-devices: "
+                                        "leave these devices (and every recording of their patients) out of both "
+                                        "sides, e.g. a device held out one level up."),
+    select: str = typer.Option(TrainConfig.select, help="val (keep the epoch with the best validation Score) | last "
+                               "(keep the last epoch: honest when validation is a held-out stethoscope)."),
+    normal_margin: str = typer.Option(TrainConfig.normal_margin, "--normal-margin", help="none | cross-device: after "
+                                      "training, retrain once per training device with that device held out and "
+                                      "choose how much surer than 'normal' the model must be to call a cycle "
+                                      "abnormal on a stethoscope it never heard; recorded in the model."),
     max_cycles: int = typer.Option(TrainConfig.max_cycles, help="Train on at most this many cycles (quick checks); "
                                    "validation always uses the whole split."),
     seeds: str = typer.Option(str(TrainConfig.seed), help="Comma-separated seeds; several train one run each and "

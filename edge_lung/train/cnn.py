@@ -48,6 +48,13 @@ MOBILENET_BLOCKS: tuple[tuple[int, int, int, int], ...] = (
 )
 
 
+CNN_NAMES = ("mobilenet", "linear")
+"""`CnnConfig.name`: the MobileNet above, or "linear": the input flattened, standardised by a BatchNorm
+without affine parameters (its running mean and variance are the training set's, re-estimated by the
+loop's precise BatchNorm) and one linear layer: a logistic regression, for front ends whose row of
+descriptors already says what matters (`FeatureConfig.front_end="respiratory"`, issue #12)."""
+
+
 @dataclass(frozen=True)
 class CnnConfig:
     """Architecture of a log-mel CNN, saved as the backbone's config.json."""
@@ -66,7 +73,12 @@ class CnnConfig:
         for name in ("num_mel_bins", "num_frames", "num_labels", "stem_channels", "embedding_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"CNN config: {name}: expected > 0, got {getattr(self, name)}")
-        if not self.blocks or any(len(b) != 4 or min(b) < 1 for b in self.blocks):
+        if self.name not in CNN_NAMES:
+            raise ValueError(f"CNN config: name: expected one of {CNN_NAMES}, got {self.name!r}")
+        if self.name == "linear":
+            if self.blocks:
+                raise ValueError(f"CNN config: a 'linear' model has no blocks, got {self.blocks}")
+        elif not self.blocks or any(len(b) != 4 or min(b) < 1 for b in self.blocks):
             raise ValueError(f"CNN config: blocks: expected (expansion, channels, repeats, stride) >= 1, got "
                              f"{self.blocks}")
         if not 0.0 <= self.dropout < 1.0:
@@ -122,9 +134,13 @@ class LogMelCNN(nn.Module):
                 layers.append(InvertedResidual(c_in, c_out, expansion, stride if i == 0 else 1))
                 c_in = c_out
         layers.append(_conv_bn_relu(c_in, config.embedding_size, 1))
+        width = config.embedding_size
+        if config.name == "linear":
+            width = config.num_frames * config.num_mel_bins
+            layers = [nn.Flatten(), nn.BatchNorm1d(width, affine=False)]
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.embedding_size, config.num_labels)
+        self.classifier = nn.Linear(width, config.num_labels)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -136,7 +152,10 @@ class LogMelCNN(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def embedding(self, features: torch.Tensor) -> torch.Tensor:
-        """float32[B, T, M] -> pooled embedding [B, D] (mean over the time x frequency map)."""
+        """float32[B, T, M] -> pooled embedding [B, D] (mean over the time x frequency map; the standardised
+        input for a linear model)."""
+        if self.config.name == "linear":
+            return self.features(features)
         return self.features(features.unsqueeze(1)).mean(dim=(2, 3))
 
     def logits_and_embedding(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,6 +26,8 @@ SAMPLERS = ("wrs", "uniform")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 PLACEMENTS = ("both", "attention", "mlp")
+SELECTIONS = ("val", "last")
+NORMAL_MARGINS = ("none", "cross-device")
 DEFAULT_RHO = {"sam": 0.05, "asam": 2.0}
 # Settings that may differ between an interrupted run and its --resume.
 RESUME_FREE = ("resume", "progress", "device", "num_threads", "cache_dir")
@@ -86,6 +88,9 @@ class TrainConfig:
     val_fraction: float = 0.2
     val_seed: int = 0
     val_devices: str | None = None
+    exclude_devices: str | None = None
+    select: str = "val"
+    normal_margin: str = "none"
     max_cycles: int | None = None
     seed: int = 0
     device: str = "auto"
@@ -113,6 +118,8 @@ class TrainConfig:
             "device": DEVICES,
             "precision": PRECISIONS,
             "adapter_placement": PLACEMENTS,
+            "select": SELECTIONS,
+            "normal_margin": NORMAL_MARGINS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -277,6 +277,10 @@ def train(
         if on_epoch_end is not None:
             on_epoch_end(epoch, entry)
     _finish(run, time.perf_counter() - t_run)
+    if cfg.normal_margin != "none" and run.dist.main:
+        from edge_lung.train.margin import fit_normal_margin
+
+        fit_normal_margin(cfg, run.run_dir, console)
     return run.run_dir
 
 
@@ -490,7 +494,8 @@ def _validate_and_checkpoint(run: _Run, entry: dict[str, Any]) -> None:
     entry["val"] = evaluate_cycles(data.val_cycles, data.features, logits, run.cfg.eval_batch_size,
                                    features=data.val_features, labels=data.labels)
     entry["val"].update(run.objective.validate(data, np.concatenate(chunks)))
-    improved = run.best is None or entry["val"]["score"] > run.best["val"]["score"]
+    # --select last keeps every epoch's model: the honest choice when validation is a held-out stethoscope
+    improved = run.cfg.select == "last" or run.best is None or entry["val"]["score"] > run.best["val"]["score"]
     entry["selected"] = improved
     run.history.append(entry)
     if improved:

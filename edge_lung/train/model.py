@@ -90,8 +90,10 @@ SIZES: dict[str, dict[str, float]] = {
 
 # Log-mel CNN sizes (`edge_lung.train.cnn.CnnConfig` fields beyond the input shape and labels).
 # mobilenet: MobileNetV2-style, 0.63 M parameters, 0.18 GMAC per 8 s window at 128 mel bins (0.09 at 64).
+# linear: a logistic regression on the (standardised) input, for the "respiratory" front end's 26 descriptors.
 CNN_SIZES: dict[str, dict[str, Any]] = {
     "mobilenet": {"name": "mobilenet"},
+    "linear": {"name": "linear", "blocks": (), "dropout": 0.0},
 }
 
 
@@ -194,7 +196,12 @@ def load_backbone(
 
     kind = backbone_kind(backbone)
     if is_cnn_backbone(backbone):
-        return _cnn_backbone(backbone, kind, feature_cfg, num_labels)
+        model = _cnn_backbone(backbone, kind, feature_cfg, num_labels)
+        if feature_cfg.front_end == "respiratory" and model.config.name != "linear":
+            raise _front_end_error(backbone, feature_cfg)
+        return model
+    if feature_cfg.front_end == "respiratory":
+        raise _front_end_error(backbone, feature_cfg)
     if kind == "size":
         model = ASTForAudioClassification(size_config(backbone, feature_cfg, num_labels))
         pos = model.audio_spectrogram_transformer.embeddings.position_embeddings
@@ -202,6 +209,14 @@ def load_backbone(
         return model
     source = _load_checkpoint(backbone, kind, allow_download)
     return adapt_checkpoint(source, feature_cfg, num_labels, name=backbone)
+
+
+def _front_end_error(backbone: str, feature_cfg: FeatureConfig) -> BackboneError:
+    return BackboneError(
+        f"--backbone {backbone}: the 'respiratory' front end gives one row of {feature_cfg.num_mel_bins} descriptors "
+        "per window, not a spectrogram; expected --backbone linear (or a saved linear model). For an AST or a CNN "
+        "use a log-mel recipe (--recipe icbhi-robust)"
+    )
 
 
 def is_cnn_backbone(backbone: str) -> bool:
@@ -238,7 +253,10 @@ def _cnn_backbone(backbone: str, kind: str, feature_cfg: FeatureConfig, num_labe
                             f"{cfg.num_mel_bins}")
     if cfg.num_labels != num_labels:
         model.config = dataclasses.replace(cfg, num_labels=num_labels)
-        model.classifier = nn.Linear(cfg.embedding_size, num_labels)
+        model.classifier = nn.Linear(model.classifier.in_features, num_labels)
+    if cfg.num_frames != feature_cfg.num_frames and cfg.name == "linear":
+        raise BackboneError(f"--backbone {backbone}: a linear model reads exactly {cfg.num_frames} x "
+                            f"{cfg.num_mel_bins} inputs, got a window of {feature_cfg.num_frames} frames")
     if cfg.num_frames != feature_cfg.num_frames:  # global pooling: any length runs; record the new window
         model.config = dataclasses.replace(model.config, num_frames=feature_cfg.num_frames)
     return model
@@ -367,13 +385,22 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 class LogitsModel(nn.Module):
-    """features float32[B, T, M] -> logits [B, C] as a plain tensor (what export traces)."""
+    """features float32[B, T, M] -> logits [B, C] as a plain tensor (what export traces).
 
-    def __init__(self, model: nn.Module) -> None:
+    `logit_offset` (float[C], from a run's normal margin, `train.margin`) is added to the logits: the
+    exported graph, evaluation and the device all decide with it.
+    """
+
+    def __init__(self, model: nn.Module, logit_offset: list[float] | None = None) -> None:
         super().__init__()
         self.model = model
+        offset = torch.tensor(logit_offset, dtype=torch.float32) if logit_offset and any(logit_offset) else None
+        self.register_buffer("logit_offset", offset, persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.logits_and_embedding(features)[0] if self.logit_offset is not None else self._logits(features)
+
+    def _logits(self, features: torch.Tensor) -> torch.Tensor:
         if isinstance(self.model, LogMelCNN):
             return self.model(features)
         return self.model(input_values=features).logits
@@ -382,9 +409,11 @@ class LogitsModel(nn.Module):
         """(logits [B, C], pooled embedding [B, D]) in one pass: the AST's pooled output and the head on it,
         exactly as `ASTForAudioClassification.forward` computes the logits (the CNN's own method for a CNN)."""
         if isinstance(self.model, LogMelCNN):
-            return self.model.logits_and_embedding(features)
-        pooled = self.model.audio_spectrogram_transformer(features).pooler_output
-        return self.model.classifier(pooled), pooled
+            logits, pooled = self.model.logits_and_embedding(features)
+        else:
+            pooled = self.model.audio_spectrogram_transformer(features).pooler_output
+            logits = self.model.classifier(pooled)
+        return (logits if self.logit_offset is None else logits + self.logit_offset), pooled
 
 
 class LogitsAndEmbedding(nn.Module):
@@ -505,8 +534,16 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
             raise RunError(f"{adapter_dir}: cannot load the saved adapter ({type(exc).__name__}: {exc})") from exc
         model = unwrap_peft(model)
     _check_selected_epoch(run_dir, cfg)
-    wrapped = LogitsModel(model).to(device).eval()
+    wrapped = LogitsModel(model, logit_offset(cfg)).to(device).eval()
     return wrapped, cfg
+
+
+def logit_offset(cfg: dict[str, Any]) -> list[float] | None:
+    """What a run's normal margin (config.json "normal_margin", `train.margin`) adds to each logit; None without."""
+    margin = (cfg.get("normal_margin") or {}).get("margin")
+    if not margin:
+        return None
+    return [float(margin) if name == "normal" else 0.0 for name in cfg["labels"]]
 
 
 def _require_weights(run_dir: Path, folder: Path, marker: str) -> None:

@@ -23,6 +23,16 @@ RECIPES: dict[str, dict[str, Any]] = {
         "settings": {"channel_aug": True, "mel_norm": "window", "sampler": "uniform", "spec_augment": False,
                      "waveform_aug": False, "lr": 3e-4, "features": {"high_freq_hz": 2000.0, "num_mel_bins": 64}},
     },
+    "icbhi-descriptors": {
+        "version": 1,
+        "why": "device shift: 26 adventitious-sound descriptors (wheeze tonality, crackle transients; gain-free, "
+               "below 2 kHz; edge_lung.respiratory) and a logistic regression on them, trained to the last epoch, "
+               "with a normal margin chosen on the training devices held out one at a time (train.margin). "
+               "Leave-one-device-out on the shared subset, 3 seeds: benchmarks/results/device-shift/",
+        "settings": {"backbone": "linear", "features": {"front_end": "respiratory", "num_mel_bins": 26},
+                     "optimizer": "adamw", "lr": 1e-2, "epochs": 30, "sampler": "uniform", "spec_augment": False,
+                     "channel_aug": False, "waveform_aug": False, "select": "last", "normal_margin": "cross-device"},
+    },
 }
 
 def recipe_id(name: str) -> str:

@@ -1,0 +1,197 @@
+"""The `icbhi-descriptors` recipe (issue #12): the respiratory front end, the linear model on it, the
+cross-device normal margin, and `--exclude-devices`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_lung.config import RESPIRATORY_DESCRIPTORS, FeatureConfig
+from edge_lung.data.devices import assign_device_validation, scan_for_run
+from edge_lung.data.icbhi import Database
+from edge_lung.features import cycle_features, window_features
+from edge_lung.respiratory import NAMES, STFT_SIZE, butterworth_band, respiratory_features
+
+RATE = 16000
+RESP = FeatureConfig(front_end="respiratory", num_mel_bins=RESPIRATORY_DESCRIPTORS)
+
+
+def _breath(seconds: float = 4.0, seed: int = 0) -> np.ndarray:
+    """Band-limited noise with a slow breathing envelope."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    noise = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * (np.fft.rfftfreq(n, 1 / RATE) < 1200), n=n)
+    return (noise * (0.6 + 0.4 * np.sin(2 * np.pi * np.arange(n) / (2.0 * RATE)))).astype(np.float32) * 0.05
+
+
+def _feature(x: np.ndarray, name: str) -> float:
+    return float(respiratory_features(x, RATE)[NAMES.index(name)])
+
+
+def test_names_match_the_front_end_width_and_values_are_finite():
+    assert len(NAMES) == len(set(NAMES)) == RESPIRATORY_DESCRIPTORS
+    f = respiratory_features(_breath(), RATE)
+    assert f.shape == (RESPIRATORY_DESCRIPTORS,) and f.dtype == np.float32 and np.isfinite(f).all()
+
+
+def test_descriptors_are_gain_free():
+    x = _breath(seed=1)
+    np.testing.assert_allclose(respiratory_features(x * 7.5, RATE), respiratory_features(x, RATE), rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_a_held_tone_reads_as_a_wheeze_and_clicks_as_crackles():
+    x = _breath(seed=2)
+    t = np.arange(x.size) / RATE
+    wheeze = x + (0.05 * np.sin(2 * np.pi * 400 * t) * ((t > 1.0) & (t < 2.5))).astype(np.float32)
+    for name, by in (("prom_p90", 5.0), ("frac12", 0.2), ("run12", 20)):  # dB, share of frames, frames
+        assert _feature(wheeze, name) > _feature(x, name) + by, name
+    crackle = x.copy()
+    for start in np.arange(0.3, 3.7, 0.25):  # damped 300 Hz clicks of ~5 ms, as fine crackles look
+        i = int(start * RATE)
+        k = np.arange(80)
+        crackle[i : i + 80] += (0.4 * np.exp(-k / 20) * np.sin(2 * np.pi * 300 * k / RATE)).astype(np.float32)
+    for name in ("kurt100_500", "tr100_2000", "exc100_2000"):
+        assert _feature(crackle, name) > _feature(x, name) + 0.3, name
+
+
+def test_band_filter_is_the_squared_butterworth_response():
+    from scipy import signal
+
+    freqs = np.linspace(1, RATE / 2 - 1, 500)
+    _, h = signal.sosfreqz(signal.butter(4, [100, 2000], btype="band", fs=RATE, output="sos"), worN=freqs, fs=RATE)
+    np.testing.assert_allclose(butterworth_band(freqs, (100.0, 2000.0), RATE), np.abs(h) ** 2, atol=1e-9)
+
+
+def test_training_and_the_device_compute_the_same_descriptors():
+    """A cycle of exactly one window gives the training input that the runtime's window gives."""
+    x = _breath(seconds=RESP.window_s, seed=3)
+    np.testing.assert_array_equal(cycle_features(x, RESP), window_features(x, RESP))
+    assert cycle_features(x, RESP).shape == (RESP.num_frames, RESP.num_mel_bins) == (1, RESPIRATORY_DESCRIPTORS)
+    # a short cycle is measured as recorded (padded to one STFT frame only), not tiled to 8 s with seams
+    short = x[:3000]
+    np.testing.assert_array_equal(cycle_features(short, RESP)[0], respiratory_features(short, RATE))
+    tiny = x[:500]
+    np.testing.assert_array_equal(cycle_features(tiny, RESP)[0],
+                                  respiratory_features(np.tile(tiny, 3)[:STFT_SIZE], RATE))
+
+
+def test_front_end_settings_name_what_they_expect():
+    with pytest.raises(ValueError, match="front_end"):
+        FeatureConfig(front_end="mfcc")
+    with pytest.raises(ValueError, match="26 descriptors"):
+        FeatureConfig(front_end="respiratory", num_mel_bins=64)
+    with pytest.raises(ValueError, match="mel_norm 'global'"):
+        FeatureConfig(front_end="respiratory", num_mel_bins=26, mel_norm="window")
+    with pytest.raises(ValueError, match="at least 1024 samples"):
+        respiratory_features(np.zeros(100, np.float32), RATE)
+
+
+# --- the normal margin, on hand-made logits
+
+
+def test_margin_scores_and_choice_on_a_hand_made_set():
+    from edge_lung.train.margin import choose_margin, scores_by_margin
+
+    y = np.array([0, 0, 0, 0, 1, 2])
+    # two normals lean abnormal by 0.6 and 1.2; the crackle is sure (2.0); the wheeze leans wheeze by 0.4
+    logits = np.array([[0, 0.6, 0, 0], [0, 1.2, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 0.4, 0]])
+    scores = scores_by_margin(y, logits, normal=0, grid=(0.0, 0.5, 1.0, 1.5, 3.0))
+    # m=0: Sp 2/4, Se 2/2 -> 75; m=0.5: Sp 2/4, Se 1/2 (the wheeze flips) -> 50; m=1: Sp 3/4, Se 1/2 -> 62.5;
+    # m=1.5: Sp 4/4, Se 1/2 -> 75; m=3: Sp 4/4, Se 0 -> 50
+    assert scores == {0.0: 75.0, 0.5: 50.0, 1.0: 62.5, 1.5: 75.0, 3.0: 50.0}
+    assert choose_margin([scores], grid=(0.0, 0.5, 1.0, 1.5, 3.0)) == 0.0  # a tie goes to the smallest margin
+    other = {0.0: 40.0, 0.5: 60.0, 1.0: 60.0, 1.5: 70.0, 3.0: 50.0}
+    assert choose_margin([scores, other], grid=(0.0, 0.5, 1.0, 1.5, 3.0)) == 1.5  # best mean over devices
+    with pytest.raises(ValueError, match="at least one held-out device"):
+        choose_margin([])
+
+
+# --- --exclude-devices
+
+
+def test_excluded_devices_leave_both_sides_with_their_patients(synth_db):
+    a, b, c, d = Database.scan(synth_db).recordings[:4]
+    recordings = [replace(a, patient="101", device="Meditron", split="train"),
+                  replace(b, patient="101", device="AKGC417L", split="train"),
+                  replace(c, patient="102", device="LittC2SE", split="train"),
+                  replace(d, patient="103", device="AKGC417L", split="val")]
+    out, split = assign_device_validation(recordings, ("LittC2SE",), exclude=("Meditron",))
+    # Meditron is gone, and so is patient 101's AKGC417L recording (the same chest); 103 trains
+    assert [r.split for r in out] == [None, None, "val", "train"]
+    assert (split.excluded_devices, split.excluded_recordings) == (("Meditron",), 1)
+    with pytest.raises(ValueError, match="both held out"):
+        assign_device_validation(recordings, ("LittC2SE",), exclude=("LittC2SE",))
+    with pytest.raises(ValueError, match="--exclude-devices Nokia"):
+        assign_device_validation(recordings, ("LittC2SE",), exclude=("Nokia",))
+    with pytest.raises(ValueError, match="expected --val-devices beside it"):
+        scan_for_run(synth_db, {"val_fraction": 0.2, "val_seed": 0, "exclude_devices": "Meditron"})
+
+
+# --- the recipe end to end on the synthetic database
+
+
+@pytest.mark.slow
+def test_descriptor_recipe_trains_chooses_a_margin_and_ships(synth_db: Path, tmp_path: Path):
+    import torch
+    from typer.testing import CliRunner
+
+    from edge_lung.cli import app
+    from edge_lung.runtime.model_dir import OnnxClassifier
+    from edge_lung.train.margin import MARGIN_GRID
+    from edge_lung.train.model import LogitsModel, load_run
+
+    run = tmp_path / "run"
+    args = ["train", "--data", str(synth_db), "--recipe", "icbhi-descriptors", "--epochs", "3", "--out", str(run),
+            "--val-devices", "Meditron", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["recipe"] == "icbhi-descriptors-v1" and config["backbone"] == "linear"
+    assert config["best"]["epoch"] == 3  # --select last
+    margin = config["normal_margin"]
+    assert margin["margin"] in MARGIN_GRID
+    trained_on = sorted({r.device for r in scan_for_run(synth_db, config["train"])[0].recordings
+                         if r.split == "train"})
+    assert sorted(h["device"] for h in margin["held_out"]) + sorted(s["device"] for s in margin["skipped"]) \
+        == trained_on
+    for h in margin["held_out"]:  # each inner run held that device out and never saw Meditron
+        inner = json.loads((run / "margin" / h["device"] / "config.json").read_text())
+        assert inner["device_split"]["val_devices"] == [h["device"]]
+        assert inner["device_split"]["excluded_devices"] == ["Meditron"]
+    # the margin rides in the model: logits = the plain model's + m on "normal" (a margin of 2 written in, as the
+    # synthetic database may well choose 0)
+    margin["margin"] = 2.0
+    (run / "config.json").write_text(json.dumps(config))
+    model, _ = load_run(run)
+    plain = LogitsModel(model.model).eval()
+    x = torch.randn(4, 1, RESPIRATORY_DESCRIPTORS)
+    with torch.no_grad():
+        diff = (model(x) - plain(x)).numpy()
+    np.testing.assert_allclose(diff, np.tile([margin["margin"], 0, 0, 0], (4, 1)), atol=1e-6)
+    # exported (no e2e graph for this front end, said so), and the device decides with the margin too
+    result = CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert "no ONNX form" in manifest["e2e"]["skipped"]
+    window = _breath(seconds=8.0, seed=4)
+    features = window_features(window, config_features := FeatureConfig.from_dict(config["features"]))
+    assert config_features.front_end == "respiratory"
+    with torch.no_grad():
+        expected = model(torch.from_numpy(features[None])).numpy()
+    np.testing.assert_allclose(OnnxClassifier(tmp_path / "m").logits(features[None]), expected, atol=1e-4)
+
+
+def test_descriptor_front_end_refuses_a_spectrogram_backbone(synth_db: Path, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from edge_lung.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--data", str(synth_db), "--recipe", "icbhi-descriptors", "--backbone",
+                                      "tiny", "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert result.exit_code == 2
+    assert "--backbone tiny" in result.output and "expected --backbone linear" in result.output
