@@ -127,6 +127,8 @@ def _e2e_files(manifest: dict) -> list[str]:
     if "e2e" not in manifest:
         return []
     e, v = manifest["e2e"], manifest.get("test_vectors", {})
+    if "skipped" in e:
+        return [f"- no `model.e2e.onnx` and no test vectors: {e['skipped']}"]
     return [
         f"- `{e['file']}`: raw audio in (`audio` float32 {e['input']['shape']} at {e['input']['sample_rate']} Hz, "
         f"cyclic-padded), probabilities out: the front end as ONNX ops; {e['size_bytes'] / 1e6:.1f} MB, "

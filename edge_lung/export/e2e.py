@@ -129,6 +129,14 @@ def cycle_windows(cycles: list, cfg: FeatureConfig) -> tuple[np.ndarray, list[st
     return audio, [f"{c.recording}#{c.index}" for c in cycles]
 
 
+def e2e_unsupported(cfg: FeatureConfig) -> str | None:
+    """Why `cfg`'s front end has no end-to-end graph (None when it has one)."""
+    if cfg.front_end == "fbank":
+        return None
+    return (f"not built: the {cfg.front_end!r} front end (FFT band filters, medians, run lengths; "
+            "edge_lung/respiratory.py) has no ONNX form in edge-lung; the device computes it in numpy (--graph model)")
+
+
 def check_fp32_end_to_end(fp32_path: Path, e2e_path: Path, audio: np.ndarray, features: np.ndarray,
                           fp32_logits: np.ndarray, cfg: FeatureConfig, limit: float, threads: int | None,
                           log) -> dict[str, Any]:

@@ -41,6 +41,8 @@ GRAPHS = ("model", "e2e")
 def _manifest_entry(model_dir: Path, key: str) -> tuple[Path, dict[str, Any]]:
     """(path, entry) of the file the manifest lists under `key`, its SHA-256 checked."""
     _, manifest = resolve_model_path(model_dir)
+    if isinstance(manifest.get(key), dict) and "skipped" in manifest[key]:
+        raise ArtifactError(f"{model_dir}: has no {key} file: {manifest[key]['skipped']}")
     return listed_file(model_dir, manifest, key, "export the model again with this edge-lung (`edge-lung export`) "
                        "to get model.e2e.onnx and test_vectors.npz")
 
