@@ -1,6 +1,7 @@
 """Leave-one-device-out (issue #12): how a recipe scores on a stethoscope it never trained on.
 
     python benchmarks/device_shift.py DB_DIR --recipes default,icbhi-robust --seeds 0,1,2 --epochs 6
+    python benchmarks/device_shift.py DB_DIR --recipes icbhi-descriptors --seeds 0,1,2 --calibrate
 
 For every device of the database's non-test recordings, every recipe and every seed, trains with
 `--val-devices DEVICE` (every recording of that device is validation; patients also heard on another
@@ -50,19 +51,29 @@ def run_one(db_dir: str, recipe: str, device: str, seed: int, args: argparse.Nam
         raise SystemExit(f"{run_dir}: finished at lr {finished['lr']}, not the --lr {args.lr} asked for; give "
                          "another --work")
     if not done:
-        options = {"data": db_dir, "out": str(run_dir), "backbone": args.backbone, "epochs": args.epochs,
-                   "seed": seed, "val_devices": device, "progress": False, "num_threads": args.threads,
-                   "max_cycles": args.max_cycles, "recipe": None if recipe == "default" else recipe, "lr": args.lr}
-        explicit = ("data", "out", "backbone", "epochs", "seed") + (("lr",) if args.lr is not None else ())
-        train(TrainConfig(**apply_recipe(options, explicit=explicit)))
+        given = {"backbone": args.backbone, "epochs": args.epochs, "lr": args.lr}  # None: the recipe's, else train's
+        options = {"data": db_dir, "out": str(run_dir), "seed": seed, "val_devices": device, "progress": False,
+                   "num_threads": args.threads, "max_cycles": args.max_cycles,
+                   "recipe": None if recipe == "default" else recipe}
+        options.update({k: v for k, v in given.items() if v is not None})
+        train(TrainConfig(**apply_recipe(options, explicit=["data", "out", "seed", *options])))
     history = json.loads((run_dir / "metrics.json").read_text())
     config = finished if done else json.loads(config_path.read_text())  # just written by train()
     last, best = history[-1]["val"], config["best"]["val"]
+    margin = config.get("normal_margin")
+    if margin:  # the saved model decides with the margin; with --select last it is the last epoch's
+        if config["best"]["epoch"] != history[-1]["epoch"]:
+            raise SystemExit(f"{run_dir}: a normal margin on epoch {config['best']['epoch']}, not the last; train "
+                             "such recipes with --select last")
+        last = best
     row = {"recipe": recipe, "device": device, "seed": seed, "run": str(run_dir),
            "last": {k: last[k] for k in ("score", "specificity", "sensitivity", "loss", "num_cycles")},
            "selected": {k: best[k] for k in ("score", "specificity", "sensitivity", "loss")},
            "selected_epoch": config["best"]["epoch"], "removed_patients": config["device_split"]["removed_patients"],
            "warnings": config.get("warnings", [])}
+    if margin:
+        row["normal_margin"] = {"margin": margin["margin"], "without": {k: margin["val_before"][k] for k in FIGURES},
+                                "held_out": margin["held_out"]}
     if args.degrade:
         row[f"loss_{args.degrade}"] = evaluate_run(run_dir, None, "val", degrade=args.degrade)["loss"]
     if args.calibrate:
@@ -115,7 +126,20 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             entry[name] = [statistics.mean(values), spread] if values else None
         entry.update(calibration_summary(sel))
+        entry.update(margin_summary(sel))
         out.append(entry)
+    return out
+
+
+def margin_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std of the chosen normal margin and of the held-out figures without it; {} without margins."""
+    rows = [r for r in rows if "normal_margin" in r]
+    if not rows:
+        return {}
+    out = {}
+    for name, values in (("margin", [r["normal_margin"]["margin"] for r in rows]),
+                         *((f"nomargin_{k}", [r["normal_margin"]["without"][k] for r in rows]) for k in FIGURES)):
+        out[name] = [statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
     return out
 
 
@@ -137,7 +161,8 @@ def markdown(summary: list[dict[str, Any]], args: argparse.Namespace) -> str:
     def pm(pair: list[float] | None, digits: int = 1) -> str:
         return "-" if pair is None else f"{pair[0]:.{digits}f} +- {pair[1]:.{digits}f}"
 
-    lines = [f"Leave-one-device-out on {args.db}: backbone {args.backbone}, {args.epochs} epochs, seeds {args.seeds}"
+    lines = [f"Leave-one-device-out on {args.db}: backbone {args.backbone or 'each recipe`s'}, "
+             f"{args.epochs or 'each recipe`s'} epochs, seeds {args.seeds}"
              f"{', max ' + str(args.max_cycles) + ' train cycles' if args.max_cycles else ''}"
              f"{', peak lr ' + str(args.lr) + ' for every recipe' if args.lr is not None else ''}.",
              "Score/Sp/Se: last epoch on the held-out device (official ICBHI); selected: the epoch chosen on it "
@@ -147,7 +172,23 @@ def markdown(summary: list[dict[str, Any]], args: argparse.Namespace) -> str:
     for e in summary:
         lines.append(f"| {e['device']} | {e['recipe']} | {e['runs']} | {pm(e['score'])} | {pm(e['sp'])} | "
                      f"{pm(e['se'])} | {pm(e['selected'])} | {pm(e['loss_degraded'], 3)} | {e['always_normal']:.0f} |")
-    return "\n".join(lines + calibration_markdown(summary, pm)) + "\n"
+    return "\n".join(lines + margin_markdown(summary, pm) + calibration_markdown(summary, pm)) + "\n"
+
+
+def margin_markdown(summary: list[dict[str, Any]], pm) -> list[str]:
+    """The normal-margin table (`train --normal-margin cross-device`): the last epoch with and without it."""
+    rows = [e for e in summary if "margin" in e]
+    if not rows:
+        return []
+    lines = ["", "Normal margin (chosen on the training devices held out one at a time; the held-out device is "
+             "never seen): the same last-epoch model scored without it and with it.", "",
+             "| held-out device | recipe | runs | margin | Score without | Score with | Sp without | Sp with "
+             "| Se without | Se with |", "|" + " --- |" * 10]
+    for e in rows:
+        lines.append(f"| {e['device']} | {e['recipe']} | {e['runs']} | {pm(e['margin'], 2)} | "
+                     f"{pm(e['nomargin_score'])} | {pm(e['score'])} | {pm(e['nomargin_specificity'])} | {pm(e['sp'])} "
+                     f"| {pm(e['nomargin_sensitivity'])} | {pm(e['se'])} |")
+    return lines
 
 
 def calibration_markdown(summary: list[dict[str, Any]], pm) -> list[str]:
@@ -172,8 +213,8 @@ def main() -> None:
     p.add_argument("db")
     p.add_argument("--recipes", default="default,icbhi-robust")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--backbone", default="tiny")
+    p.add_argument("--epochs", type=int, default=None, help="default: each recipe's, else train's")
+    p.add_argument("--backbone", default=None, help="default: each recipe's, else train's (tiny)")
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate for every recipe (default: each recipe's, else train's default)")
     p.add_argument("--max-cycles", type=int, default=None)
