@@ -177,7 +177,9 @@ def test_descriptor_recipe_trains_chooses_a_margin_and_ships(synth_db: Path, tmp
     result = CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
-    assert "no ONNX form" in manifest["e2e"]["skipped"]
+    assert "no ONNX form" in manifest["e2e"]["skipped"] and manifest["run"]["normal_margin"] == 2.0
+    card = (tmp_path / "m" / "model_card.md").read_text()
+    assert "26 adventitious-sound descriptors" in card and "normal margin of 2" in card and "log-mel" not in card
     window = _breath(seconds=8.0, seed=4)
     features = window_features(window, config_features := FeatureConfig.from_dict(config["features"]))
     assert config_features.front_end == "respiratory"

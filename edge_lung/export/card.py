@@ -16,7 +16,6 @@ def model_card(manifest: dict, record: dict) -> str:
 
 
 def _header(manifest: dict) -> list[str]:
-    feats = manifest["features"]
     return [
         f"# edge-lung respiratory-sound classifier ({manifest['quantization']})",
         "",
@@ -30,17 +29,37 @@ def _header(manifest: dict) -> list[str]:
         *_e2e_files(manifest),
         "",
         "## Input and output",
-        f"- input `{manifest['input']['name']}`: float32 {manifest['input']['shape']}, normalised log-mel features",
+        *_input(manifest),
         f"- output `{manifest['output']['name']}`: float32 {manifest['output']['shape']}, logits (softmax for "
         "probabilities)",
-        f"- audio: mono, {feats['sample_rate']} Hz, {feats['window_s']} s windows, `{feats['padding']}` padding, "
-        f"{feats['num_mel_bins']} Kaldi fbank bins ({feats['frame_length_ms']} ms / {feats['frame_shift_ms']} ms), "
-        f"normalised (x - {feats['norm_mean']}) / (2 * {feats['norm_std']}), feature version "
-        f"`{feats['feature_version']}`",
+        *_margin(manifest),
         "- every setting is in the ONNX metadata (`edge_lung.*` keys); "
         "`edge_lung.runtime.model_dir.OnnxClassifier` reads them",
         *_cost(manifest),
     ]
+
+
+def _input(manifest: dict) -> list[str]:
+    feats, name, shape = manifest["features"], manifest["input"]["name"], manifest["input"]["shape"]
+    if feats.get("front_end", "fbank") == "respiratory":
+        return [f"- input `{name}`: float32 {shape}, {feats['num_mel_bins']} adventitious-sound descriptors per "
+                "window (`edge_lung/respiratory.py`: wheeze tonality, crackle transients; gain-free, below 2 kHz)",
+                f"- audio: mono, {feats['sample_rate']} Hz, {feats['window_s']} s windows (a training cycle is "
+                "measured as recorded, not cyclic-padded)"]
+    return [f"- input `{name}`: float32 {shape}, normalised log-mel features",
+            f"- audio: mono, {feats['sample_rate']} Hz, {feats['window_s']} s windows, `{feats['padding']}` padding, "
+            f"{feats['num_mel_bins']} Kaldi fbank bins ({feats['frame_length_ms']} ms / {feats['frame_shift_ms']} ms), "
+            f"normalised (x - {feats['norm_mean']}) / (2 * {feats['norm_std']}), feature version "
+            f"`{feats['feature_version']}`"]
+
+
+def _margin(manifest: dict) -> list[str]:
+    margin = (manifest.get("run") or {}).get("normal_margin")
+    if not margin:
+        return []
+    return [f"- decides with a normal margin of {margin:g} (added to the `normal` logit inside the graph; chosen on "
+            "the training stethoscopes held out one at a time, `edge_lung/train/margin.py`): it calls a cycle "
+            "abnormal only when clearly sure"]
 
 
 def _cost(manifest: dict) -> list[str]:
