@@ -56,6 +56,8 @@ def run_one(db_dir: str, recipe: str, device: str, seed: int, args: argparse.Nam
                    "num_threads": args.threads, "max_cycles": args.max_cycles,
                    "recipe": None if recipe == "default" else recipe}
         options.update({k: v for k, v in given.items() if v is not None})
+        if args.normal_margin:  # on every recipe; the margin is measured on the last epoch's model
+            options.update(normal_margin=args.normal_margin, select="last")
         train(TrainConfig(**apply_recipe(options, explicit=["data", "out", "seed", *options])))
     history = json.loads((run_dir / "metrics.json").read_text())
     config = finished if done else json.loads(config_path.read_text())  # just written by train()
@@ -164,7 +166,8 @@ def markdown(summary: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [f"Leave-one-device-out on {args.db}: backbone {args.backbone or 'each recipe`s'}, "
              f"{args.epochs or 'each recipe`s'} epochs, seeds {args.seeds}"
              f"{', max ' + str(args.max_cycles) + ' train cycles' if args.max_cycles else ''}"
-             f"{', peak lr ' + str(args.lr) + ' for every recipe' if args.lr is not None else ''}.",
+             f"{', peak lr ' + str(args.lr) + ' for every recipe' if args.lr is not None else ''}"
+             f"{_margin_words(args)}.",
              "Score/Sp/Se: last epoch on the held-out device (official ICBHI); selected: the epoch chosen on it "
              f"(optimistic); loss {args.degrade or '-'}: selected model's held-out loss through the channel.", "",
              "| held-out device | recipe | runs | Score | Sp | Se | selected (optimistic) "
@@ -173,6 +176,11 @@ def markdown(summary: list[dict[str, Any]], args: argparse.Namespace) -> str:
         lines.append(f"| {e['device']} | {e['recipe']} | {e['runs']} | {pm(e['score'])} | {pm(e['sp'])} | "
                      f"{pm(e['se'])} | {pm(e['selected'])} | {pm(e['loss_degraded'], 3)} | {e['always_normal']:.0f} |")
     return "\n".join(lines + margin_markdown(summary, pm) + calibration_markdown(summary, pm)) + "\n"
+
+
+def _margin_words(args: argparse.Namespace) -> str:
+    margin = getattr(args, "normal_margin", None)  # tables written before the option have none
+    return f", normal margin {margin} and the last epoch for every recipe" if margin else ""
 
 
 def margin_markdown(summary: list[dict[str, Any]], pm) -> list[str]:
@@ -217,6 +225,8 @@ def main() -> None:
     p.add_argument("--backbone", default=None, help="default: each recipe's, else train's (tiny)")
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate for every recipe (default: each recipe's, else train's default)")
+    p.add_argument("--normal-margin", choices=("cross-device",), default=None,
+                   help="train every recipe with --normal-margin cross-device --select last (default: each recipe's)")
     p.add_argument("--max-cycles", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--degrade", choices=("4k", "8k"), default=None)
