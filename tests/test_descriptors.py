@@ -221,3 +221,23 @@ def test_device_shift_table_shows_each_run_with_and_without_its_margin():
     table = bench.markdown(summary, SimpleNamespace(db="db", backbone=None, epochs=None, seeds="0,1",
                                                     max_cycles=None, degrade=None, lr=None))
     assert "| X | icbhi-descriptors | 2 | 2.50 +- 0.71 | 45.0 +- 1.4 | 53.0 +- 1.4 |" in table
+
+
+def test_a_run_written_before_these_settings_still_resumes(synth_db: Path, tmp_path: Path):
+    """Settings added later (`select`, `normal_margin`, `exclude_devices`, `front_end`) are read at their
+    defaults from an older config.json, so `--resume` does not see a difference that is not there."""
+    from edge_lung.train.config import TrainConfig
+    from edge_lung.train.rundir import prepare_run_dir
+
+    run = tmp_path / "old"
+    run.mkdir()
+    cfg = TrainConfig(data=str(synth_db), out=str(run), resume=True)
+    old = cfg.to_dict()
+    for key in ("select", "normal_margin", "exclude_devices"):
+        del old[key]
+    del old["features"]["front_end"]
+    (run / "config.json").write_text(json.dumps({"train": old}))
+    assert prepare_run_dir(cfg, run) is None  # no checkpoint yet: starts over, no settings error
+    (run / "config.json").write_text(json.dumps({"train": {**old, "epochs": 99}}))
+    with pytest.raises(ValueError, match="epochs: run has 99"):
+        prepare_run_dir(cfg, run)

@@ -5,6 +5,7 @@ checkpoint of the last finished epoch (trainable weights, optimizer state, histo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edge_lung.config import FeatureConfig
 from edge_lung.fileio import atomic_path
 from edge_lung.train.config import RESUME_FREE, TrainConfig, TrainError
 from edge_lung.train.model import RUN_CONFIG
@@ -35,6 +37,7 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
         saved = json.loads(config_path.read_text())["train"]
     except (json.JSONDecodeError, KeyError) as exc:
         raise TrainError(f"{config_path}: not a readable run config ({exc})") from exc
+    saved = with_defaults(saved)
     now = cfg.to_dict()
     now["out"] = saved.get("out")
     diff = {k: (saved.get(k), v) for k, v in _comparable(now).items() if saved.get(k) != v}
@@ -48,6 +51,18 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
         return torch.load(ckpt_path, map_location="cpu", weights_only=False)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise TrainError(f"{ckpt_path}: corrupt checkpoint ({type(exc).__name__}: {exc}); cannot resume") from exc
+
+
+def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved settings with every setting added since it was written at its default (the value the run
+    trained with), features included, so an older run still resumes."""
+    out = dict(saved)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in out and f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+    if isinstance(out.get("features"), dict):
+        out["features"] = FeatureConfig.from_dict(out["features"]).to_dict()
+    return out
 
 
 def _comparable(train_cfg: dict[str, Any]) -> dict[str, Any]:
