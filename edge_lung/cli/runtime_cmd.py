@@ -208,11 +208,11 @@ def calibrate(
     min_audio: float = typer.Option(60.0, "--min-audio", help="Least usable audio, in seconds, the recordings must "
                                     "give (time covered by windows that pass the quality gate)."),
 ) -> None:
-    """Calibrate a model to a new stethoscope from unannotated recordings: measures its per-mel-bin feature
-    statistics over windows cut as the runtime cuts them and writes a copy of MODEL_DIR whose runtime maps them
-    onto the training statistics. A model trained with --mel-norm window standardises every window already:
-    calibration is then nearly the identity. The copy refuses --graph e2e and `edge-lung verify` (the e2e graph
-    and test vectors are the uncalibrated model's)."""
+    """Calibrate a model to a new stethoscope from unannotated recordings: measures its per-mel-bin (or
+    per-descriptor) feature statistics over windows cut as the runtime cuts them and writes a copy of MODEL_DIR
+    whose runtime maps them onto the training statistics. A model trained with --mel-norm window standardises
+    every window already: calibration is then nearly the identity. The copy refuses --graph e2e and `edge-lung
+    verify` (the e2e graph and test vectors are the uncalibrated model's)."""
     from edge_lung.runtime.calibrate import calibrate_lines, calibrate_model_dir
 
     try:

@@ -287,7 +287,8 @@ def card_section(info: dict[str, Any]) -> str:
         f"Calibrated by `edge-lung calibrate` on {info['calibrated_at']} from {info['source_model_dir']}, for the "
         f"stethoscope that recorded {info['recordings']}: {info['windows']} windows, {info['usable_audio_s']} s of "
         f"usable audio from {info['files_used']} recordings ({info['files_skipped']} skipped). Every input is mapped "
-        f"per mel bin from that stethoscope's statistics onto the training statistics ({info['reference']}) before "
+        f"per input bin (mel bin, or descriptor for the respiratory front end) from that stethoscope's statistics "
+        f"onto the training statistics ({info['reference']}) before "
         f"the model ({CALIBRATION_NAME}): largest mean shift {mapping['max_mean_shift']}, scales "
         f"{mapping['scale_min']}-{mapping['scale_max']}.",
         "",
