@@ -11,7 +11,32 @@ import numpy as np
 from edge_lung.config import FeatureConfig
 from edge_lung.data.devices import cycle_groups, load_run_split
 from edge_lung.feature_stats import Calibration
-from edge_lung.scoring import evaluate_cycles
+from edge_lung.scoring import evaluate_cycles, predict
+
+
+def _load(run_dir: str | Path, db_dir: str | Path | None, split: str, device: str = "cpu",
+          cache_dir: str | Path | None = None, degrade: str | None = None) -> tuple:
+    """(LogitsModel, run config, FeatureConfig, database dir, cycles of `split`) of a training run; the database
+    defaults to the one it was trained on, its split as the run made it (device split honoured)."""
+    from edge_lung.train.model import load_run
+
+    model, cfg = load_run(run_dir, device=device)
+    features = FeatureConfig.from_dict(cfg["features"])
+    db_dir = db_dir if db_dir is not None else cfg["data"]
+    cycles = load_run_split(db_dir, split, features, cfg.get("train", {}), run_dir, cache_dir, degrade)
+    return model, cfg, features, db_dir, cycles
+
+
+def _logits_fn(model: Any, device: str, calibration: Calibration | None = None):
+    """features float32[B, T, M] -> logits, through `calibration` first when given."""
+    import torch
+
+    @torch.no_grad()
+    def logits_fn(x: np.ndarray) -> np.ndarray:
+        x = x if calibration is None else calibration.apply(x)
+        return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+
+    return logits_fn
 
 
 def evaluate_run(
@@ -29,28 +54,24 @@ def evaluate_run(
     scores per device/rate/location/patient, `degrade` passes the split through a band-limited channel,
     `calibration` maps every input before the model exactly as a calibrated model directory does
     (`edge-lung calibrate`; benchmarks/device_shift.py measures it)."""
-    import torch
     from transformers.utils import logging as hf_logging
-
-    from edge_lung.train.model import load_run
 
     hf_logging.disable_progress_bar()  # keep stdout/stderr to the report
 
-    model, cfg = load_run(run_dir, device=device)
-    features = FeatureConfig.from_dict(cfg["features"])
-    db_dir = db_dir if db_dir is not None else cfg["data"]
-    cycles = load_run_split(db_dir, split, features, cfg.get("train", {}), run_dir, cache_dir, degrade)
+    model, cfg, features, db_dir, cycles = _load(run_dir, db_dir, split, device, cache_dir, degrade)
     groups = cycle_groups(db_dir, cycles, by) if by else None
-
-    @torch.no_grad()
-    def logits_fn(x: np.ndarray) -> np.ndarray:
-        x = x if calibration is None else calibration.apply(x)
-        return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
-
-    report = evaluate_cycles(cycles, features, logits_fn, batch_size, labels=cfg["labels"], groups=groups)
+    report = evaluate_cycles(cycles, features, _logits_fn(model, device, calibration), batch_size,
+                             labels=cfg["labels"], groups=groups)
     report.update(model=str(run_dir), data=str(db_dir), split=split, by=by, degrade=degrade,
                   calibrated=calibration is not None)
     return report
+
+
+def run_predictions(run_dir: str | Path, db_dir: str | Path | None, split: str, batch_size: int = 16,
+                    cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels int64[N], logits float32[N, C]) of a training run on `split` (CPU), for decisions made on them."""
+    model, _, features, _, cycles = _load(run_dir, db_dir, split, cache_dir=cache_dir)
+    return predict(cycles, features, _logits_fn(model, "cpu"), batch_size)
 
 
 def run_embedding_map(
@@ -66,12 +87,8 @@ def run_embedding_map(
     import torch
 
     from edge_lung.runtime.embedding import cycle_embeddings, draw_embedding_map
-    from edge_lung.train.model import load_run
 
-    model, cfg = load_run(run_dir, device=device)
-    features = FeatureConfig.from_dict(cfg["features"])
-    db_dir = db_dir if db_dir is not None else cfg["data"]
-    cycles = load_run_split(db_dir, split, features, cfg.get("train", {}), run_dir)
+    model, cfg, features, db_dir, cycles = _load(run_dir, db_dir, split, device)
 
     @torch.no_grad()
     def embed(x: np.ndarray) -> np.ndarray:

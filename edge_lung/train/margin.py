@@ -32,11 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_lung.config import FeatureConfig
-from edge_lung.data.devices import load_run_split, parse_devices, scan_for_run
+from edge_lung.data.devices import parse_devices, scan_for_run
 from edge_lung.fileio import atomic_write_json
 from edge_lung.metrics import score_predictions
-from edge_lung.scoring import predict
 from edge_lung.train.config import TrainConfig, TrainError
 
 MARGIN_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
@@ -70,27 +68,15 @@ def _inner_config(cfg: TrainConfig, run_dir: Path, device: str, keep_out: tuple[
                                resume=False)
 
 
-def _held_out_scores(inner: TrainConfig, normal: int) -> dict[str, Any]:
-    """Train `inner` (its validation is one held-out device) and score its last model at every margin."""
-    import torch
-
+def _held_out_scores(inner: TrainConfig, normal: int) -> tuple[str, int, dict[float, float]]:
+    """Train `inner` (its validation is one held-out device); (that device, its cycles, the last model's Score
+    at every margin)."""
+    from edge_lung.train.evaluate import run_predictions
     from edge_lung.train.loop import train
-    from edge_lung.train.model import load_run
 
     shutil.rmtree(inner.out, ignore_errors=True)  # derived data: a stale inner run is retrained, not resumed
-    run_dir = train(inner)
-    model, config = load_run(run_dir)
-    features = FeatureConfig.from_dict(config["features"])
-    cycles = load_run_split(inner.data, "val", features, config["train"], run_dir, inner.cache_dir)
-
-    @torch.no_grad()
-    def logits_fn(x: np.ndarray) -> np.ndarray:
-        return model(torch.from_numpy(x)).float().numpy()
-
-    y_true, logits = predict(cycles, features, logits_fn, inner.eval_batch_size)
-    scores = scores_by_margin(y_true, logits, normal)
-    return {"device": inner.val_devices, "cycles": len(cycles), "scores": {str(m): s for m, s in scores.items()},
-            "_scores": scores}
+    y_true, logits = run_predictions(train(inner), inner.data, "val", inner.eval_batch_size, inner.cache_dir)
+    return inner.val_devices, len(y_true), scores_by_margin(y_true, logits, normal)
 
 
 def fit_normal_margin(cfg: TrainConfig, run_dir: Path, console: Any = None) -> dict[str, Any]:
@@ -109,18 +95,21 @@ def fit_normal_margin(cfg: TrainConfig, run_dir: Path, console: Any = None) -> d
         raise TrainError(f"--normal-margin cross-device: {run_dir} trained on {devices or 'no device'}; expected at "
                          "least two devices, one to hold out and one to train on")
     keep_out = parse_devices(cfg.val_devices) + parse_devices(cfg.exclude_devices)
-    held_out, skipped = [], []
+    scores, held_out, skipped = [], [], []
     for device in devices:
         _say(console, f"normal margin: training without {device} to see how the model fares on it")
         try:
-            held_out.append(_held_out_scores(_inner_config(cfg, run_dir, device, keep_out), normal))
+            name, cycles, by_margin = _held_out_scores(_inner_config(cfg, run_dir, device, keep_out), normal)
         except TrainError as exc:  # e.g. the device has no normal or no abnormal cycle: no Score on it
             skipped.append({"device": device, "reason": str(exc)})
             _say(console, f"normal margin: {device} skipped: {exc}")
+            continue
+        scores.append(by_margin)
+        held_out.append({"device": name, "cycles": cycles, "scores": {str(m): v for m, v in by_margin.items()}})
     if not held_out:
         raise TrainError(f"--normal-margin cross-device: no training device of {run_dir} could be held out "
                          f"({'; '.join(s['device'] + ': ' + s['reason'] for s in skipped)})")
-    margin = choose_margin([h.pop("_scores") for h in held_out])
+    margin = choose_margin(scores)
     record = {"mode": cfg.normal_margin, "margin": margin, "grid": list(MARGIN_GRID), "held_out": held_out,
               "skipped": skipped, "val_before": config["best"]["val"]}
     config["normal_margin"] = record

@@ -398,12 +398,12 @@ class LogitsModel(nn.Module):
         self.register_buffer("logit_offset", offset, persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.logits_and_embedding(features)[0] if self.logit_offset is not None else self._logits(features)
-
-    def _logits(self, features: torch.Tensor) -> torch.Tensor:
         if isinstance(self.model, LogMelCNN):
-            return self.model(features)
-        return self.model(input_values=features).logits
+            return self._offset(self.model(features))
+        return self._offset(self.model(input_values=features).logits)
+
+    def _offset(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits if self.logit_offset is None else logits + self.logit_offset
 
     def logits_and_embedding(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [B, C], pooled embedding [B, D]) in one pass: the AST's pooled output and the head on it,
@@ -413,7 +413,7 @@ class LogitsModel(nn.Module):
         else:
             pooled = self.model.audio_spectrogram_transformer(features).pooler_output
             logits = self.model.classifier(pooled)
-        return (logits if self.logit_offset is None else logits + self.logit_offset), pooled
+        return self._offset(logits), pooled
 
 
 class LogitsAndEmbedding(nn.Module):
