@@ -28,8 +28,8 @@ def window_logits(model_dir: Path, files: list[Path]) -> dict:
     """{file name: [[end sample, final, logits...], ...]} through the runtime's windowing and ONNX session."""
     from edge_lung.audio import load_audio
     from edge_lung.features import window_features
-    from edge_lung.runtime.model_dir import OnnxClassifier
-    from edge_lung.runtime.stream import StreamConfig, StreamingClassifier
+    from edge_lung.runtime.artifact.model_dir import OnnxClassifier
+    from edge_lung.runtime.live.stream import StreamConfig, StreamingClassifier
 
     classifier = StreamingClassifier(OnnxClassifier(model_dir, threads=1), StreamConfig())
     out = {}

@@ -41,8 +41,8 @@ def build_base_dir(work: Path, int8: bool) -> Path:
     from edge_lung.export.e2e import e2e_manifest_entry, write_end_to_end
     from edge_lung.export.onnx import export_fp32, set_metadata
     from edge_lung.export.quantize import load_preset, quantize_model
-    from edge_lung.runtime.e2e import E2E_NAME
-    from edge_lung.runtime.model_dir import build_metadata, write_manifest
+    from edge_lung.runtime.artifact.e2e import E2E_NAME
+    from edge_lung.runtime.artifact.model_dir import build_metadata, write_manifest
 
     features = FeatureConfig()
     out = work / ("base-int8" if int8 else "base-fp32")
@@ -65,8 +65,8 @@ def measure(model_dir: str, threads: int, reps: int) -> dict:
     from edge_lung.audio import cyclic_pad
     from edge_lung.bench.measure import bench_cycles
     from edge_lung.features import window_features
-    from edge_lung.runtime.e2e import E2EClassifier
-    from edge_lung.runtime.model_dir import OnnxClassifier
+    from edge_lung.runtime.artifact.e2e import E2EClassifier
+    from edge_lung.runtime.artifact.model_dir import OnnxClassifier
     from edge_lung.scoring import softmax
 
     clf, e2e = OnnxClassifier(model_dir, threads), E2EClassifier(model_dir, threads)

@@ -94,7 +94,7 @@ def variant_calls(net, paths: dict[str, Path], threads: list[int], x: np.ndarray
     """{(variant, threads): one call on window `x`}: PyTorch eager, and an onnxruntime session per file."""
     import torch
 
-    from edge_lung.runtime.model_dir import INPUT_NAME, open_session
+    from edge_lung.runtime.artifact.model_dir import INPUT_NAME, open_session
 
     def run_torch(n: int) -> None:
         torch.set_num_threads(n)

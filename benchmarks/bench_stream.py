@@ -45,7 +45,7 @@ def replay(classifier, wav: Path, events: Path) -> tuple:
     import psutil
 
     from edge_lung.runtime import ReplaySource, run_live
-    from edge_lung.runtime.events import JsonlWriter
+    from edge_lung.runtime.live.events import JsonlWriter
 
     proc = psutil.Process()
     rss = {"first_minute": None, "peak_after": 0}
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from edge_lung.runtime import StreamConfig
-    from edge_lung.runtime.session import load_classifier
+    from edge_lung.runtime.commands.session import load_classifier
 
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
         tmp = Path(tmp)

@@ -41,7 +41,7 @@ def run_one(db_dir: str, recipe: str, device: str, seed: int, args: argparse.Nam
     """Train (or read back) one run holding out `device`; its last and selected held-out figures."""
     from edge_lung.train.config import TrainConfig
     from edge_lung.train.evaluate import evaluate_run
-    from edge_lung.train.loop import train
+    from edge_lung.train.pipeline import train_recipe
 
     run_dir = Path(args.work) / recipe / device / f"seed{seed}"
     config_path = run_dir / "config.json"
@@ -58,7 +58,7 @@ def run_one(db_dir: str, recipe: str, device: str, seed: int, args: argparse.Nam
         options.update({k: v for k, v in given.items() if v is not None})
         if args.normal_margin:  # on every recipe; the margin is measured on the last epoch's model
             options.update(normal_margin=args.normal_margin, select="last")
-        train(TrainConfig(**apply_recipe(options, explicit=["data", "out", "seed", *options])))
+        train_recipe(TrainConfig(**apply_recipe(options, explicit=["data", "out", "seed", *options])))
     history = json.loads((run_dir / "metrics.json").read_text())
     config = finished if done else json.loads(config_path.read_text())  # just written by train()
     last, best = history[-1]["val"], config["best"]["val"]
@@ -96,7 +96,7 @@ def calibration_figures(run_dir: Path, db_dir: str) -> dict[str, Any]:
     """
     from edge_lung.data.devices import scan_for_run
     from edge_lung.feature_stats import Calibration
-    from edge_lung.runtime.calibrate import measure_recordings, train_split_stats
+    from edge_lung.runtime.offline.calibrate import measure_recordings, train_split_stats
     from edge_lung.train.evaluate import evaluate_run
 
     config = json.loads((run_dir / "config.json").read_text())

@@ -1,7 +1,7 @@
 """False alarms and detections of the signal-quality gate on the real ICBHI subset (issue 11).
 
 Every recording goes through the runtime's own windowing (`WindowStream`, 1 s blocks, the
-default 8 s window and 1 s hop) and every window is measured by `edge_lung.runtime.quality`:
+default 8 s window and 1 s hop) and every window is measured by `edge_lung.runtime.artifact.quality`:
 
 1. **clean**: each check on its own, on every window of every recording as recorded; a check
    that fires there is a false alarm (aim: <= 1% each). Percentiles of each feature show the
@@ -31,8 +31,8 @@ import numpy as np
 
 from edge_lung.audio import load_audio
 from edge_lung.config import FeatureConfig
-from edge_lung.runtime.quality import CHECKS, QualityConfig, QualityStats, checks, verdict
-from edge_lung.runtime.stream import StreamConfig, Window, WindowStream, assess_window
+from edge_lung.runtime.artifact.quality import CHECKS, QualityConfig, QualityStats, checks, verdict
+from edge_lung.runtime.live.stream import StreamConfig, Window, WindowStream, assess_window
 from edge_lung.testing import add_friction, add_white_noise, overdrive, with_nan_run
 
 NAN_RUN_S = 0.1

@@ -3,7 +3,7 @@
 
 For every correctly flagged window (P(abnormal) >= threshold and a drawn crackle or wheeze in
 its audio) of the held-out synthetic recordings, the saliency peak must overlap a drawn event
-in time and frequency (`edge_lung.runtime.saliency.check_saliency`). Prints the hit rate of the
+in time and frequency (`edge_lung.runtime.explain.saliency.check_saliency`). Prints the hit rate of the
 model and of a copy whose weights are permuted (`edge_lung.testing.shuffle_model_weights`):
 the aim is >= 80% for the model, and the control must miss it.
 
@@ -33,9 +33,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N held-out recordings only")
     args = parser.parse_args()
 
-    from edge_lung.runtime.saliency import check_saliency
-    from edge_lung.runtime.session import load_classifier
-    from edge_lung.runtime.stream import StreamConfig
+    from edge_lung.runtime.commands.session import load_classifier
+    from edge_lung.runtime.explain.saliency import check_saliency
+    from edge_lung.runtime.live.stream import StreamConfig
     from edge_lung.testing import shuffle_model_weights
 
     paths = held_out(args.database, args.limit)

@@ -185,8 +185,8 @@ class Demo:
         """`edge-lung export RUN [--int8]` into OUT/name (INT8: the model kind's default quantisation), then
         the model directory scored on the evaluation split (OUT/eval_name.json)."""
         from edge_lung.export.onnx import ExportConfig, export_model
-        from edge_lung.runtime.evaluate import evaluate_model_dir
-        from edge_lung.runtime.model_dir import MANIFEST_NAME, PARITY_NAME
+        from edge_lung.runtime.artifact.model_dir import MANIFEST_NAME, PARITY_NAME
+        from edge_lung.runtime.offline.evaluate import evaluate_model_dir
         from edge_lung.scoring import format_report
 
         model_dir = self.out / name
@@ -202,8 +202,8 @@ class Demo:
     # -- step 5 ---------------------------------------------------------------------------
     def replay(self) -> dict[str, Path]:
         from edge_lung.data.icbhi import Database
-        from edge_lung.runtime.session import StreamOptions, load_classifier, stream_session
-        from edge_lung.runtime.stream import StreamConfig
+        from edge_lung.runtime.commands.session import StreamOptions, load_classifier, stream_session
+        from edge_lung.runtime.live.stream import StreamConfig
 
         db = Database.scan(self.artifacts["database"])
         held_out = db.split_recordings("test") or db.split_recordings("val")

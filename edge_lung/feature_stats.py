@@ -10,7 +10,7 @@ device onto the reference (training) statistics, per bin:
     f' = (f - mu_dev) / max(sd_dev, STD_FLOOR) * sd_ref + mu_ref
 
 `edge-lung export` writes the training split's statistics into the model directory, `edge-lung calibrate`
-measures a device's from unannotated recordings (edge_lung/runtime/calibrate.py), and the runtime applies
+measures a device's from unannotated recordings (edge_lung/runtime/offline/calibrate.py), and the runtime applies
 the mapping in `OnnxClassifier`, before the model. With `mel_norm="window"` every window is already
 standardised per bin, so both sides' statistics are about mean 0 / std 0.5 and the mapping is nearly the
 identity: calibration only matters for models with the default `mel_norm="global"`.

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_lung.config import LABELS, FeatureConfig
-from edge_lung.runtime.model_dir import INPUT_NAME, OUTPUT_NAME, build_metadata, write_manifest
-from edge_lung.runtime.serial import MAX_SAMPLES, SEQ_MOD, encode_frame, float_to_pcm16
-from edge_lung.runtime.sources import join_thread
+from edge_lung.runtime.artifact.model_dir import INPUT_NAME, OUTPUT_NAME, build_metadata, write_manifest
+from edge_lung.runtime.live.serial import MAX_SAMPLES, SEQ_MOD, encode_frame, float_to_pcm16
+from edge_lung.runtime.live.sources import join_thread
 
 # Mean normalised log-mel of each third of the mel bins for the quiet noise floor of `make_signal`,
 # and the rise a tone in that band gives (measured once); the logits are the rises, rescaled.
@@ -90,8 +90,8 @@ def build_tiny_e2e_model(model_dir: str | Path, features: FeatureConfig | None =
     windows of `make_signal`, one per band) and both listed in the manifest. Needs the onnx package."""
     from edge_lung.export.e2e import e2e_manifest_entry, write_end_to_end, write_test_vectors
     from edge_lung.features import window_features
-    from edge_lung.runtime.e2e import E2E_NAME
-    from edge_lung.runtime.model_dir import OnnxClassifier
+    from edge_lung.runtime.artifact.e2e import E2E_NAME
+    from edge_lung.runtime.artifact.model_dir import OnnxClassifier
 
     features = features or FeatureConfig()
     model_dir = build_tiny_model(model_dir, features)
@@ -367,7 +367,7 @@ def shuffle_model_weights(model_dir: str | Path, out_dir: str | Path, seed: int 
     import onnx
     from onnx import numpy_helper
 
-    from edge_lung.runtime.model_dir import resolve_model_path
+    from edge_lung.runtime.artifact.model_dir import resolve_model_path
 
     onnx_path, _ = resolve_model_path(model_dir)
     model = onnx.load(str(onnx_path))

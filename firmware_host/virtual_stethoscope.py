@@ -6,7 +6,7 @@
     edge-lung stream MODEL_DIR --serial /dev/pts/7
 
 Paced in real time by default (like a real stethoscope); --fast writes as fast as the reader
-drains the port. Ctrl-C stops. A thin wrapper around edge_lung.runtime.serial.VirtualStethoscope.
+drains the port. Ctrl-C stops. A thin wrapper around edge_lung.runtime.live.serial.VirtualStethoscope.
 """
 
 from __future__ import annotations

@@ -285,7 +285,7 @@ def test_bench_modules_import_without_torch_or_matplotlib() -> None:
 def test_a_small_model_loads_without_openssl(tiny_dir: Path) -> None:
     """The device process that loads a small model and checks its hashes does not map libcrypto (3.7 MB)."""
     code = (
-        "import sys; from edge_lung.runtime.e2e import load_model; "
+        "import sys; from edge_lung.runtime.artifact.e2e import load_model; "
         f"clf = load_model({str(tiny_dir)!r}, 'model', threads=1); "
         "assert clf.info.manifest.get('sha256'), 'the manifest hash was not read'; "
         "assert '_hashlib' not in sys.modules, 'hashlib (OpenSSL) was imported'"
@@ -361,7 +361,7 @@ def test_graph_e2e_rows_and_their_comparison(tmp_path: Path) -> None:
 
 def test_small_models_run_without_the_memory_arena() -> None:
     """The CNN students' sessions drop onnxruntime's arena and memory pattern (peak memory); the ASTs keep them."""
-    from edge_lung.runtime.model_dir import SMALL_MODEL_BYTES, session_options
+    from edge_lung.runtime.artifact.model_dir import SMALL_MODEL_BYTES, session_options
 
     small, large, unknown = (session_options(1, n) for n in (SMALL_MODEL_BYTES, SMALL_MODEL_BYTES + 1, None))
     assert (small.enable_cpu_mem_arena, small.enable_mem_pattern) == (False, False)

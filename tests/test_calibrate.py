@@ -20,15 +20,7 @@ from edge_lung.config import FeatureConfig
 from edge_lung.feature_stats import Calibration, FeatureStats, StatsAccumulator
 from edge_lung.features import window_features
 from edge_lung.fileio import sha256_file
-from edge_lung.runtime.calibrate import (
-    CalibrationError,
-    calibrate_lines,
-    calibrate_model_dir,
-    measure_recordings,
-    write_feature_stats,
-)
-from edge_lung.runtime.classify import classify_file
-from edge_lung.runtime.model_dir import (
+from edge_lung.runtime.artifact.model_dir import (
     CALIBRATION_NAME,
     MANIFEST_NAME,
     ArtifactError,
@@ -36,7 +28,15 @@ from edge_lung.runtime.model_dir import (
     resolve_model_path,
     write_manifest,
 )
-from edge_lung.runtime.stream import StreamingClassifier
+from edge_lung.runtime.live.stream import StreamingClassifier
+from edge_lung.runtime.offline.calibrate import (
+    CalibrationError,
+    calibrate_lines,
+    calibrate_model_dir,
+    measure_recordings,
+    write_feature_stats,
+)
+from edge_lung.runtime.offline.classify import classify_file
 from edge_lung.scoring import softmax
 from edge_lung.testing import build_tiny_model, make_signal
 
@@ -255,7 +255,7 @@ def test_a_tampered_calibration_is_refused(calibrated, tmp_path) -> None:
 
 
 def test_the_e2e_graph_and_verify_refuse_a_calibrated_dir(setup, tmp_path) -> None:
-    from edge_lung.runtime.e2e import E2EClassifier, load_model, verify_model_dir
+    from edge_lung.runtime.artifact.e2e import E2EClassifier, load_model, verify_model_dir
     from edge_lung.testing import build_tiny_e2e_model
 
     model = build_tiny_e2e_model(tmp_path / "e2e", FEATURES)

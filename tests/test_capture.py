@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from edge_lung.cli import app
 from edge_lung.config import FeatureConfig
 from edge_lung.runtime import StreamConfig, StreamingClassifier, run_live
-from edge_lung.runtime.capture import (
+from edge_lung.runtime.artifact.model_dir import OnnxClassifier
+from edge_lung.runtime.live.capture import (
     CaptureError,
     SoundDeviceSource,
     choose_rate,
@@ -23,8 +24,7 @@ from edge_lung.runtime.capture import (
     list_input_devices,
     resolve_device,
 )
-from edge_lung.runtime.model_dir import OnnxClassifier
-from edge_lung.runtime.sources import Backoff
+from edge_lung.runtime.live.sources import Backoff
 from edge_lung.testing import build_tiny_model, make_signal
 
 RATE = 48000
@@ -196,7 +196,7 @@ def test_missing_portaudio_is_a_clear_message(monkeypatch):
 
 
 def test_cli_devices_and_stream_from_a_device(monkeypatch, tmp_path):
-    import edge_lung.runtime.capture as capture
+    import edge_lung.runtime.live.capture as capture
 
     sd = FakeSoundDevice()
     monkeypatch.setattr(capture, "import_sounddevice", lambda: sd)

@@ -141,7 +141,7 @@ def test_descriptor_recipe_trains_chooses_a_margin_and_ships(synth_db: Path, tmp
     from typer.testing import CliRunner
 
     from edge_lung.cli import app
-    from edge_lung.runtime.model_dir import OnnxClassifier
+    from edge_lung.runtime.artifact.model_dir import OnnxClassifier
     from edge_lung.train.margin import MARGIN_GRID
     from edge_lung.train.model import LogitsModel, load_run
 

@@ -108,9 +108,9 @@ def _unlabeled_dir(synth_db: Path, out: Path) -> tuple[Path, list[Path]]:
 
 @pytest.mark.filterwarnings("ignore:.*2 channels, downmixing to mono")  # the stereo recording, on purpose
 def test_unlabeled_windows_are_the_runtime_windows_and_carry_no_label(synth_db: Path, tmp_path: Path) -> None:
-    from edge_lung.runtime.classify import classify_file
-    from edge_lung.runtime.model_dir import OnnxClassifier
-    from edge_lung.runtime.stream import StreamingClassifier
+    from edge_lung.runtime.artifact.model_dir import OnnxClassifier
+    from edge_lung.runtime.live.stream import StreamingClassifier
+    from edge_lung.runtime.offline.classify import classify_file
 
     folder, files = _unlabeled_dir(synth_db, tmp_path / "unlabeled")
     features = FeatureConfig()

@@ -13,8 +13,8 @@ pytest.importorskip("onnx", reason="building model.e2e.onnx needs onnx (pip inst
 
 from edge_lung.config import FeatureConfig  # noqa: E402
 from edge_lung.fileio import sha256_file  # noqa: E402
-from edge_lung.runtime.e2e import E2E_NAME, VECTORS_NAME, E2EClassifier, read_vectors, verify_model_dir  # noqa: E402
-from edge_lung.runtime.model_dir import ArtifactError  # noqa: E402
+from edge_lung.runtime.artifact.e2e import E2E_NAME, VECTORS_NAME, E2EClassifier, read_vectors, verify_model_dir  # noqa: E402
+from edge_lung.runtime.artifact.model_dir import ArtifactError  # noqa: E402
 
 SHORT = FeatureConfig(window_s=4.0, num_mel_bins=64)
 
@@ -60,7 +60,7 @@ def test_verify_refuses_an_altered_file(tiny_dir: Path, tmp_path: Path, name: st
 
 
 def test_a_directory_without_the_e2e_graph_says_how_to_get_it(tiny_dir: Path, tmp_path: Path) -> None:
-    from edge_lung.runtime.model_dir import write_manifest
+    from edge_lung.runtime.artifact.model_dir import write_manifest
 
     model_dir = _copy(tiny_dir, tmp_path)
     write_manifest(model_dir, model_dir / "tiny.onnx")  # as an export before issue 16 wrote it
@@ -77,9 +77,9 @@ def test_e2e_classifier_checks_the_window_length(tiny_dir: Path) -> None:
 
 def test_classify_with_the_e2e_graph_gives_the_same_decisions(tiny_dir: Path, tmp_path: Path) -> None:
     """`--graph e2e` and the default numpy front end + model graph: same windows, same probabilities."""
-    from edge_lung.runtime.classify import classify_files
-    from edge_lung.runtime.session import load_classifier
-    from edge_lung.runtime.stream import StreamConfig
+    from edge_lung.runtime.commands.session import load_classifier
+    from edge_lung.runtime.live.stream import StreamConfig
+    from edge_lung.runtime.offline.classify import classify_files
     from edge_lung.testing import write_signal
 
     wav = tmp_path / "rec.wav"

@@ -20,7 +20,7 @@ def clustered(by: np.ndarray, other: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def test_silhouettes_tell_sound_clusters_from_stethoscope_clusters(tmp_path: Path):
-    from edge_lung.runtime.embedding import draw_embedding_map
+    from edge_lung.runtime.explain.embedding import draw_embedding_map
 
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 4, 120)
@@ -38,7 +38,7 @@ def test_silhouettes_tell_sound_clusters_from_stethoscope_clusters(tmp_path: Pat
 
 
 def test_embedding_map_refuses_bad_paths_and_too_few_cycles(tmp_path: Path):
-    from edge_lung.runtime.embedding import draw_embedding_map
+    from edge_lung.runtime.explain.embedding import draw_embedding_map
 
     x, y = np.zeros((10, 4), np.float32), np.zeros(10, int)
     with pytest.raises(ValueError, match="expected a path ending in .png"):
@@ -51,7 +51,7 @@ def test_embedding_map_refuses_bad_paths_and_too_few_cycles(tmp_path: Path):
 
 def test_model_without_embedding_output_says_to_re_export(tmp_path: Path):
     pytest.importorskip("onnx")
-    from edge_lung.runtime.model_dir import ArtifactError, OnnxClassifier
+    from edge_lung.runtime.artifact.model_dir import ArtifactError, OnnxClassifier
     from edge_lung.testing import build_tiny_model
 
     clf = OnnxClassifier(build_tiny_model(tmp_path / "old"))

@@ -21,8 +21,8 @@ import pytest
 from edge_lung.config import LABELS, FeatureConfig
 from edge_lung.export.onnx import ExportConfig, ExportError, ParityError, export_model
 from edge_lung.export.quantize import QuantPreset, available_presets, load_preset
-from edge_lung.runtime.model_dir import ArtifactError, OnnxClassifier, resolve_model_path
-from edge_lung.runtime.quality import QualityConfig
+from edge_lung.runtime.artifact.model_dir import ArtifactError, OnnxClassifier, resolve_model_path
+from edge_lung.runtime.artifact.quality import QualityConfig
 
 QUIET = dict(log=lambda *_: None)
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +164,7 @@ def test_int8_record_states_its_aims_truthfully(work: Path, parity_logits: dict,
 def test_every_export_ships_the_end_to_end_graph_and_test_vectors(work: Path, mode: str) -> None:
     """Issue 16: model.e2e.onnx reproduces window_features (1e-4) and the FP32 logits (FP32 limit) on the
     parity split; test_vectors.npz is in the manifest and `verify` passes on it."""
-    from edge_lung.runtime.e2e import E2EClassifier, read_vectors, verify_model_dir
+    from edge_lung.runtime.artifact.e2e import E2EClassifier, read_vectors, verify_model_dir
 
     p = parity(work / mode)
     e = p["e2e"]
@@ -240,12 +240,12 @@ def test_int8_model_runs_without_torch(work: Path, synth_db: Path) -> None:
     onnx absent."""
     code = f"""
 import sys
-from edge_lung.runtime.model_dir import OnnxClassifier
-from edge_lung.runtime.evaluate import evaluate_model_dir
+from edge_lung.runtime.artifact.model_dir import OnnxClassifier
+from edge_lung.runtime.offline.evaluate import evaluate_model_dir
 clf = OnnxClassifier({str(work / "static")!r}, threads=1)
 report = evaluate_model_dir({str(work / "static")!r}, {str(synth_db)!r}, split="test", threads=1)
 assert report["num_cycles"] > 0 and 0 <= report["score"] <= 100, report
-from edge_lung.runtime.e2e import verify_model_dir
+from edge_lung.runtime.artifact.e2e import verify_model_dir
 assert verify_model_dir({str(work / "static")!r}, threads=1)["passed"]
 bad = [m for m in ("torch", "transformers", "optimum", "onnx") if m in sys.modules]
 assert not bad, bad
@@ -259,7 +259,7 @@ print("ok", report["score"])
 
 @pytest.mark.slow
 def test_onnx_evaluation_matches_the_runs_own(work: Path, synth_db: Path) -> None:
-    from edge_lung.runtime.evaluate import evaluate_model_dir, is_model_dir
+    from edge_lung.runtime.offline.evaluate import evaluate_model_dir, is_model_dir
     from edge_lung.train.evaluate import evaluate_run
 
     assert is_model_dir(work / "fp32") and not is_model_dir(work / "run")
@@ -276,7 +276,7 @@ def test_onnx_evaluation_matches_the_runs_own(work: Path, synth_db: Path) -> Non
 def test_export_writes_the_training_splits_feature_statistics(work: Path, synth_db: Path) -> None:
     from edge_lung.data.devices import load_run_split
     from edge_lung.features import cycle_features
-    from edge_lung.runtime.model_dir import listed_file, reference_stats
+    from edge_lung.runtime.artifact.model_dir import listed_file, reference_stats
 
     model_dir = work / "fp32"
     _, manifest = resolve_model_path(model_dir)
@@ -299,8 +299,8 @@ def test_device_shift_calibrate_column_measures_what_calibrate_writes(work: Path
     import importlib.util
 
     from edge_lung.data.devices import scan_for_run
-    from edge_lung.runtime.calibrate import calibrate_model_dir
-    from edge_lung.runtime.evaluate import evaluate_model_dir
+    from edge_lung.runtime.offline.calibrate import calibrate_model_dir
+    from edge_lung.runtime.offline.evaluate import evaluate_model_dir
     from edge_lung.train.evaluate import evaluate_run
 
     spec = importlib.util.spec_from_file_location("device_shift", ROOT / "benchmarks" / "device_shift.py")

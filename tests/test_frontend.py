@@ -100,7 +100,7 @@ def test_batch_and_wrong_length_input() -> None:
 
 
 def test_end_to_end_graph_matches_numpy_front_end_and_classifier(tmp_path: Path) -> None:
-    from edge_lung.runtime.model_dir import OnnxClassifier
+    from edge_lung.runtime.artifact.model_dir import OnnxClassifier
     from edge_lung.testing import build_tiny_model, make_signal
 
     model_dir = build_tiny_model(tmp_path / "m", SHORT)

@@ -32,7 +32,7 @@ def _node() -> str:
 
 def test_node_onnxruntime_matches_the_test_vectors(tmp_path: Path) -> None:
     from edge_lung.config import FeatureConfig
-    from edge_lung.runtime.e2e import VECTORS_NAME, read_vectors
+    from edge_lung.runtime.artifact.e2e import VECTORS_NAME, read_vectors
     from edge_lung.testing import build_tiny_e2e_model
 
     node = _node()

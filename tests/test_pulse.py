@@ -303,9 +303,9 @@ class _Only48k:
 
 
 def test_a_48k_only_device_is_captured_at_48k_and_resampled(pulse, model, icbhi_dir, tmp_path, monkeypatch):
-    from edge_lung.runtime.capture import SoundDeviceSource, import_sounddevice
-    from edge_lung.runtime.session import StreamOptions, load_classifier, stream_session
-    from edge_lung.runtime.stream import StreamConfig
+    from edge_lung.runtime.commands.session import StreamOptions, load_classifier, stream_session
+    from edge_lung.runtime.live.capture import SoundDeviceSource, import_sounddevice
+    from edge_lung.runtime.live.stream import StreamConfig
 
     played = _play_file(_recording(icbhi_dir, SHORT_FILE), 48000, 20.0, tmp_path / "play.wav")
     pulse.load_null_sink("steth48", 48000)

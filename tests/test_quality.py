@@ -15,11 +15,20 @@ from edge_lung.audio import load_audio
 from edge_lung.cli import app
 from edge_lung.config import FeatureConfig
 from edge_lung.runtime import Decider, StreamConfig, StreamingClassifier, WindowStream
-from edge_lung.runtime.events import LiveDisplay
-from edge_lung.runtime.model_dir import ArtifactError, OnnxClassifier, build_metadata, quality_from_meta
-from edge_lung.runtime.quality import CHECKS, GUIDANCE, Guidance, Quality, QualityConfig, QualityStats, checks, verdict
-from edge_lung.runtime.session import load_classifier
-from edge_lung.runtime.stream import assess_window
+from edge_lung.runtime.artifact.model_dir import ArtifactError, OnnxClassifier, build_metadata, quality_from_meta
+from edge_lung.runtime.artifact.quality import (
+    CHECKS,
+    GUIDANCE,
+    Guidance,
+    Quality,
+    QualityConfig,
+    QualityStats,
+    checks,
+    verdict,
+)
+from edge_lung.runtime.commands.session import load_classifier
+from edge_lung.runtime.live.events import LiveDisplay
+from edge_lung.runtime.live.stream import assess_window
 from edge_lung.testing import add_friction, add_white_noise, build_tiny_model, overdrive, with_nan_run
 
 # Recordings of the real subset with no clipping at the source, one per device and rate

@@ -14,16 +14,16 @@ import soundfile as sf
 
 from edge_lung.config import FeatureConfig
 from edge_lung.runtime import StreamConfig, StreamingClassifier
-from edge_lung.runtime.model_dir import OnnxClassifier
-from edge_lung.runtime.recorder import FlacRecorder
-from edge_lung.runtime.session import StreamOptions, stream_session
+from edge_lung.runtime.artifact.model_dir import OnnxClassifier
+from edge_lung.runtime.commands.session import StreamOptions, stream_session
+from edge_lung.runtime.live.recorder import FlacRecorder
 from edge_lung.testing import build_tiny_model, write_signal
 
 CHILD = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from edge_lung.runtime.recorder import FlacRecorder
+    from edge_lung.runtime.live.recorder import FlacRecorder
 
     rate = 16000
     signal = (0.4 * np.sin(np.arange(rate * 120) * 0.013)).astype(np.float32)
@@ -94,7 +94,7 @@ def test_stream_record_writes_the_raw_captured_audio(tmp_path):
 def test_record_rolls_over_to_a_new_file_when_the_input_rate_changes(tmp_path):
     from contextlib import ExitStack
 
-    from edge_lung.runtime.session import _LazyRecorder
+    from edge_lung.runtime.commands.session import _LazyRecorder
 
     path = tmp_path / "session.flac"
     a = np.random.default_rng(0).uniform(-0.5, 0.5, 16000).astype(np.float32)

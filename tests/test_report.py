@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge_lung.runtime.classify import classify_file
-from edge_lung.runtime.clinician import report_session
-from edge_lung.runtime.session import StreamOptions, load_classifier, stream_session
-from edge_lung.runtime.stream import StreamConfig
+from edge_lung.runtime.commands.session import StreamOptions, load_classifier, report_session, stream_session
+from edge_lung.runtime.live.stream import StreamConfig
+from edge_lung.runtime.offline.classify import classify_file
 
 CHROMIUM_INSTALL = "apt-get install -y chromium"
 _IMG = re.compile(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from edge_lung.runtime.ring import RingBuffer
-from edge_lung.runtime.sources import CaptureBuffer
+from edge_lung.runtime.live.ring import RingBuffer
+from edge_lung.runtime.live.sources import CaptureBuffer
 
 
 def ramp(start: int, n: int) -> np.ndarray:

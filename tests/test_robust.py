@@ -101,11 +101,11 @@ def test_recipe_fills_unset_options_and_explicit_ones_win():
 def test_train_cli_records_the_recipe_and_its_settings(synth_db, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import edge_lung.train.loop as loop
+    import edge_lung.train.pipeline as pipeline
     from edge_lung.cli import app
 
     seen = {}
-    monkeypatch.setattr(loop, "train", lambda cfg: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(pipeline, "train_recipe", lambda cfg: seen.setdefault("cfg", cfg))
     args = ["train", "--data", str(synth_db), "--recipe", "icbhi-robust", "--mel-norm", "global", "--out",
             str(tmp_path / "r")]
     result = CliRunner().invoke(app, args)

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from edge_lung.cli import app
 from edge_lung.config import FeatureConfig
 from edge_lung.runtime import StreamConfig, StreamingClassifier, classify_file
-from edge_lung.runtime.model_dir import ArtifactError, OnnxClassifier
-from edge_lung.runtime.session import StreamOptions, load_classifier, stream_session
+from edge_lung.runtime.artifact.model_dir import ArtifactError, OnnxClassifier
+from edge_lung.runtime.commands.session import StreamOptions, load_classifier, stream_session
 from edge_lung.testing import build_tiny_model, write_signal
 
 FEATURES_4S = FeatureConfig(window_s=4.0)
@@ -134,7 +134,7 @@ def test_full_disk_while_recording_keeps_deciding_and_leaves_a_readable_flac(mod
 
 def test_a_failed_write_finalises_the_recording_with_what_reached_the_disk(tmp_path, monkeypatch):
     """The same path without root: libsndfile's bare "System error." on a disk reported full."""
-    from edge_lung.runtime.recorder import FlacRecorder, RecordingError
+    from edge_lung.runtime.live.recorder import FlacRecorder, RecordingError
 
     path = tmp_path / "r.flac"
     x = np.random.default_rng(1).uniform(-0.5, 0.5, 16000 * 5).astype(np.float32)
@@ -221,7 +221,7 @@ def tamper(model_dir, *, input_dims=None, features=None, manifest=None) -> None:
     """Rewrite a tiny MODEL_DIR: fixed input dims, other feature metadata, or manifest fields."""
     import onnx
 
-    from edge_lung.runtime.model_dir import META_KEYS, write_manifest
+    from edge_lung.runtime.artifact.model_dir import META_KEYS, write_manifest
 
     path = model_dir / "tiny.onnx"
     m = onnx.load(str(path))

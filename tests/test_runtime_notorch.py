@@ -22,7 +22,7 @@ FORBIDDEN = ("torch", "transformers", "optimum", "onnx", "peft", "accelerate")
 LIBRARY_PATH = textwrap.dedent(
     """
     import json, sys
-    from edge_lung.runtime.model_dir import OnnxClassifier
+    from edge_lung.runtime.artifact.model_dir import OnnxClassifier
     from edge_lung.runtime import ReplaySource, StreamConfig, StreamingClassifier, classify_file, run_live
 
     model = OnnxClassifier(sys.argv[1], threads=1)

@@ -17,7 +17,7 @@ import soundfile as sf
 from edge_lung.config import FeatureConfig
 from edge_lung.data.synth import read_events
 from edge_lung.features import log_mel
-from edge_lung.runtime.saliency import (
+from edge_lung.runtime.explain.saliency import (
     OcclusionConfig,
     WindowSaliency,
     mel_bins_to_hz,
@@ -141,9 +141,9 @@ def demo_out() -> Path:
 def test_saliency_points_at_drawn_events_and_shuffled_weights_do_not(tmp_path: Path):
     pytest.importorskip("onnx")
     from edge_lung.data.icbhi import Database
-    from edge_lung.runtime.saliency import check_saliency
-    from edge_lung.runtime.session import load_classifier
-    from edge_lung.runtime.stream import StreamConfig
+    from edge_lung.runtime.commands.session import load_classifier
+    from edge_lung.runtime.explain.saliency import check_saliency
+    from edge_lung.runtime.live.stream import StreamConfig
     from edge_lung.testing import shuffle_model_weights
 
     out = demo_out()

@@ -15,9 +15,9 @@ import pytest
 
 from edge_lung.config import FeatureConfig
 from edge_lung.runtime import StreamConfig, StreamingClassifier, run_live
-from edge_lung.runtime.model_dir import OnnxClassifier
-from edge_lung.runtime.serial import HEADER, FrameReader, encode_frame, float_to_pcm16, open_serial
-from edge_lung.runtime.sources import Backoff, SerialSource
+from edge_lung.runtime.artifact.model_dir import OnnxClassifier
+from edge_lung.runtime.live.serial import HEADER, FrameReader, encode_frame, float_to_pcm16, open_serial
+from edge_lung.runtime.live.sources import Backoff, SerialSource
 from edge_lung.testing import Impairments, PlayLog, VirtualStethoscope, build_tiny_model, frame_stream, make_signal
 
 ROOT = Path(__file__).resolve().parents[1]

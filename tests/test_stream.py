@@ -23,8 +23,8 @@ from edge_lung.runtime import (
     classify_file,
     run_live,
 )
-from edge_lung.runtime.model_dir import OnnxClassifier
-from edge_lung.runtime.worker import InferenceWorker
+from edge_lung.runtime.artifact.model_dir import OnnxClassifier
+from edge_lung.runtime.live.worker import InferenceWorker
 from edge_lung.testing import build_tiny_model, make_signal, write_signal
 
 FEATURES_4S = FeatureConfig(window_s=4.0)

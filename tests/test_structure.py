@@ -64,7 +64,7 @@ def test_the_walk_finds_modules_in_every_device_side_package():
     names = device_side_modules()
     for package in ("data", "runtime", "bench"):
         assert any(n.startswith(f"edge_lung.{package}.") for n in names), package
-    assert "edge_lung.runtime.stream" in names and "edge_lung.features" in names
+    assert "edge_lung.runtime.live.stream" in names and "edge_lung.features" in names
     assert not any(n.startswith(("edge_lung.train", "edge_lung.export")) for n in names)
 
 

@@ -140,7 +140,7 @@ def test_cnn_run_exports_with_onnx_parity(cnn_run: Path, tmp_path: Path) -> None
     import onnx
 
     from edge_lung.export.onnx import ExportConfig, export_model
-    from edge_lung.runtime.model_dir import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, OnnxClassifier
+    from edge_lung.runtime.artifact.model_dir import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, OnnxClassifier
 
     config = json.loads((cnn_run / "config.json").read_text())
     assert config["adapter"] == "none" and config["backbone_kind"] == "size"
@@ -188,7 +188,7 @@ def test_macs_of_a_graph_whose_cost_is_known(tmp_path: Path) -> None:
     from onnx import TensorProto, helper, numpy_helper
 
     from edge_lung.export.cost import count_macs
-    from edge_lung.runtime.model_dir import INPUT_NAME
+    from edge_lung.runtime.artifact.model_dir import INPUT_NAME
 
     features, k = FeatureConfig(num_mel_bins=64), 5
     w = np.ones((features.num_mel_bins, k), np.float32)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_lung.runtime.model_dir import usable_cores  # one definition: the runtime bounds --threads by it too
+from edge_lung.runtime.artifact.model_dir import usable_cores  # one definition: the runtime bounds --threads by it too
 
 # /proc/cpuinfo flags that decide how fast INT8 and FP32 kernels can be (x86 `flags`, ARM `Features`).
 X86_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")

@@ -64,7 +64,7 @@ def parse_threads(text: str) -> tuple[int, ...]:
 
 def default_hop_s() -> float:
     """The streaming runtime's default hop (`edge-lung stream --hop`), defined there only."""
-    from edge_lung.runtime.stream import StreamConfig
+    from edge_lung.runtime.live.stream import StreamConfig
 
     return StreamConfig().hop_s
 
@@ -87,7 +87,7 @@ class BenchConfig:
     graphs: tuple[str, ...] = ("model",)  # `--graph`: 'model' (numpy front end + model file) and/or 'e2e'
 
     def __post_init__(self) -> None:
-        from edge_lung.runtime.e2e import GRAPHS
+        from edge_lung.runtime.artifact.e2e import GRAPHS
 
         graphs = tuple(self.graphs)
         if not graphs or len(set(graphs)) != len(graphs) or any(g not in GRAPHS for g in graphs):
@@ -271,7 +271,7 @@ def _time_windows(
     """
     from edge_lung.audio import cyclic_pad
     from edge_lung.features import cycle_features
-    from edge_lung.runtime.quality import QualityConfig, assess, input_marks
+    from edge_lung.runtime.artifact.quality import QualityConfig, assess, input_marks
     from edge_lung.scoring import softmax
 
     quality_cfg = quality_cfg or QualityConfig()
@@ -348,7 +348,7 @@ def measure_onnx(model: str | Path, threads: int, windows: int, warmup: int, see
 
     from edge_lung.features import window_features  # noqa: F401
     from edge_lung.fileio import sha256_file
-    from edge_lung.runtime.e2e import load_model
+    from edge_lung.runtime.artifact.e2e import load_model
 
     baseline = peak_rss_bytes()  # numpy, onnxruntime and the edge-lung runtime imported, no model yet
     stages = {"imported": memory_stage()}
@@ -485,7 +485,7 @@ def run_worker(backend: str, target: str | Path, threads: int, cfg: BenchConfig,
 
 def check_targets(models: Sequence[str | Path], compare_torch: str | Path | None) -> None:
     """Fail fast, before any timing, on a model dir, .onnx file or run dir that cannot be used."""
-    from edge_lung.runtime.model_dir import ArtifactError, resolve_model_path
+    from edge_lung.runtime.artifact.model_dir import ArtifactError, resolve_model_path
 
     if not models:
         raise BenchError("MODEL_DIR: expected at least one exported model directory, got none")

@@ -31,7 +31,7 @@ def export(
     quality_set: list[str] = typer.Option(
         [], "--quality-set", help="Set one signal-quality gate threshold written into the model, NAME=VALUE "
         "(repeatable), e.g. clipped_share=0.1 for a stethoscope that never clips; the rest keep their defaults "
-        "(edge_lung/runtime/quality.py QualityConfig). Devices can still override with --quality-set."
+        "(edge_lung/runtime/artifact/quality.py QualityConfig). Devices can still override with --quality-set."
     ),
     data: Path | None = typer.Option(
         None, "--data", help="Database for calibration and parity (default: the one the run was trained on)."
@@ -48,7 +48,7 @@ def export(
     Fails with a non-zero status, writing nothing, if FP32 ONNX differs from PyTorch by 1e-4 or more.
     """
     from edge_lung.export.onnx import ExportConfig, ExportError, export_model
-    from edge_lung.runtime.model_dir import PARITY_NAME
+    from edge_lung.runtime.artifact.model_dir import PARITY_NAME
 
     try:
         cfg = ExportConfig(

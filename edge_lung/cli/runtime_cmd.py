@@ -38,8 +38,8 @@ def devices() -> None:
     """List audio input devices with their default and supported sample rates; mark likely stethoscopes (USB)."""
     from rich.console import Console
 
-    from edge_lung.runtime.capture import list_input_devices
-    from edge_lung.runtime.report import devices_table
+    from edge_lung.runtime.commands.tables import devices_table
+    from edge_lung.runtime.live.capture import list_input_devices
 
     try:
         found = list_input_devices()
@@ -82,9 +82,9 @@ def stream(
     """Stream from a USB stethoscope (or --replay FILE, or --serial PORT) and print a decision every hop."""
     from rich.console import Console
 
-    from edge_lung.runtime.report import summary_line
-    from edge_lung.runtime.session import StreamOptions, load_classifier, stream_session
-    from edge_lung.runtime.stream import StreamConfig
+    from edge_lung.runtime.commands.session import StreamOptions, load_classifier, stream_session
+    from edge_lung.runtime.commands.tables import summary_line
+    from edge_lung.runtime.live.stream import StreamConfig
 
     try:
         opts = StreamOptions(
@@ -118,10 +118,10 @@ def classify(
     """Classify files with the same windowing as `stream` (as fast as the CPU allows) and report per file."""
     from rich.console import Console
 
-    from edge_lung.runtime.classify import Interrupted
-    from edge_lung.runtime.report import classify_table, pooled_lines
-    from edge_lung.runtime.session import classify_session, load_classifier
-    from edge_lung.runtime.stream import StreamConfig
+    from edge_lung.runtime.commands.session import classify_session, load_classifier
+    from edge_lung.runtime.commands.tables import classify_table, pooled_lines
+    from edge_lung.runtime.live.stream import StreamConfig
+    from edge_lung.runtime.offline.classify import Interrupted
 
     console = Console(stderr=jsonl is not None and str(jsonl) == "-")
     try:
@@ -158,10 +158,9 @@ def report(
 ) -> None:
     """Write a self-contained HTML page per recording (spectrogram, window timeline, cycles, saliency of the
     flagged windows) plus an index; works offline."""
-    from edge_lung.runtime.clinician import report_session
-    from edge_lung.runtime.saliency import OcclusionConfig
-    from edge_lung.runtime.session import load_classifier
-    from edge_lung.runtime.stream import StreamConfig
+    from edge_lung.runtime.commands.session import load_classifier, report_session
+    from edge_lung.runtime.explain.saliency import OcclusionConfig
+    from edge_lung.runtime.live.stream import StreamConfig
 
     try:
         classifier = load_classifier(model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads)
@@ -181,7 +180,7 @@ def verify(
 ) -> None:
     """Re-run the model directory's test vectors on this machine: file hashes, metadata, both graphs' outputs."""
     from edge_lung.fileio import atomic_write_json
-    from edge_lung.runtime.e2e import verify_lines, verify_model_dir
+    from edge_lung.runtime.artifact.e2e import verify_lines, verify_model_dir
 
     try:
         report = verify_model_dir(model_dir, threads or None)
@@ -213,7 +212,7 @@ def calibrate(
     whose runtime maps them onto the training statistics. A model trained with --mel-norm window standardises
     every window already: calibration is then nearly the identity. The copy refuses --graph e2e and `edge-lung
     verify` (the e2e graph and test vectors are the uncalibrated model's)."""
-    from edge_lung.runtime.calibrate import calibrate_lines, calibrate_model_dir
+    from edge_lung.runtime.offline.calibrate import calibrate_lines, calibrate_model_dir
 
     try:
         record = calibrate_model_dir(model_dir, recordings, out, overwrite, reference, min_audio, log=typer.echo)

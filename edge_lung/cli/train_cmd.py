@@ -115,7 +115,8 @@ def train_command(
     """Train an AST classifier on the cycles of an ICBHI-layout database and select it on validation."""
     # every option but --seeds is the TrainConfig field of the same name (Paths go in as text)
     options = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items() if k not in ("seeds", "ctx")}
-    from edge_lung.train.loop import train
+    # torch and transformers load here, not when `edge-lung --help` or a device command starts
+    from edge_lung.train.pipeline import train_recipe
     from edge_lung.train.recipes import apply_recipe
     from edge_lung.train.seeds import train_seeds
 
@@ -126,7 +127,7 @@ def train_command(
     try:
         cfg = TrainConfig(**apply_recipe(options, explicit), seed=seed_list[0])
         if len(seed_list) == 1:
-            train(cfg)
+            train_recipe(cfg)
             return
         runs, summary = train_seeds(cfg, seed_list)
     except ValueError as exc:  # TrainError, BackboneError, DataError and config validation
@@ -165,10 +166,10 @@ def evaluate_command(
         if not path.is_dir():
             raise ValueError(f"{path}: no such directory; expected a run directory from `edge-lung train` or a "
                              "MODEL_DIR from `edge-lung export`")
-        from edge_lung.runtime.evaluate import evaluate_model_dir, is_model_dir
+        from edge_lung.runtime.offline.evaluate import evaluate_model_dir, is_model_dir
 
         if is_model_dir(path):
-            from edge_lung.runtime.model_dir import OnnxClassifier
+            from edge_lung.runtime.artifact.model_dir import OnnxClassifier
 
             if embeddings:  # say it before the evaluation runs, not after
                 OnnxClassifier(path).require_embedding()
@@ -192,10 +193,10 @@ def evaluate_command(
 
 def _embedding_map(path: Path, data: Path | None, split: str, png: Path, device: str, threads: int | None):
     """`--embeddings`: the exported model's second output, or the run's PyTorch model."""
-    from edge_lung.runtime.evaluate import is_model_dir
+    from edge_lung.runtime.offline.evaluate import is_model_dir
 
     if is_model_dir(path):
-        from edge_lung.runtime.embedding import model_dir_embedding_map
+        from edge_lung.runtime.explain.embedding import model_dir_embedding_map
 
         return model_dir_embedding_map(path, data, split, png, threads)
     from edge_lung.train.evaluate import run_embedding_map

@@ -6,7 +6,7 @@ so the card never states a figure the files do not hold.
 
 from __future__ import annotations
 
-from edge_lung.runtime.model_dir import MANIFEST_NAME, PARITY_NAME
+from edge_lung.runtime.artifact.model_dir import MANIFEST_NAME, PARITY_NAME
 
 
 def model_card(manifest: dict, record: dict) -> str:
@@ -34,7 +34,7 @@ def _header(manifest: dict) -> list[str]:
         "probabilities)",
         *_margin(manifest),
         "- every setting is in the ONNX metadata (`edge_lung.*` keys); "
-        "`edge_lung.runtime.model_dir.OnnxClassifier` reads them",
+        "`edge_lung.runtime.artifact.model_dir.OnnxClassifier` reads them",
         *_cost(manifest),
     ]
 
@@ -79,7 +79,7 @@ def _quality(manifest: dict) -> list[str]:
     return [
         "",
         "## Signal quality",
-        "The runtime gives a window no class when it cannot hear the chest (`edge_lung/runtime/quality.py`): "
+        "The runtime gives a window no class when it cannot hear the chest (`edge_lung/runtime/artifact/quality.py`): "
         f"`no_signal` under {q['floor_db']} dBFS RMS or flat hiss (spectral flatness >= {q['noise_flatness']} with "
         f"an envelope spread under {q['envelope_db']} dB), `clipping` when {q['clipped_share']:.0%} of the input "
         f"samples are at or above {q['clip_level']} of full scale, `too_loud` over {q['loud_db']} dBFS, `too_quiet` "

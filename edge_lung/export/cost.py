@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edge_lung.config import FeatureConfig
-from edge_lung.runtime.model_dir import INPUT_NAME
+from edge_lung.runtime.artifact.model_dir import INPUT_NAME
 
 COST_INSTALL = "pip install 'edge-lung[export]'"
 

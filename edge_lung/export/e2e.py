@@ -17,8 +17,8 @@ from edge_lung.config import FeatureConfig
 from edge_lung.export.frontend import end_to_end_model
 from edge_lung.export.parity import ParityError, pick_balanced
 from edge_lung.fileio import atomic_path, sha256_file
-from edge_lung.runtime.e2e import AUDIO_NAME, E2E_NAME, PROBS_NAME, VECTORS_NAME, E2EClassifier
-from edge_lung.runtime.model_dir import open_session
+from edge_lung.runtime.artifact.e2e import AUDIO_NAME, E2E_NAME, PROBS_NAME, VECTORS_NAME, E2EClassifier
+from edge_lung.runtime.artifact.model_dir import open_session
 from edge_lung.scoring import softmax
 
 FEATURES_LIMIT = 1e-4
@@ -156,7 +156,7 @@ def finish_end_to_end(model_dir: Path, shipped: Path, cfg: FeatureConfig, parity
 
     `parity` is (audio[N, S], features[N, T, M], labels[N], names). Returns (manifest entries, INT8 record).
     """
-    from edge_lung.runtime.model_dir import OnnxClassifier
+    from edge_lung.runtime.artifact.model_dir import OnnxClassifier
 
     audio, features, labels, names = parity
     e2e_path = write_end_to_end(shipped, model_dir / E2E_NAME, cfg)

@@ -1,6 +1,6 @@
 """Export a trained run to a self-describing ONNX model directory (FP32 or INT8) with measured parity.
 
-`export_model(run_dir, out_dir, ExportConfig(...))` writes MODEL_DIR (see edge_lung/runtime/model_dir.py and
+`export_model(run_dir, out_dir, ExportConfig(...))` writes MODEL_DIR (see edge_lung/runtime/artifact/model_dir.py and
 export/README.md): one ONNX file whose metadata carries labels, every feature setting, the
 quantisation and the run's validation metrics, plus manifest.json (with the file's SHA-256),
 parity.json and model_card.md. Everything is built in a temp directory beside MODEL_DIR and renamed
@@ -54,7 +54,7 @@ from edge_lung.export.parity import (
 )
 from edge_lung.export.quantize import QUANT_CHOICES, check_patterns, load_preset, quantize_model, resolve_quant
 from edge_lung.fileio import atomic_path, replaced_dir, sha256_file, temp_dir_beside
-from edge_lung.runtime.model_dir import (
+from edge_lung.runtime.artifact.model_dir import (
     CARD_NAME,
     EMBEDDING_NAME,
     INPUT_NAME,
@@ -65,7 +65,7 @@ from edge_lung.runtime.model_dir import (
     check_out_dir,
     write_manifest,
 )
-from edge_lung.runtime.quality import QualityConfig
+from edge_lung.runtime.artifact.quality import QualityConfig
 
 __all__ = [
     "AIMS", "FP32_TOLERANCE", "OPSET", "ExportConfig", "ExportError", "ParityError", "cycles_to_features",
@@ -206,7 +206,7 @@ def check_out_is_ours(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
     The swap renames --out away and deletes it: so --out may not be the run, hold it or lie inside it
     (with or without --overwrite), and --overwrite replaces only an edge-lung model directory.
     """
-    from edge_lung.runtime.evaluate import is_model_dir
+    from edge_lung.runtime.offline.evaluate import is_model_dir
 
     out_real, run_real = out_dir.resolve(), run_dir.expanduser().resolve()
     where = ("is" if out_real == run_real else "holds" if run_real.is_relative_to(out_real)
@@ -273,7 +273,7 @@ _EMPTY_SPLIT = {
 def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> dict:
     """Every step of the export, writing into `tmp`; returns the parity record."""
     from edge_lung.export.e2e import check_fp32_end_to_end, e2e_unsupported, finish_end_to_end
-    from edge_lung.runtime.e2e import E2E_NAME
+    from edge_lung.runtime.artifact.e2e import E2E_NAME
     from edge_lung.train.model import LogitsAndEmbedding, model_kind
 
     t0 = time.perf_counter()
@@ -348,7 +348,7 @@ def _write_train_stats(tmp: Path, run_dir: Path, run_config: dict, cfg: ExportCo
                        log) -> dict:
     """feature_stats.json: the training split's per-bin feature statistics, the reference `edge-lung calibrate`
     maps a new stethoscope onto; returns its manifest entry."""
-    from edge_lung.runtime.calibrate import train_split_stats, write_feature_stats
+    from edge_lung.runtime.offline.calibrate import train_split_stats, write_feature_stats
 
     data_dir = cfg.data_dir or run_config.get("data")
     train = run_config.get("train", {})
@@ -391,8 +391,8 @@ def _write_files(tmp: Path, shipped: Path, record: dict, extra: dict) -> None:
     """parity.json, manifest.json (with `extra` entries), model_card.md; then load it back the way the device
     will and re-run the test vectors."""
     from edge_lung.fileio import atomic_write_json, atomic_write_text
-    from edge_lung.runtime.e2e import verify_model_dir
-    from edge_lung.runtime.model_dir import OnnxClassifier
+    from edge_lung.runtime.artifact.e2e import verify_model_dir
+    from edge_lung.runtime.artifact.model_dir import OnnxClassifier
 
     atomic_write_json(tmp / PARITY_NAME, record)
     manifest = write_manifest(tmp, shipped, {"parity": parity_summary(record), **extra})

@@ -31,7 +31,7 @@ class ParityError(ExportError):
 
 def onnx_logits(path: str | Path, x: np.ndarray, threads: int | None = None, batch: int = 8) -> np.ndarray:
     """Run an ONNX file on float32[N, T, M] in batches -> float32[N, C]."""
-    from edge_lung.runtime.model_dir import open_session
+    from edge_lung.runtime.artifact.model_dir import open_session
 
     sess = open_session(path, threads)
     name = sess.get_inputs()[0].name

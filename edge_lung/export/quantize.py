@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_lung.config import reject_unknown_keys
-from edge_lung.runtime.model_dir import INPUT_NAME
+from edge_lung.runtime.artifact.model_dir import INPUT_NAME
 
 QUANT_MODES: tuple[str, ...] = ("dynamic", "static")
 QUANT_CHOICES: tuple[str, ...] = ("auto", *QUANT_MODES)

@@ -5,10 +5,15 @@ links). Nothing in this package imports torch, transformers or optimum; a test p
 `capture` imports sounddevice lazily, so a machine without PortAudio can still classify
 files and replay recordings.
 
-Owns the model directory contract (`model_dir`: manifest, metadata, `OnnxClassifier`), the serial
-wire protocol (`serial`) and evaluation of exported models (`evaluate`), and explains decisions
-on the device: occlusion saliency (`saliency`), the clinician report (`clinician`, pictures in
-`clinician_plots`, matplotlib imported lazily) and embedding maps (`embedding`, scikit-learn).
+One room per job, lowest first (an import-linter layers contract in pyproject.toml keeps the order,
+and an acyclic-siblings contract keeps every package free of import cycles):
+
+- `artifact/`: the exported model directory (manifest, metadata, `OnnxClassifier`), the end-to-end
+  graph, the quality gate;
+- `live/`: ring buffer, windows and decisions, sources and capture, the session runner, `Classifier`;
+- `offline/`: classify files, evaluate an exported model, calibrate a copy;
+- `explain/`: saliency, the clinician report, embedding maps;
+- `commands/`: the glue the `edge-lung` runtime commands call.
 
 May import: core and data. Never torch, transformers, peft, accelerate or onnx.
 """
@@ -21,16 +26,16 @@ from typing import Any
 # Imported on first use (PEP 562): a process that needs one module (the bench worker, a model loader)
 # does not load the stream, capture, serial and classify modules with it (1.7 MB resident).
 _HOMES = {
-    "classify_file": "classify",
-    "classify_files": "classify",
-    "LiveSummary": "live",
-    "run_live": "live",
-    "RingBuffer": "ring",
-    "CaptureBuffer": "sources",
-    "ReplaySource": "sources",
-    "SerialSource": "sources",
+    "classify_file": "offline.classify",
+    "classify_files": "offline.classify",
+    "LiveSummary": "live.runner",
+    "run_live": "live.runner",
+    "RingBuffer": "live.ring",
+    "CaptureBuffer": "live.sources",
+    "ReplaySource": "live.sources",
+    "SerialSource": "live.sources",
     **dict.fromkeys(("Counters", "Decider", "Decision", "StreamConfig", "StreamingClassifier", "Window",
-                     "WindowStream"), "stream"),
+                     "WindowStream"), "live.stream"),
 }
 
 

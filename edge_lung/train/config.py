@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_lung.config import FeatureConfig, dataclass_from_dict
-from edge_lung.runtime.stream import StreamConfig
+from edge_lung.runtime.live.stream import StreamConfig
 
 if TYPE_CHECKING:
     import torch

@@ -35,7 +35,7 @@ from edge_lung.features import cycle_features
 from edge_lung.metrics import score_predictions
 from edge_lung.train.augment import CycleSet
 from edge_lung.train.config import DistillConfig, TrainConfig, TrainError, resolve_device
-from edge_lung.train.loop import Objective, _Data, train
+from edge_lung.train.loop import Objective, TrainData, train
 from edge_lung.train.teacher import SoftTargetCache, Teacher, load_teacher
 from edge_lung.train.unlabeled import UNLABELED, UnlabeledDir, UnlabeledWindow, load_unlabeled
 
@@ -116,10 +116,10 @@ class DistillObjective(Objective):
     def training_set(self, cycles: list, features: FeatureConfig, cfg: TrainConfig) -> CycleSet:
         return DistillSet(cycles, self.windows, features, cfg, self.targets)
 
-    def criterion(self, cfg: TrainConfig, data: _Data, device: torch.device) -> nn.Module:
+    def criterion(self, cfg: TrainConfig, data: TrainData, device: torch.device) -> nn.Module:
         return DistillLoss(super().criterion(cfg, data, device), self.dcfg.temperature, self.dcfg.alpha)
 
-    def prepare(self, data: _Data) -> dict[str, Any]:
+    def prepare(self, data: TrainData) -> dict[str, Any]:
         """The teacher's logits on the validation cycles (for agreement) and config.json's `distill` section."""
         self.val_teacher = self.targets.logits([c.audio for c in data.val_cycles], data.features.sample_rate)
         y_val = np.array([c.label for c in data.val_cycles])
@@ -138,7 +138,7 @@ class DistillObjective(Objective):
             "teacher_val": {k: teacher_val[k] for k in ("score", "sensitivity", "specificity", "accuracy")},
         }}
 
-    def validate(self, data: _Data, logits: np.ndarray) -> dict[str, Any]:
+    def validate(self, data: TrainData, logits: np.ndarray) -> dict[str, Any]:
         assert self.val_teacher is not None, "prepare() runs before the first validation"
         return {"teacher_agreement": agreement(logits, self.val_teacher)}
 

@@ -83,10 +83,10 @@ def run_embedding_map(
     batch_size: int = 16,
 ):
     """`evaluate RUN --embeddings PATH`: t-SNE of the run's pooled embeddings over a split's cycles
-    (`edge_lung.runtime.embedding.draw_embedding_map`); returns its `EmbeddingMap`."""
+    (`edge_lung.runtime.explain.embedding.draw_embedding_map`); returns its `EmbeddingMap`."""
     import torch
 
-    from edge_lung.runtime.embedding import cycle_embeddings, draw_embedding_map
+    from edge_lung.runtime.explain.embedding import cycle_embeddings, draw_embedding_map
 
     model, cfg, features, db_dir, cycles = _load(run_dir, db_dir, split, device)
 

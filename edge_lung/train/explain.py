@@ -57,7 +57,7 @@ def patch_relevance(model, features: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def recording_windows(path: str | Path, features: FeatureConfig, hop_s: float, min_audio_s: float) -> list:
     """The runtime's windows over a file (`WindowStream`, fed as `classify` feeds it)."""
     from edge_lung.audio import load_audio
-    from edge_lung.runtime.stream import StreamConfig, WindowStream
+    from edge_lung.runtime.live.stream import StreamConfig, WindowStream
 
     audio, rate = load_audio(path)
     stream = WindowStream(features, StreamConfig(hop_s=hop_s, min_audio_s=min_audio_s), rate)
@@ -98,7 +98,7 @@ def explain_recording(
 
 
 def _draw(feats, relevance, probs, windows, labels, features: FeatureConfig, path: Path, title: str) -> None:
-    from edge_lung.runtime.clinician_plots import new_figure
+    from edge_lung.runtime.explain.report_plots import new_figure
 
     fig = new_figure(10, 1.9 * len(windows) + 0.6)
     axes = fig.subplots(len(windows), 1, squeeze=False)[:, 0]

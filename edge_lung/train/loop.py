@@ -161,14 +161,14 @@ class Objective:
     def training_set(self, cycles: list, features: FeatureConfig, cfg: TrainConfig) -> CycleSet:
         return CycleSet(cycles, features, cfg)
 
-    def criterion(self, cfg: TrainConfig, data: _Data, device: torch.device) -> nn.Module:
+    def criterion(self, cfg: TrainConfig, data: TrainData, device: torch.device) -> nn.Module:
         return _criterion(cfg, data, device)
 
-    def prepare(self, data: _Data) -> dict[str, Any]:
+    def prepare(self, data: TrainData) -> dict[str, Any]:
         """Called once the data is loaded; returns the keys it adds to config.json."""
         return {}
 
-    def validate(self, data: _Data, logits: np.ndarray) -> dict[str, Any]:
+    def validate(self, data: TrainData, logits: np.ndarray) -> dict[str, Any]:
         """Figures added to an epoch's validation entry, from the model's logits [N, C] on `data.val_cycles`."""
         return {}
 
@@ -191,6 +191,11 @@ class _Dist:
             self.accelerator.wait_for_everyone()
 
 
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of an accelerate/torchrun launch."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
 def _setup_dist() -> _Dist:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return _Dist()
@@ -203,7 +208,7 @@ def _setup_dist() -> _Dist:
 
 
 @dataclass
-class _Data:
+class TrainData:
     """The training cycles (batched by `CycleSet`) and the validation split with its features."""
 
     labels: list[str]
@@ -223,7 +228,7 @@ class _Run:
     run_dir: Path
     device: torch.device
     use_bf16: bool
-    data: _Data
+    data: TrainData
     model: nn.Module  # what save_trained writes (the PEFT model when an adapter is attached)
     net: nn.Module  # what trains: logits out, wrapped for DDP under accelerate
     optimizer: torch.optim.Optimizer
@@ -266,7 +271,8 @@ def train(
     objective: Objective | None = None,
 ) -> Path:
     """Train one run as `cfg` says (against `objective`, default cross-entropy on the labels); returns
-    the run directory (see the module docstring)."""
+    the run directory (see the module docstring). One run only: the steps a recipe adds after training
+    (the normal margin) are `train.pipeline.train_recipe`'s."""
     run = _prepare(cfg, console, objective or Objective())
     t_run = time.perf_counter()
     for epoch in range(run.start_epoch, cfg.epochs + 1):
@@ -277,10 +283,6 @@ def train(
         if on_epoch_end is not None:
             on_epoch_end(epoch, entry)
     _finish(run, time.perf_counter() - t_run)
-    if cfg.normal_margin != "none" and run.dist.main:
-        from edge_lung.train.margin import fit_normal_margin
-
-        fit_normal_margin(cfg, run.run_dir, console)
     return run.run_dir
 
 
@@ -325,7 +327,7 @@ def _prepare(cfg: TrainConfig, console: Any, objective: Objective) -> _Run:
     return run
 
 
-def _load_data(cfg: TrainConfig, objective: Objective) -> _Data:
+def _load_data(cfg: TrainConfig, objective: Objective) -> TrainData:
     """The training cycles (a `max_cycles` subset if asked) and the whole validation split."""
     features = cfg.feature_config
     if not Path(cfg.data).is_dir():
@@ -344,7 +346,7 @@ def _load_data(cfg: TrainConfig, objective: Objective) -> _Data:
             f"{cfg.data}: the validation split has {'no abnormal' if True not in kinds else 'no normal'} cycles, "
             "so its ICBHI Score is undefined; change --val-fraction or --val-seed"
         )
-    return _Data(list(LABELS), features, objective.training_set(train_cycles, features, cfg), val_cycles,
+    return TrainData(list(LABELS), features, objective.training_set(train_cycles, features, cfg), val_cycles,
                  stack_features(val_cycles, features), device_split)
 
 
@@ -355,7 +357,7 @@ def _subset(cycles: list, limit: int | None, seed: int) -> list:
     return [cycles[i] for i in keep]
 
 
-def _criterion(cfg: TrainConfig, data: _Data, device: torch.device) -> nn.Module:
+def _criterion(cfg: TrainConfig, data: TrainData, device: torch.device) -> nn.Module:
     """Cross-entropy with label smoothing, weighted by inverse class frequency if asked."""
     weights = None
     if cfg.class_weighted_loss:

@@ -36,6 +36,9 @@ from edge_lung.data.devices import parse_devices, scan_for_run
 from edge_lung.fileio import atomic_write_json
 from edge_lung.metrics import score_predictions
 from edge_lung.train.config import TrainConfig, TrainError
+from edge_lung.train.evaluate import evaluate_run, run_predictions
+from edge_lung.train.loop import selection_warnings, train
+from edge_lung.train.model import RUN_CONFIG, read_run_config
 
 MARGIN_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
 """Margins tried, in logits (e^4 = 55x the normal prior at the top)."""
@@ -71,9 +74,6 @@ def _inner_config(cfg: TrainConfig, run_dir: Path, device: str, keep_out: tuple[
 def _held_out_scores(inner: TrainConfig, normal: int) -> tuple[str, int, dict[float, float]]:
     """Train `inner` (its validation is one held-out device); (that device, its cycles, the last model's Score
     at every margin)."""
-    from edge_lung.train.evaluate import run_predictions
-    from edge_lung.train.loop import train
-
     shutil.rmtree(inner.out, ignore_errors=True)  # derived data: a stale inner run is retrained, not resumed
     y_true, logits = run_predictions(train(inner), inner.data, "val", inner.eval_batch_size, inner.cache_dir)
     return inner.val_devices, len(y_true), scores_by_margin(y_true, logits, normal)
@@ -81,10 +81,6 @@ def _held_out_scores(inner: TrainConfig, normal: int) -> tuple[str, int, dict[fl
 
 def fit_normal_margin(cfg: TrainConfig, run_dir: Path, console: Any = None) -> dict[str, Any]:
     """Choose the run's normal margin on its training devices held out one at a time; see the module docstring."""
-    from edge_lung.train.evaluate import evaluate_run
-    from edge_lung.train.loop import selection_warnings
-    from edge_lung.train.model import RUN_CONFIG, read_run_config
-
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)

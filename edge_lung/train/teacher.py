@@ -31,7 +31,7 @@ from edge_lung.audio import resample
 from edge_lung.config import FeatureConfig
 from edge_lung.features import cycle_features
 from edge_lung.fileio import RUN_CONFIG, sha256_file
-from edge_lung.runtime.model_dir import is_model_dir
+from edge_lung.runtime.artifact.model_dir import is_model_dir
 
 CACHE_SUBDIR = "soft-targets"
 _SQL_CHUNK = 500  # keys per SELECT ... IN (...): below SQLite's bound-variable limit
@@ -86,7 +86,7 @@ def load_teacher(path: str | Path, device: str = "cpu", threads: int | None = No
 
 
 def _model_dir_teacher(path: Path, threads: int | None) -> Teacher:
-    from edge_lung.runtime.model_dir import ArtifactError, OnnxClassifier
+    from edge_lung.runtime.artifact.model_dir import ArtifactError, OnnxClassifier
 
     try:
         model = OnnxClassifier(path, threads)

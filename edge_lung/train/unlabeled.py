@@ -23,8 +23,8 @@ import numpy as np
 
 from edge_lung.audio import AudioError, load_audio, resample
 from edge_lung.config import FeatureConfig
-from edge_lung.runtime.quality import OK, QualityConfig
-from edge_lung.runtime.stream import StreamConfig, Window, WindowStream, assess_window
+from edge_lung.runtime.artifact.quality import OK, QualityConfig
+from edge_lung.runtime.live.stream import StreamConfig, Window, WindowStream, assess_window
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 UNLABELED = -1

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_lung.runtime.sources import Source
-from edge_lung.runtime.stream import Counters, Decision, StreamingClassifier, Window, WindowStream
-from edge_lung.runtime.worker import InferenceWorker
+from edge_lung.runtime.live.sources import Source
+from edge_lung.runtime.live.stream import Counters, Decision, StreamingClassifier, Window, WindowStream
+from edge_lung.runtime.live.worker import InferenceWorker
 
 
 @dataclass

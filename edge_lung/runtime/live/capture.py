@@ -18,7 +18,7 @@ from types import ModuleType
 import numpy as np
 
 from edge_lung.config import FeatureConfig
-from edge_lung.runtime.sources import Backoff, Source
+from edge_lung.runtime.live.sources import Backoff, Source
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
-from edge_lung.runtime.classify import FileResult
-from edge_lung.runtime.live import LiveSummary
+from edge_lung.runtime.live.runner import LiveSummary
+from edge_lung.runtime.offline.classify import FileResult
 from edge_lung.scoring import format_pct
 
 

@@ -34,7 +34,7 @@ from edge_lung.config import FeatureConfig
 from edge_lung.feature_stats import STD_FLOOR, Calibration, FeatureStats, StatsAccumulator, cycles_feature_stats
 from edge_lung.features import window_features
 from edge_lung.fileio import atomic_write_json, atomic_write_text, replaced_dir, sha256_file, temp_dir_beside
-from edge_lung.runtime.model_dir import (
+from edge_lung.runtime.artifact.model_dir import (
     CALIBRATION_NAME,
     CARD_NAME,
     MANIFEST_NAME,
@@ -44,8 +44,8 @@ from edge_lung.runtime.model_dir import (
     check_out_dir,
     reference_stats,
 )
-from edge_lung.runtime.quality import QualityConfig
-from edge_lung.runtime.stream import StreamConfig, Window, WindowStream, assess_window
+from edge_lung.runtime.artifact.quality import QualityConfig
+from edge_lung.runtime.live.stream import StreamConfig, Window, WindowStream, assess_window
 
 MIN_AUDIO_S = 60.0
 """Default least usable audio (seconds covered by windows that pass the quality gate) a calibration needs."""

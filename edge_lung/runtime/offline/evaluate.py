@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_lung.runtime.model_dir import OnnxClassifier, is_model_dir
+from edge_lung.runtime.artifact.model_dir import OnnxClassifier, is_model_dir
 
 __all__ = ["evaluate_model_dir", "is_model_dir"]  # is_model_dir lives in model_dir (export and calibrate use it)
 

@@ -9,8 +9,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge_lung.runtime.quality import Guidance
-from edge_lung.runtime.stream import Decision
+from edge_lung.runtime.artifact.quality import Guidance
+from edge_lung.runtime.live.stream import Decision
 
 
 class JsonlWriter:

@@ -2,8 +2,8 @@
 
 Every source writes mono float32 at its own rate into a `CaptureBuffer` (a `RingBuffer`
 plus gap markers) from its own thread or callback, and never does model or feature work.
-The pipeline in `edge_lung.runtime.live` reads the buffer. The sound-card source lives in
-`edge_lung.runtime.capture`.
+The pipeline in `edge_lung.runtime.live.runner` reads the buffer. The sound-card source lives in
+`edge_lung.runtime.live.capture`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TypeVar
 import numpy as np
 
 from edge_lung.audio import AudioError, audio_info, to_mono
-from edge_lung.runtime.ring import RingBuffer
+from edge_lung.runtime.live.ring import RingBuffer
 
 log = logging.getLogger(__name__)
 _EMPTY = np.zeros(0, dtype=np.float32)
@@ -215,7 +215,7 @@ class ReplaySource(Source):
 
 
 class SerialSource(Source):
-    """Framed PCM from a serial port (`edge_lung.runtime.serial`); lost frames and lost ports become gaps."""
+    """Framed PCM from a serial port (`edge_lung.runtime.live.serial`); lost frames and lost ports become gaps."""
 
     def __init__(self, port: str, capacity_s: float = 10.0, backoff: Backoff | None = None) -> None:
         super().__init__(capacity_s)
@@ -227,7 +227,7 @@ class SerialSource(Source):
         self._serial = None
 
     def _start(self) -> None:
-        from edge_lung.runtime.serial import open_serial
+        from edge_lung.runtime.live.serial import open_serial
 
         self._serial = open_serial(self.port)  # fails loudly at start: wrong port, permissions
         self._thread = threading.Thread(target=self._run, name="serial-source", daemon=True)
@@ -236,7 +236,7 @@ class SerialSource(Source):
     def _run(self) -> None:
         import serial
 
-        from edge_lung.runtime.serial import FrameReader, open_serial
+        from edge_lung.runtime.live.serial import FrameReader, open_serial
 
         reader = FrameReader()
         crc_before = 0

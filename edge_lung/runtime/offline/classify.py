@@ -21,8 +21,8 @@ from edge_lung.audio import UNKNOWN_LENGTH, AudioError, AudioInfo, audio_info, r
 from edge_lung.config import LABELS
 from edge_lung.data.icbhi import CycleSpec, parse_annotation
 from edge_lung.metrics import score_predictions, screening_curve
-from edge_lung.runtime.quality import nonfinite_runs
-from edge_lung.runtime.stream import Decision, StreamingClassifier
+from edge_lung.runtime.artifact.quality import nonfinite_runs
+from edge_lung.runtime.live.stream import Decision, StreamingClassifier
 
 
 @dataclass(frozen=True)

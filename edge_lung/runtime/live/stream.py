@@ -28,8 +28,8 @@ import numpy as np
 from edge_lung.audio import StreamResampler, cyclic_pad
 from edge_lung.config import FeatureConfig, seconds_to_samples
 from edge_lung.features import window_features
-from edge_lung.runtime.quality import OK, Quality, QualityConfig, assess, input_marks
-from edge_lung.runtime.ring import RingBuffer
+from edge_lung.runtime.artifact.quality import OK, Quality, QualityConfig, assess, input_marks
+from edge_lung.runtime.live.ring import RingBuffer
 
 
 @dataclass(frozen=True)
@@ -444,8 +444,8 @@ class WindowResult:
 class StreamingClassifier:
     """A shared, stateless model plus the stream settings; creates per-stream state.
 
-    `model` is an `edge_lung.runtime.model_dir.OnnxClassifier` (anything with `.info` and
-    `.probabilities(features)` works) or, with `takes_audio` set, an `edge_lung.runtime.e2e.E2EClassifier`
+    `model` is an `edge_lung.runtime.artifact.model_dir.OnnxClassifier` (anything with `.info` and
+    `.probabilities(features)` works) or, with `takes_audio` set, an `edge_lung.runtime.artifact.e2e.E2EClassifier`
     whose `.probabilities(audio)` runs the front end inside its graph.
     """
 

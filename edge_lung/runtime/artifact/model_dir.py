@@ -24,7 +24,7 @@ import numpy as np
 from edge_lung.config import FEATURE_VERSION, FeatureConfig
 from edge_lung.feature_stats import Calibration, FeatureStats
 from edge_lung.fileio import atomic_write_json, sha256_file
-from edge_lung.runtime.quality import QualityConfig
+from edge_lung.runtime.artifact.quality import QualityConfig
 from edge_lung.scoring import softmax
 
 ARTIFACT_FORMAT = 1

@@ -4,7 +4,7 @@ A page shows the log-mel of the whole recording (annotated cycles drawn when `<s
 beside it), the per-window timeline of P(abnormal) and the class probabilities from the very
 windows `classify` and `stream` decide (`classify_file`), the predicted vs true label of every
 annotated cycle with their confusion, and an occlusion saliency map over each flagged window
-(`edge_lung.runtime.saliency`), its cost stated. Pages work offline: pictures are inline PNG
+(`edge_lung.runtime.explain.saliency`), its cost stated. Pages work offline: pictures are inline PNG
 (base64), no script, no external stylesheet. A recording that cannot be reported (unreadable,
 empty, a sample rate too low to hold the sounds) is listed in the index with its reason and
 the others are still written. Torch-free: it runs on the device.
@@ -24,9 +24,9 @@ import numpy as np
 from edge_lung.audio import AudioError, audio_info, resample
 from edge_lung.features import log_mel, window_features
 from edge_lung.fileio import atomic_write_text
-from edge_lung.runtime.classify import FileResult, classify_file
-from edge_lung.runtime.saliency import OcclusionConfig, WindowSaliency, decided_classes, window_saliency
-from edge_lung.runtime.stream import Decision, StreamingClassifier
+from edge_lung.runtime.explain.saliency import OcclusionConfig, WindowSaliency, decided_classes, window_saliency
+from edge_lung.runtime.live.stream import Decision, StreamingClassifier
+from edge_lung.runtime.offline.classify import FileResult, classify_file
 
 MIN_INPUT_RATE = 4000
 """Lowest input rate reported: ICBHI's slowest stethoscopes record at 4 kHz, and crackles and wheezes reach
@@ -205,7 +205,7 @@ def _document(title: str, body: str) -> str:
 
 def render_page(report: RecordingReport, classifier: StreamingClassifier, occlusion: OcclusionConfig) -> str:
     """The self-contained HTML page of one recording."""
-    from edge_lung.runtime import clinician_plots as plots
+    from edge_lung.runtime.explain import report_plots as plots
 
     r, info, labels = report.result, classifier.model.info, classifier.labels
     flagged = sum(d.flag for d in r.decisions)
@@ -261,8 +261,8 @@ def _pct(value: float | None) -> str:
 
 
 def _saliency_section(report: RecordingReport, classifier: StreamingClassifier, occlusion: OcclusionConfig) -> str:
-    from edge_lung.runtime import clinician_plots as plots
-    from edge_lung.runtime.saliency import events_in
+    from edge_lung.runtime.explain import report_plots as plots
+    from edge_lung.runtime.explain.saliency import events_in
 
     if not report.saliencies:
         return "<h2>Saliency</h2><p>No flagged window, so nothing to explain.</p>"
@@ -311,29 +311,3 @@ def render_index(reports: Sequence[RecordingReport], classifier: StreamingClassi
             f"{len(reports) - bad} recordings reported, {bad} not.</p>"
             f"<table><tr>{head}</tr>{''.join(rows)}</table>")
     return _document("edge-lung report", body)
-
-
-def report_session(
-    classifier: StreamingClassifier,
-    paths: Sequence[Path],
-    out_dir: str | Path,
-    occlusion: OcclusionConfig = OcclusionConfig(),
-    progress: bool = True,
-) -> list[RecordingReport]:
-    """`edge-lung report`: files and folders expanded as `classify` does, a progress bar on stderr per file."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from edge_lung.runtime.session import expand_audio_paths
-
-    files = expand_audio_paths(list(paths))
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=True) as bar:
-        task = bar.add_task("report", total=len(files))
-
-        def advance(path: Path, report: RecordingReport) -> None:
-            state = f"error: {report.error}" if report.error else f"{len(report.saliencies)} windows explained"
-            bar.console.print(f"{path.name}: {state}", highlight=False)
-            bar.advance(task)
-
-        return write_report(classifier, files, out_dir, occlusion, on_file=advance)

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from edge_lung.runtime.stream import Window
+from edge_lung.runtime.live.stream import Window
 
 _STOP = object()
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge_lung.features import window_features
-from edge_lung.runtime.model_dir import (
+from edge_lung.runtime.artifact.model_dir import (
     CALIBRATION_NAME,
     MANIFEST_NAME,
     ArtifactError,

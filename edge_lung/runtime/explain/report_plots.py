@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edge_lung.config import FeatureConfig
-from edge_lung.runtime.saliency import WindowSaliency
+from edge_lung.runtime.explain.saliency import WindowSaliency
 
 PLOT_INSTALL = "pip install 'edge-lung[plot]'"
 _LABEL_COLOURS = ("tab:green", "tab:orange", "tab:blue", "tab:purple", "tab:brown", "tab:pink")

@@ -182,7 +182,7 @@ def check_saliency(
     sidecar), through the runtime's own windows (`classify_file`). `classifier`: a `StreamingClassifier`."""
     from edge_lung.data.synth import read_events
     from edge_lung.features import window_features
-    from edge_lung.runtime.classify import classify_file
+    from edge_lung.runtime.offline.classify import classify_file
 
     abnormal = list(classifier.model.info.abnormal_indices)
     hits = windows = 0

@@ -1,4 +1,4 @@
-"""One library function per runtime command (`devices`, `stream`, `classify`), so the CLI stays thin."""
+"""One library function per runtime command (`devices`, `stream`, `classify`, `report`), so the CLI stays thin."""
 
 from __future__ import annotations
 
@@ -7,16 +7,22 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_lung.runtime.classify import FileResult, classify_files, overall_agreement
-from edge_lung.runtime.events import JsonlWriter, LiveDisplay
-from edge_lung.runtime.live import LiveSummary, run_live
-from edge_lung.runtime.sources import ReplaySource, SerialSource, Source
-from edge_lung.runtime.stream import StreamConfig, StreamingClassifier
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from edge_lung.runtime.artifact.e2e import load_model
+from edge_lung.runtime.explain.report import RecordingReport, SessionCollector, write_report
+from edge_lung.runtime.explain.saliency import OcclusionConfig
+from edge_lung.runtime.live.events import JsonlWriter, LiveDisplay
+from edge_lung.runtime.live.runner import LiveSummary, run_live
+from edge_lung.runtime.live.sources import ReplaySource, SerialSource, Source
+from edge_lung.runtime.live.stream import StreamConfig, StreamingClassifier
+from edge_lung.runtime.offline.classify import FileResult, classify_files, overall_agreement
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 log = logging.getLogger(__name__)
@@ -37,8 +43,6 @@ def load_classifier(
     The gate's thresholds are the model directory's, with `quality_set` (`NAME=VALUE`) applied;
     `quality="off"` classifies every window except those holding NaN/inf samples.
     """
-    from edge_lung.runtime.e2e import load_model
-
     if quality not in ("on", "off"):
         raise ValueError(f"--quality: expected 'on' or 'off', got {quality!r}")
     model = load_model(model_dir, graph, threads=threads or None)
@@ -82,7 +86,7 @@ def make_source(opts: StreamOptions, model_rate: int | None = None) -> Source:
         return ReplaySource(opts.replay, realtime=opts.realtime)
     if opts.serial is not None:
         return SerialSource(opts.serial)
-    from edge_lung.runtime.capture import SoundDeviceSource
+    from edge_lung.runtime.live.capture import SoundDeviceSource
 
     return SoundDeviceSource(opts.device, model_rate=model_rate)
 
@@ -133,8 +137,6 @@ def _report_collector(opts: StreamOptions, on_decision: list[Callable], on_audio
     """With `--report DIR`: a `SessionCollector` fed every decision and captured block, else None."""
     if opts.report is None:
         return None
-    from edge_lung.runtime.clinician import SessionCollector
-
     collector = SessionCollector()
     on_decision.append(collector.decision)
     on_audio.append(collector.audio)
@@ -162,7 +164,7 @@ class _LazyRecorder:
     def __call__(self, block, rate: int) -> None:
         if self.failed:
             return
-        from edge_lung.runtime.recorder import FlacRecorder
+        from edge_lung.runtime.live.recorder import FlacRecorder
 
         try:
             if self.recorder is not None and self.recorder.sample_rate != rate:
@@ -253,3 +255,24 @@ def classify_session(
         if writer is not None:
             writer.close()
     return results, pooled
+
+
+def report_session(
+    classifier: StreamingClassifier,
+    paths: Sequence[Path],
+    out_dir: str | Path,
+    occlusion: OcclusionConfig = OcclusionConfig(),
+    progress: bool = True,
+) -> list[RecordingReport]:
+    """`edge-lung report`: files and folders expanded as `classify` does, a progress bar on stderr per file."""
+    files = expand_audio_paths(list(paths))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=True) as bar:
+        task = bar.add_task("report", total=len(files))
+
+        def advance(path: Path, report: RecordingReport) -> None:
+            state = f"error: {report.error}" if report.error else f"{len(report.saliencies)} windows explained"
+            bar.console.print(f"{path.name}: {state}", highlight=False)
+            bar.advance(task)
+
+        return write_report(classifier, files, out_dir, occlusion, on_file=advance)

@@ -94,7 +94,7 @@ def draw_embedding_map(
         from sklearn.manifold import TSNE
     except ImportError as exc:
         raise ImportError(f"--embeddings needs scikit-learn: {SKLEARN_INSTALL}") from exc
-    from edge_lung.runtime.clinician_plots import colour_of, new_figure
+    from edge_lung.runtime.explain.report_plots import colour_of, new_figure
 
     path = Path(path)
     if path.suffix.lower() != ".png":
@@ -129,7 +129,7 @@ def model_dir_embedding_map(
 ) -> EmbeddingMap:
     """`evaluate MODEL_DIR --embeddings PATH`: the exported model's second output over a split's cycles."""
     from edge_lung.data.icbhi import load_split, run_val_split
-    from edge_lung.runtime.model_dir import OnnxClassifier
+    from edge_lung.runtime.artifact.model_dir import OnnxClassifier
 
     clf = OnnxClassifier(model_dir, threads=threads)
     clf.require_embedding()
