@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 # .node/ (never globally); the CPU binaries ship in the npm package, so the CUDA download is skipped.
 ORT_NODE ?= onnxruntime-node@1.30.0
 
-# The real-audio tests (tests/test_pulse.py) run a private PulseAudio daemon and capture it with
+# The real-audio tests (tests/runtime/live/test_pulse.py) run a private PulseAudio daemon and capture it with
 # PortAudio through ALSA's `pulse` device. As root on Debian/Ubuntu `make test` installs these;
 # otherwise those tests skip and print the command. In CI a failed install fails the run.
 AUDIO_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins
@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[train,export,dev]"
-	@# the report's browser test (tests/test_report.py) opens pages in Chromium from the distribution
+	@# the report's browser test (tests/runtime/explain/test_report.py) opens pages in Chromium from the distribution
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then apt-get install -y -q chromium; \
 	  else echo "note: without Chromium the report's browser test skips: sudo apt-get install -y chromium"; fi

@@ -14,8 +14,23 @@ checks the contract in pyproject.toml):
 - `demo`: the end-to-end main job;
 - `cli/`: the `edge-lung` command.
 
+The public runtime API is one object, `edge_lung.Classifier` (`runtime/live/classifier.py`):
+`Classifier(model_dir).accept_waveform(samples, sample_rate)` -> decisions, `.finish()`, `.reset()`.
+
 core, data, runtime and bench never import torch: the device reaches a model only through
 an exported model directory.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["Classifier", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # `Classifier` is imported on first use (PEP 562): `import edge_lung` stays light for the CLI and training.
+    if name == "Classifier":
+        from edge_lung.runtime.live.classifier import Classifier
+
+        return Classifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,6 +26,7 @@ from typing import Any
 # Imported on first use (PEP 562): a process that needs one module (the bench worker, a model loader)
 # does not load the stream, capture, serial and classify modules with it (1.7 MB resident).
 _HOMES = {
+    "Classifier": "live.classifier",
     "classify_file": "offline.classify",
     "classify_files": "offline.classify",
     "LiveSummary": "live.runner",
@@ -53,6 +54,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "CaptureBuffer",
+    "Classifier",
     "Counters",
     "Decider",
     "Decision",

@@ -14,8 +14,8 @@ import numpy as np
 
 from edge_lung.fileio import atomic_write_json
 from edge_lung.train.config import TrainConfig, TrainError, default_run_dir, resolve_adapter
-from edge_lung.train.pipeline import train_recipe
 from edge_lung.train.model import RUN_CONFIG
+from edge_lung.train.pipeline import train_recipe
 
 SUMMARY = "seeds_summary.json"
 SUMMARY_KEYS = ("score", "sensitivity", "specificity", "score_relaxed_2class", "sensitivity_relaxed_2class")
@@ -30,7 +30,8 @@ def train_seeds(cfg: TrainConfig, seeds: Sequence[int], console: Any = None) -> 
     adapter = resolve_adapter(cfg)
     parent = Path(cfg.out) if cfg.out else default_run_dir(cfg, adapter).with_name(
         default_run_dir(cfg, adapter).name.replace(f"-seed{cfg.seed}", "-seeds"))
-    runs = [train_recipe(dataclasses.replace(cfg, seed=s, out=str(parent / f"seed{s}")), console=console) for s in seeds]
+    runs = [train_recipe(dataclasses.replace(cfg, seed=s, out=str(parent / f"seed{s}")), console=console)
+            for s in seeds]
     summary = summarize_seeds(runs)
     atomic_write_json(parent / SUMMARY, summary)
     return runs, summary

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_lung.runtime.live.classifier import Classifier
 from edge_lung.runtime.live.sources import Source
 from edge_lung.runtime.live.stream import Counters, Decision, StreamingClassifier, Window, WindowStream
 from edge_lung.runtime.live.worker import InferenceWorker
@@ -126,8 +127,8 @@ class _Loop:
         self.summary = summary
         self.counters = summary.counters
         self.rate = source.rate
-        self.stream: WindowStream = classifier.create_stream(self.rate)
-        self.decider = classifier.create_decider()
+        self.clf = Classifier.around(classifier, source.name)
+        self.stream: WindowStream = self.clf.start(self.rate)
         self.worker = InferenceWorker(classifier.process, max_pending=1, backpressure=backpressure)
         self._lost_seen = 0
 
@@ -207,9 +208,7 @@ class _Loop:
         self.counters.overflows = self.source.overflows
         self.counters.skipped = self.worker.skipped
         for window, r in results:
-            decision = self.decider.decide(
-                window, r.probabilities, r.feature_ms, r.model_ms, self.counters, self.source.name, r.quality
-            )
+            decision = self.clf.decide(window, r, self.counters)
             self.summary.windows += 1
             self.summary.flagged += int(decision.flag)
             self.summary.verdicts[decision.verdict] = self.summary.verdicts.get(decision.verdict, 0) + 1

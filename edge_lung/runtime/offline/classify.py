@@ -22,6 +22,7 @@ from edge_lung.config import LABELS
 from edge_lung.data.icbhi import CycleSpec, parse_annotation
 from edge_lung.metrics import score_predictions, screening_curve
 from edge_lung.runtime.artifact.quality import nonfinite_runs
+from edge_lung.runtime.live.classifier import Classifier
 from edge_lung.runtime.live.stream import Decision, StreamingClassifier
 
 
@@ -189,14 +190,11 @@ def classify_file(
     txt = annotation_for(path)
     cycles, problems = parse_annotation(txt) if txt is not None else ([], [])
     acc = CycleAccumulator(cycles, list(classifier.model.info.abnormal_indices), classifier.cfg.threshold)
-    stream = classifier.create_stream(info.sample_rate)
-    decider = classifier.create_decider()
+    clf = Classifier.around(classifier, source=str(path))
+    stream = clf.start(info.sample_rate)
 
-    def decide(windows: Iterable) -> None:
-        for window in windows:
-            r = classifier.process(window)
-            decision = decider.decide(window, r.probabilities, r.feature_ms, r.model_ms, source=str(path),
-                                      quality=r.quality)
+    def decide(decisions: Iterable[Decision]) -> None:
+        for decision in decisions:
             result.add(decision)
             acc.add(decision)
             if keep_decisions:
@@ -206,7 +204,7 @@ def classify_file(
 
     invalid = NonfiniteTally()
     try:
-        damage = _decide_blocks(stream, decide, path, max(1, int(round(block_s * info.sample_rate))), invalid)
+        damage = _decide_blocks(clf, decide, path, max(1, int(round(block_s * info.sample_rate))), invalid)
         result.duration_s = stream.input_samples / info.sample_rate
     except KeyboardInterrupt:
         result.duration_s = stream.input_samples / info.sample_rate
@@ -223,17 +221,18 @@ def classify_file(
 
 
 def _decide_blocks(
-    stream, decide: Callable[[Iterable], None], path: Path, block: int, invalid: NonfiniteTally
+    clf: Classifier, decide: Callable[[Iterable[Decision]], None], path: Path, block: int, invalid: NonfiniteTally
 ) -> AudioError | None:
-    """Feed the file through `stream` block by block; returns the error where decoding stopped, if it did."""
+    """Feed the file through `clf` block by block; returns the error where decoding stopped, if it did."""
     damage = None
+    rate = clf.stream.input_rate
     try:
         for samples in read_blocks(path, block):
-            invalid.add(samples, stream.input_samples)
-            decide(stream.accept_waveform(samples))
+            invalid.add(samples, clf.input_samples)
+            decide(clf.accept_waveform(samples, rate))
     except AudioError as exc:
         damage = exc
-    decide(stream.finish())
+    decide(clf.finish())
     return damage
 
 

@@ -1,6 +1,6 @@
 """Live capture through a real audio stack (issue #15): PulseAudio null sink -> ALSA `pulse` -> PortAudio.
 
-A private PulseAudio daemon (tests/pulse_daemon.py) plays real ICBHI recordings with `paplay`
+A private PulseAudio daemon (tests/runtime/live/pulse_daemon.py) plays real ICBHI recordings with `paplay`
 into a null sink; `edge-lung stream --device pulse` captures the sink's monitor in real time.
 Nothing is faked: the clock, the driver, PortAudio's callback thread and the reconnect logic
 are the ones a field worker's laptop uses. Needs the Debian packages in `pulse_daemon.APT_PACKAGES`

@@ -30,7 +30,7 @@ from edge_lung.bench.report import results_markdown, row_labels, short_names, wr
 from edge_lung.cli import app
 from edge_lung.plots import plot_bench_report
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WINDOWS = 4
 
 

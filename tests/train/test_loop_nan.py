@@ -1,6 +1,6 @@
 """Training stops at the first non-finite loss and never saves that model (issue #10, item 6).
 
-The reader refuses NaN / inf audio (tests/test_bad_data.py); this is the second line of defence for
+The reader refuses NaN / inf audio (tests/data/test_bad_data.py); this is the second line of defence for
 anything else that makes the loss non-finite: here one train cycle's samples are made NaN after
 decoding, where no reader can see them.
 """

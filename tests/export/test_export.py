@@ -25,7 +25,7 @@ from edge_lung.runtime.artifact.model_dir import ArtifactError, OnnxClassifier, 
 from edge_lung.runtime.artifact.quality import QualityConfig
 
 QUIET = dict(log=lambda *_: None)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_run(run_dir: Path, db_dir: Path, features: FeatureConfig, epochs: int = 4, max_cycles: int | None = None,

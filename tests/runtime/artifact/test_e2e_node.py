@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("onnx", reason="building model.e2e.onnx needs onnx (pip install '.[export]')")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 NODE_PREFIX = REPO / ".node"
 # The same package and version as the Makefile's ORT_NODE (`make node`, run by `make test`).
 INSTALL = f"ONNXRUNTIME_NODE_INSTALL=skip npm install --no-save --prefix {NODE_PREFIX} onnxruntime-node@1.30.0"

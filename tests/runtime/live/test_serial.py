@@ -20,7 +20,7 @@ from edge_lung.runtime.live.serial import HEADER, FrameReader, encode_frame, flo
 from edge_lung.runtime.live.sources import Backoff, SerialSource
 from edge_lung.testing import Impairments, PlayLog, VirtualStethoscope, build_tiny_model, frame_stream, make_signal
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = "a5 5a c3 3c 01 00 07 00 00 00 80 3e 00 00 02 00 e8 03 18 fc ae 32 bd 4d"
 
 
