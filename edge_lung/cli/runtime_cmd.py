@@ -6,15 +6,22 @@ from pathlib import Path
 
 import typer
 
-_HOP = typer.Option(1.0, "--hop", help="Seconds between decisions (each decision looks at the model's last window).")
+from edge_lung.runtime.explain.saliency import OcclusionConfig
+from edge_lung.runtime.live.stream import StreamConfig
+from edge_lung.runtime.offline.calibrate import MIN_AUDIO_S
+
+# Defaults are read from the dataclasses the options fill (tests/test_cli_defaults.py checks them field by field).
+_HOP = typer.Option(StreamConfig.hop_s, "--hop",
+                    help="Seconds between decisions (each decision looks at the model's last window).")
 _MIN_AUDIO = typer.Option(
-    2.0, "--min-audio", help="Seconds of audio before the first decision; until a full window exists the audio "
-    "so far is cyclic-padded, as training padded short cycles."
+    StreamConfig.min_audio_s, "--min-audio", help="Seconds of audio before the first decision; until a full "
+    "window exists the audio so far is cyclic-padded, as training padded short cycles."
 )
-_SMOOTH = typer.Option(5, "--smooth", help="Smoothed label = mean probabilities of the last N windows.")
+_SMOOTH = typer.Option(StreamConfig.smooth, "--smooth",
+                       help="Smoothed label = mean probabilities of the last N windows.")
 _THRESHOLD = typer.Option(
-    0.5, "--threshold", help="Flag a window when P(abnormal) >= this. Lower it for sensitivity, raise it for "
-    "specificity; `edge-lung evaluate` and `classify` on annotated recordings print the curve."
+    StreamConfig.threshold, "--threshold", help="Flag a window when P(abnormal) >= this. Lower it for sensitivity, "
+    "raise it for specificity; `edge-lung evaluate` and `classify` on annotated recordings print the curve."
 )
 _THREADS = typer.Option(0, "--threads", help="onnxruntime intra-op threads (0: onnxruntime decides).")
 _QUALITY = typer.Option("on", "--quality", help="Signal-quality gate: 'on' gives windows that cannot be heard "
@@ -153,8 +160,10 @@ def report(
     smooth: int = _SMOOTH,
     threshold: float = _THRESHOLD,
     threads: int = _THREADS,
-    patch_frames: int = typer.Option(50, "--patch-frames", help="Occlusion patch length in feature frames."),
-    patch_bins: int = typer.Option(16, "--patch-bins", help="Occlusion patch height in mel bins."),
+    patch_frames: int = typer.Option(OcclusionConfig.patch_frames, "--patch-frames",
+                                     help="Occlusion patch length in feature frames."),
+    patch_bins: int = typer.Option(OcclusionConfig.patch_bins, "--patch-bins",
+                                   help="Occlusion patch height in mel bins."),
 ) -> None:
     """Write a self-contained HTML page per recording (spectrogram, window timeline, cycles, saliency of the
     flagged windows) plus an index; works offline."""
@@ -204,8 +213,8 @@ def calibrate(
     reference: Path = typer.Option(None, "--reference", help="Training database (DB_DIR): compute the training "
                                    "statistics from its train split, for a model exported before export wrote "
                                    "feature_stats.json (else re-export it)."),
-    min_audio: float = typer.Option(60.0, "--min-audio", help="Least usable audio, in seconds, the recordings must "
-                                    "give (time covered by windows that pass the quality gate)."),
+    min_audio: float = typer.Option(MIN_AUDIO_S, "--min-audio", help="Least usable audio, in seconds, the "
+                                    "recordings must give (time covered by windows that pass the quality gate)."),
 ) -> None:
     """Calibrate a model to a new stethoscope from unannotated recordings: measures its per-mel-bin (or
     per-descriptor) feature statistics over windows cut as the runtime cuts them and writes a copy of MODEL_DIR
