@@ -23,8 +23,20 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from edge_lung.bench.environment import usable_cores
+from edge_lung.bench.measure import BenchConfig, run_bench
+from edge_lung.bench.report import render, write_json
 from edge_lung.config import LABELS, FeatureConfig
+from edge_lung.data.icbhi import Database, format_summary, load_cycles
+from edge_lung.data.synth import synthesize_database
+from edge_lung.features import cycle_features
 from edge_lung.fileio import RUN_CONFIG, atomic_write_json
+from edge_lung.plots import ascii_spectrogram, pareto_front, save_feature_png, save_pareto
+from edge_lung.runtime.artifact.model_dir import MANIFEST_NAME, PARITY_NAME
+from edge_lung.runtime.commands.session import StreamOptions, load_classifier, stream_session
+from edge_lung.runtime.live.stream import StreamConfig
+from edge_lung.runtime.offline.evaluate import evaluate_model_dir
+from edge_lung.scoring import format_report
 from edge_lung.train.config import DEFAULT_STUDENT, DEFAULT_STUDENT_OPTIMIZER, student_features
 
 
@@ -81,8 +93,6 @@ class Demo:
 
     # -- step 1 ---------------------------------------------------------------------------
     def database(self) -> dict[str, Path]:
-        from edge_lung.data.icbhi import Database, format_summary
-        from edge_lung.data.synth import synthesize_database
 
         if self.cfg.data is not None:
             db_dir = Path(self.cfg.data).absolute()
@@ -106,9 +116,6 @@ class Demo:
         return {"database": db_dir, "data_summary": summary_path, "feature_picture": picture}
 
     def _feature_picture(self, db: Any) -> Path:
-        from edge_lung.data.icbhi import load_cycles
-        from edge_lung.features import cycle_features
-        from edge_lung.plots import ascii_spectrogram, save_feature_png
 
         cfg = FeatureConfig()
         cycles = load_cycles(db, splits=("train", "val"))
@@ -163,7 +170,6 @@ class Demo:
 
     # -- step 3 ---------------------------------------------------------------------------
     def evaluate(self) -> dict[str, Path]:
-        from edge_lung.scoring import format_report
         from edge_lung.train.evaluate import evaluate_run
 
         report = evaluate_run(self.artifacts["run"], self.artifacts["database"], split=self.eval_split)
@@ -185,9 +191,6 @@ class Demo:
         """`edge-lung export RUN [--int8]` into OUT/name (INT8: the model kind's default quantisation), then
         the model directory scored on the evaluation split (OUT/eval_name.json)."""
         from edge_lung.export.onnx import ExportConfig, export_model
-        from edge_lung.runtime.artifact.model_dir import MANIFEST_NAME, PARITY_NAME
-        from edge_lung.runtime.offline.evaluate import evaluate_model_dir
-        from edge_lung.scoring import format_report
 
         model_dir = self.out / name
         export_model(run, model_dir, ExportConfig(int8=int8, overwrite=True), log=self.console.print)
@@ -201,9 +204,6 @@ class Demo:
 
     # -- step 5 ---------------------------------------------------------------------------
     def replay(self) -> dict[str, Path]:
-        from edge_lung.data.icbhi import Database
-        from edge_lung.runtime.commands.session import StreamOptions, load_classifier, stream_session
-        from edge_lung.runtime.live.stream import StreamConfig
 
         db = Database.scan(self.artifacts["database"])
         held_out = db.split_recordings("test") or db.split_recordings("val")
@@ -221,7 +221,6 @@ class Demo:
     def distill(self) -> dict[str, Path]:
         """`edge-lung distill`'s default student of the adapter run: KD on the teacher's cached soft targets
         (alpha 1, T 2), as measured in benchmarks/results/distill."""
-        from edge_lung.scoring import format_report
         from edge_lung.train.config import DistillConfig, TrainConfig
         from edge_lung.train.distill import distill
         from edge_lung.train.evaluate import evaluate_run
@@ -254,10 +253,6 @@ class Demo:
     def bench(self) -> dict[str, Path]:
         """Every exported model at each thread count, then the Pareto plot: Score on the evaluation split
         against the 1-thread end-to-end p50."""
-        from edge_lung.bench.environment import usable_cores
-        from edge_lung.bench.measure import BenchConfig, run_bench
-        from edge_lung.bench.report import render, write_json
-        from edge_lung.plots import save_pareto
 
         threads = tuple(t for t in self.cfg.threads if t <= usable_cores()) or (1,)
         windows = 5 if self.cfg.quick else self.cfg.bench_windows
@@ -405,7 +400,6 @@ def _scored_models(artifacts: dict[str, Any]) -> dict[str, tuple[str, float]]:
 def pareto_points(bench: dict[str, Any], scored: dict[str, tuple[str, float]]) -> list[dict[str, Any]]:
     """One point per benchmarked model at its fewest threads: label, precision, Score (from `scored`: model path
     -> (label, Score)), end-to-end p50 ms, GMAC per window, and whether it is on the Pareto front."""
-    from edge_lung.plots import pareto_front
 
     fewest = min(r["threads"] for r in bench["results"])
     points = []

@@ -19,6 +19,23 @@ def synth_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, synth_db: Path) -> Path:
+    """The one "tiny trained run" tests share (read-only: copy it before putting it at risk): a tiny AST with
+    LungAdapter adapters of width 8, 1 epoch on 16 cycles of `synth_db`, 2 threads (about 10 s)."""
+    pytest.importorskip("torch")
+    from edge_lung.train.config import TrainConfig  # torch: imported only by tests that train
+    from edge_lung.train.loop import train
+
+    cache = tmp_path_factory.getbasetemp() / "decode-cache"
+    with pytest.MonkeyPatch.context() as mp:  # session-scoped: the autouse cache fixture is not active yet
+        mp.setenv("EDGE_LUNG_CACHE_DIR", str(cache))
+        out = tmp_path_factory.mktemp("tiny_run") / "run"
+        cfg = TrainConfig(data=str(synth_db), out=str(out), backbone="tiny", adapter="lung", adapter_width=8,
+                          epochs=1, batch_size=8, max_cycles=16, progress=False, num_threads=2, cache_dir=str(cache))
+        return train(cfg)
+
+
+@pytest.fixture(scope="session")
 def icbhi_dir() -> Path:
     """The real ICBHI subset named by EDGE_LUNG_ICBHI_DIR, or skip with the reason."""
     value = os.environ.get("EDGE_LUNG_ICBHI_DIR")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_lung import __version__
 from edge_lung.runtime.artifact.model_dir import usable_cores  # one definition: the runtime bounds --threads by it too
 
 # /proc/cpuinfo flags that decide how fast INT8 and FP32 kernels can be (x86 `flags`, ARM `Features`).
@@ -130,7 +131,6 @@ def environment() -> dict[str, Any]:
     max_khz = read_proc("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
     if max_khz and max_khz.isdigit():
         env["cpu_max_mhz"] = int(max_khz) // 1000
-    from edge_lung import __version__
 
     env["edge_lung"] = __version__
     return env

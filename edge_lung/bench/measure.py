@@ -35,9 +35,20 @@ from typing import Any
 
 import numpy as np
 
+from edge_lung.audio import cyclic_pad
 from edge_lung.bench.environment import environment, read_proc, thermal_state, usable_cores
-from edge_lung.fileio import RUN_CONFIG
+from edge_lung.config import FeatureConfig, parse_int_list
+from edge_lung.features import (
+    cycle_features,
+    window_features,  # noqa: F401
+)
+from edge_lung.fileio import RUN_CONFIG, sha256_file
 from edge_lung.plots import PLOT_INSTALL
+from edge_lung.runtime.artifact.e2e import GRAPHS, load_model
+from edge_lung.runtime.artifact.model_dir import ArtifactError, resolve_model_path
+from edge_lung.runtime.artifact.quality import QualityConfig, assess, input_marks
+from edge_lung.runtime.live.stream import StreamConfig
+from edge_lung.scoring import softmax
 
 SCHEMA = "edge-lung-bench/1"
 TORCH_INSTALL = "pip install 'edge-lung[train]'"
@@ -57,14 +68,12 @@ def default_threads() -> tuple[int, ...]:
 
 def parse_threads(text: str) -> tuple[int, ...]:
     """'1,2,4' -> (1, 2, 4); `ValueError` naming --threads otherwise."""
-    from edge_lung.config import parse_int_list
 
     return parse_int_list(text, "threads (--threads)")
 
 
 def default_hop_s() -> float:
     """The streaming runtime's default hop (`edge-lung stream --hop`), defined there only."""
-    from edge_lung.runtime.live.stream import StreamConfig
 
     return StreamConfig().hop_s
 
@@ -87,7 +96,6 @@ class BenchConfig:
     graphs: tuple[str, ...] = ("model",)  # `--graph`: 'model' (numpy front end + model file) and/or 'e2e'
 
     def __post_init__(self) -> None:
-        from edge_lung.runtime.artifact.e2e import GRAPHS
 
         graphs = tuple(self.graphs)
         if not graphs or len(set(graphs)) != len(graphs) or any(g not in GRAPHS for g in graphs):
@@ -269,10 +277,6 @@ def _time_windows(
     `audio_in`: `infer` takes the padded window itself (the e2e graph), so "features" is the padding alone.
     `on_cold` is called once, after the cold window (the memory stages of `measure_onnx`).
     """
-    from edge_lung.audio import cyclic_pad
-    from edge_lung.features import cycle_features
-    from edge_lung.runtime.artifact.quality import QualityConfig, assess, input_marks
-    from edge_lung.scoring import softmax
 
     quality_cfg = quality_cfg or QualityConfig()
 
@@ -346,9 +350,6 @@ def measure_onnx(model: str | Path, threads: int, windows: int, warmup: int, see
     times model.e2e.onnx on the padded audio instead of `window_features` + the model file."""
     import onnxruntime  # noqa: F401  (imported before the baseline, as any runtime has it loaded)
 
-    from edge_lung.features import window_features  # noqa: F401
-    from edge_lung.fileio import sha256_file
-    from edge_lung.runtime.artifact.e2e import load_model
 
     baseline = peak_rss_bytes()  # numpy, onnxruntime and the edge-lung runtime imported, no model yet
     stages = {"imported": memory_stage()}
@@ -395,7 +396,6 @@ def measure_torch(run_dir: str | Path, threads: int, windows: int, warmup: int, 
         import torch
     except ImportError as exc:
         raise ImportError(f"--compare-torch needs torch and transformers: {TORCH_INSTALL}") from exc
-    from edge_lung.config import FeatureConfig
     from edge_lung.train.model import load_run
 
     torch.set_num_threads(threads)
@@ -485,7 +485,6 @@ def run_worker(backend: str, target: str | Path, threads: int, cfg: BenchConfig,
 
 def check_targets(models: Sequence[str | Path], compare_torch: str | Path | None) -> None:
     """Fail fast, before any timing, on a model dir, .onnx file or run dir that cannot be used."""
-    from edge_lung.runtime.artifact.model_dir import ArtifactError, resolve_model_path
 
     if not models:
         raise BenchError("MODEL_DIR: expected at least one exported model directory, got none")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_lung.bench.measure import SCHEMA, BenchError
+from edge_lung.fileio import atomic_write_json
 
 LATENCY_COLUMNS = (
     "model",
@@ -36,7 +37,6 @@ FOOTPRINT_COLUMNS = ("model", "thr", "load ms", "cold ms", "peak RSS MB", "RSS b
 
 def write_json(report: dict[str, Any], path: str | Path) -> Path:
     """Write the report atomically (indent 2, keys sorted)."""
-    from edge_lung.fileio import atomic_write_json
 
     path = Path(path)
     if path.parent and not path.parent.is_dir():

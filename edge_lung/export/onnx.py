@@ -38,8 +38,10 @@ from typing import Any
 import numpy as np
 
 from edge_lung.config import FeatureConfig
+from edge_lung.data.icbhi import load_split, run_val_split
 from edge_lung.export.card import model_card
 from edge_lung.export.cost import count_macs
+from edge_lung.export.e2e import check_fp32_end_to_end, cycle_windows, e2e_unsupported, finish_end_to_end
 from edge_lung.export.parity import (
     AIMS,
     FP32_TOLERANCE,
@@ -53,7 +55,15 @@ from edge_lung.export.parity import (
     pick_balanced,
 )
 from edge_lung.export.quantize import QUANT_CHOICES, check_patterns, load_preset, quantize_model, resolve_quant
-from edge_lung.fileio import atomic_path, replaced_dir, sha256_file, temp_dir_beside
+from edge_lung.fileio import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    replaced_dir,
+    sha256_file,
+    temp_dir_beside,
+)
+from edge_lung.runtime.artifact.e2e import E2E_NAME, verify_model_dir
 from edge_lung.runtime.artifact.model_dir import (
     CARD_NAME,
     EMBEDDING_NAME,
@@ -61,11 +71,14 @@ from edge_lung.runtime.artifact.model_dir import (
     OUTPUT_NAME,
     PARITY_NAME,
     ArtifactError,
+    OnnxClassifier,
     build_metadata,
     check_out_dir,
     write_manifest,
 )
 from edge_lung.runtime.artifact.quality import QualityConfig
+from edge_lung.runtime.offline.calibrate import train_split_stats, write_feature_stats
+from edge_lung.runtime.offline.evaluate import is_model_dir
 
 __all__ = [
     "AIMS", "FP32_TOLERANCE", "OPSET", "ExportConfig", "ExportError", "ParityError", "cycles_to_features",
@@ -206,7 +219,6 @@ def check_out_is_ours(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
     The swap renames --out away and deletes it: so --out may not be the run, hold it or lie inside it
     (with or without --overwrite), and --overwrite replaces only an edge-lung model directory.
     """
-    from edge_lung.runtime.offline.evaluate import is_model_dir
 
     out_real, run_real = out_dir.resolve(), run_dir.expanduser().resolve()
     where = ("is" if out_real == run_real else "holds" if run_real.is_relative_to(out_real)
@@ -242,7 +254,6 @@ def load_trained(run_dir: Path) -> tuple[Any, dict]:
 
 def _load_split_cycles(run_config: dict, cfg: ExportConfig, features: FeatureConfig, split: str) -> tuple:
     """(cycles of `split`, database dir) through `data.icbhi.load_split`, with the run's own validation split."""
-    from edge_lung.data.icbhi import load_split, run_val_split
 
     data_dir = cfg.data_dir or run_config.get("data")
     if not data_dir or not Path(data_dir).is_dir():
@@ -272,8 +283,6 @@ _EMPTY_SPLIT = {
 
 def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> dict:
     """Every step of the export, writing into `tmp`; returns the parity record."""
-    from edge_lung.export.e2e import check_fp32_end_to_end, e2e_unsupported, finish_end_to_end
-    from edge_lung.runtime.artifact.e2e import E2E_NAME
     from edge_lung.train.model import LogitsAndEmbedding, model_kind
 
     t0 = time.perf_counter()
@@ -334,7 +343,6 @@ def _export_into(run_dir: Path, tmp: Path, cfg: ExportConfig, preset, log) -> di
 def _parity_set(run_config: dict, cfg: ExportConfig, features: FeatureConfig, log) -> tuple:
     """(inputs float32[N, T, M], labels int64[N], database dir, (audio windows float32[N, S], names)) of the
     parity split."""
-    from edge_lung.export.e2e import cycle_windows
 
     cycles, data_dir = _load_split_cycles(run_config, cfg, features, cfg.parity_split)
     if cfg.parity_size:
@@ -348,7 +356,6 @@ def _write_train_stats(tmp: Path, run_dir: Path, run_config: dict, cfg: ExportCo
                        log) -> dict:
     """feature_stats.json: the training split's per-bin feature statistics, the reference `edge-lung calibrate`
     maps a new stethoscope onto; returns its manifest entry."""
-    from edge_lung.runtime.offline.calibrate import train_split_stats, write_feature_stats
 
     data_dir = cfg.data_dir or run_config.get("data")
     train = run_config.get("train", {})
@@ -366,7 +373,6 @@ def _run_info(run_dir: Path, run_config: dict, data_dir: str, cfg: ExportConfig)
     import torch
     import transformers
 
-    from edge_lung.data.icbhi import run_val_split
 
     train = run_config.get("train", {})
     val_fraction, val_seed = run_val_split(train, train.get("out", "run"))  # checked when the data was loaded
@@ -390,9 +396,6 @@ def _run_info(run_dir: Path, run_config: dict, data_dir: str, cfg: ExportConfig)
 def _write_files(tmp: Path, shipped: Path, record: dict, extra: dict) -> None:
     """parity.json, manifest.json (with `extra` entries), model_card.md; then load it back the way the device
     will and re-run the test vectors."""
-    from edge_lung.fileio import atomic_write_json, atomic_write_text
-    from edge_lung.runtime.artifact.e2e import verify_model_dir
-    from edge_lung.runtime.artifact.model_dir import OnnxClassifier
 
     atomic_write_json(tmp / PARITY_NAME, record)
     manifest = write_manifest(tmp, shipped, {"parity": parity_summary(record), **extra})

@@ -14,6 +14,8 @@ import numpy as np
 
 from edge_lung.config import FeatureConfig
 from edge_lung.metrics import score_predictions
+from edge_lung.runtime.artifact.model_dir import open_session
+from edge_lung.scoring import stack_features
 
 FP32_TOLERANCE = 1e-4
 """Max abs logit difference allowed between FP32 ONNX and PyTorch; above it the export fails."""
@@ -31,7 +33,6 @@ class ParityError(ExportError):
 
 def onnx_logits(path: str | Path, x: np.ndarray, threads: int | None = None, batch: int = 8) -> np.ndarray:
     """Run an ONNX file on float32[N, T, M] in batches -> float32[N, C]."""
-    from edge_lung.runtime.artifact.model_dir import open_session
 
     sess = open_session(path, threads)
     name = sess.get_inputs()[0].name
@@ -52,7 +53,6 @@ def torch_logits(module: Any, x: np.ndarray, batch: int = 8) -> np.ndarray:
 
 def cycles_to_features(cycles: list, features: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
     """Cycles -> (float32[N, T, M] model inputs, int64[N] labels), exactly as training and the device do."""
-    from edge_lung.scoring import stack_features
 
     return stack_features(cycles, features), np.array([c.label for c in cycles], dtype=np.int64)
 

@@ -11,14 +11,15 @@ import numpy as np
 from edge_lung.config import FeatureConfig
 from edge_lung.data.devices import cycle_groups, load_run_split
 from edge_lung.feature_stats import Calibration
+from edge_lung.runtime.explain.embedding import cycle_embeddings, draw_embedding_map
 from edge_lung.scoring import evaluate_cycles, predict
+from edge_lung.train.model import load_run
 
 
 def _load(run_dir: str | Path, db_dir: str | Path | None, split: str, device: str = "cpu",
           cache_dir: str | Path | None = None, degrade: str | None = None) -> tuple:
     """(LogitsModel, run config, FeatureConfig, database dir, cycles of `split`) of a training run; the database
     defaults to the one it was trained on, its split as the run made it (device split honoured)."""
-    from edge_lung.train.model import load_run
 
     model, cfg = load_run(run_dir, device=device)
     features = FeatureConfig.from_dict(cfg["features"])
@@ -86,7 +87,6 @@ def run_embedding_map(
     (`edge_lung.runtime.explain.embedding.draw_embedding_map`); returns its `EmbeddingMap`."""
     import torch
 
-    from edge_lung.runtime.explain.embedding import cycle_embeddings, draw_embedding_map
 
     model, cfg, features, db_dir, cycles = _load(run_dir, db_dir, split, device)
 

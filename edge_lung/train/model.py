@@ -30,6 +30,8 @@ from torch import nn
 
 from edge_lung.config import LABELS, FeatureConfig
 from edge_lung.fileio import RUN_CONFIG, replaced_dir
+from edge_lung.train import adapters  # noqa: F401  registers the LUNG_ADAPTER PEFT type
+from edge_lung.train.adapters import LungAdapterConfig
 from edge_lung.train.cnn import CnnConfig, LogMelCNN, is_cnn_dir, load_cnn, save_cnn
 
 DEFAULT_HUB_ID = "MIT/ast-finetuned-audioset-10-10-0.4593"
@@ -325,7 +327,6 @@ def adapter_config(adapter: str, width: int = 64, scale: float = 0.1, placement:
     if adapter == "none":
         return None
     if adapter == "lung":
-        from edge_lung.train.adapters import LungAdapterConfig
 
         return LungAdapterConfig(width=width, scale=scale, placement=placement, modules_to_save=list(HEAD_MODULES))
     if adapter == "lora":
@@ -524,7 +525,6 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
     if cfg["adapter"] != "none":
         from peft import PeftModel
 
-        from edge_lung.train import adapters  # noqa: F401  registers the LUNG_ADAPTER PEFT type
 
         adapter_dir = run_dir / MODEL_DIR / ADAPTER_DIR
         _require_weights(run_dir, adapter_dir, "adapter_config.json")

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edge_lung.metrics import format_scores
+
 
 class Reporter:
     """A rich progress bar (loss, lr, samples/s) and per-epoch lines; silent when disabled."""
@@ -64,7 +66,6 @@ class Reporter:
         if self.progress is None:
             return
         self.progress.stop()
-        from edge_lung.metrics import format_scores
 
         best = run_config["best"]
         self.console.print(f"[bold]Done[/] in {run_config.get('train_seconds', 0):.0f} s. Selected epoch "

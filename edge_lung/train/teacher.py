@@ -31,7 +31,8 @@ from edge_lung.audio import resample
 from edge_lung.config import FeatureConfig
 from edge_lung.features import cycle_features
 from edge_lung.fileio import RUN_CONFIG, sha256_file
-from edge_lung.runtime.artifact.model_dir import is_model_dir
+from edge_lung.runtime.artifact.model_dir import ArtifactError, OnnxClassifier, is_model_dir
+from edge_lung.train.model import MODEL_DIR, RunError, load_run
 
 CACHE_SUBDIR = "soft-targets"
 _SQL_CHUNK = 500  # keys per SELECT ... IN (...): below SQLite's bound-variable limit
@@ -86,7 +87,6 @@ def load_teacher(path: str | Path, device: str = "cpu", threads: int | None = No
 
 
 def _model_dir_teacher(path: Path, threads: int | None) -> Teacher:
-    from edge_lung.runtime.artifact.model_dir import ArtifactError, OnnxClassifier
 
     try:
         model = OnnxClassifier(path, threads)
@@ -101,7 +101,6 @@ def _run_teacher(path: Path, device: str) -> Teacher:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from edge_lung.train.model import MODEL_DIR, RunError, load_run
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars would tear through the training display
     try:

@@ -19,24 +19,10 @@ pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, synth_db: Path) -> Path:
-    """One tiny run (1 epoch on 16 cycles), copied by each test before it is put at risk."""
-    from edge_lung.train.loop import TrainConfig, train
-
-    cache = tmp_path_factory.getbasetemp() / "decode-cache"
-    with pytest.MonkeyPatch.context() as mp:  # module-scoped: the autouse cache fixture is not active yet
-        mp.setenv("EDGE_LUNG_CACHE_DIR", str(cache))
-        out = tmp_path_factory.mktemp("trained") / "run"
-        cfg = TrainConfig(data=str(synth_db), out=str(out), backbone="tiny", adapter="lung", adapter_width=8,
-                          epochs=1, batch_size=8, max_cycles=16, progress=False, num_threads=2, cache_dir=str(cache))
-        return train(cfg)
-
-
 @pytest.fixture()
-def run(trained: Path, tmp_path: Path) -> Path:
+def run(tiny_run: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "runs" / "run"
-    shutil.copytree(trained, dst)
+    shutil.copytree(tiny_run, dst)
     return dst
 
 

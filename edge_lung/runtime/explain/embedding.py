@@ -19,7 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from edge_lung.config import FeatureConfig
+from edge_lung.data.icbhi import load_split, run_val_split
 from edge_lung.features import cycle_features
+from edge_lung.runtime.artifact.model_dir import OnnxClassifier
+from edge_lung.runtime.explain.report_plots import colour_of, new_figure
 
 SKLEARN_INSTALL = "pip install 'edge-lung[plot]'"
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -94,7 +97,6 @@ def draw_embedding_map(
         from sklearn.manifold import TSNE
     except ImportError as exc:
         raise ImportError(f"--embeddings needs scikit-learn: {SKLEARN_INSTALL}") from exc
-    from edge_lung.runtime.explain.report_plots import colour_of, new_figure
 
     path = Path(path)
     if path.suffix.lower() != ".png":
@@ -128,8 +130,6 @@ def model_dir_embedding_map(
     model_dir: str | Path, db_dir: str | Path, split: str, path: str | Path, threads: int | None = None
 ) -> EmbeddingMap:
     """`evaluate MODEL_DIR --embeddings PATH`: the exported model's second output over a split's cycles."""
-    from edge_lung.data.icbhi import load_split, run_val_split
-    from edge_lung.runtime.artifact.model_dir import OnnxClassifier
 
     clf = OnnxClassifier(model_dir, threads=threads)
     clf.require_embedding()

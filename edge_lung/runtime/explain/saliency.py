@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_lung.config import FeatureConfig
+from edge_lung.data.synth import read_events
+from edge_lung.features import window_features
+from edge_lung.runtime.offline.classify import classify_file
 
 
 @dataclass(frozen=True)
@@ -180,9 +183,6 @@ def check_saliency(
 ) -> SaliencyCheck:
     """`saliency_hits` over the correctly flagged windows of synthetic recordings (each with its drawn events
     sidecar), through the runtime's own windows (`classify_file`). `classifier`: a `StreamingClassifier`."""
-    from edge_lung.data.synth import read_events
-    from edge_lung.features import window_features
-    from edge_lung.runtime.offline.classify import classify_file
 
     abnormal = list(classifier.model.info.abnormal_indices)
     hits = windows = 0

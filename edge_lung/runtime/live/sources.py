@@ -21,6 +21,7 @@ import numpy as np
 
 from edge_lung.audio import AudioError, audio_info, to_mono
 from edge_lung.runtime.live.ring import RingBuffer
+from edge_lung.runtime.live.serial import FrameReader, open_serial
 
 log = logging.getLogger(__name__)
 _EMPTY = np.zeros(0, dtype=np.float32)
@@ -227,7 +228,6 @@ class SerialSource(Source):
         self._serial = None
 
     def _start(self) -> None:
-        from edge_lung.runtime.live.serial import open_serial
 
         self._serial = open_serial(self.port)  # fails loudly at start: wrong port, permissions
         self._thread = threading.Thread(target=self._run, name="serial-source", daemon=True)
@@ -236,7 +236,6 @@ class SerialSource(Source):
     def _run(self) -> None:
         import serial
 
-        from edge_lung.runtime.live.serial import FrameReader, open_serial
 
         reader = FrameReader()
         crc_before = 0

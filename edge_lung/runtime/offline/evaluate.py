@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge_lung.data.devices import cycle_groups, load_run_split
 from edge_lung.runtime.artifact.model_dir import OnnxClassifier, is_model_dir
+from edge_lung.scoring import evaluate_cycles
 
 __all__ = ["evaluate_model_dir", "is_model_dir"]  # is_model_dir lives in model_dir (export and calibrate use it)
 
@@ -33,8 +35,6 @@ def evaluate_model_dir(
     "quantization" and "seconds". The validation slice uses the fraction and seed the run was
     trained with, as recorded in the model's metadata. `by` and `degrade` as in `evaluate_run`.
     """
-    from edge_lung.data.devices import cycle_groups, load_run_split
-    from edge_lung.scoring import evaluate_cycles
 
     clf = OnnxClassifier(model_dir, threads=threads)
     info = clf.info
