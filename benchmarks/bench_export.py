@@ -138,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
-    from edge_lung.bench.environment import cpu_info
     from edge_lung.config import FeatureConfig
     from edge_lung.export.quantize import load_preset
+    from edge_lung.machine import cpu_info
 
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's pre-processing hint
     features = FeatureConfig()

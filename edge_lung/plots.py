@@ -205,3 +205,24 @@ def save_pareto(points: Sequence[dict[str, Any]], path: str | Path, title: str, 
         return _save_atomic(fig, Path(path))
     finally:
         plt.close(fig)
+
+
+def plot_sustained(result: dict[str, Any], path: str | Path) -> Path:
+    """`bench --sustained`: p50/p95 per minute (and the temperature, where read) to a PNG."""
+    plt = _pyplot_for("bench --sustained --plot")
+    minutes = [p["minute"] for p in result["periods"]]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(minutes, [p["p50_ms"] for p in result["periods"]], "o-", label="p50")
+    ax.plot(minutes, [p["p95_ms"] for p in result["periods"]], "s--", label="p95")
+    ax.set_xlabel("minute")
+    ax.set_ylabel("ms per window")
+    ax.set_title(f"{Path(result['model']).name}: sustained load, {result['threads']} thread(s)")
+    temps = [p["temp_c"] for p in result["periods"]]
+    if any(t is not None for t in temps):
+        twin = ax.twinx()
+        twin.plot(minutes, [np.nan if t is None else t for t in temps], "r:", label="temp C")
+        twin.set_ylabel("SoC temperature (C)")
+    else:
+        ax.text(0.02, 0.02, "temperature: not exposed on this machine", transform=ax.transAxes, fontsize=8)
+    ax.legend(loc="upper left")
+    return _save_atomic(fig, Path(path))

@@ -16,7 +16,8 @@ MAX_BODY_LINES = 60
 its options, does not count)."""
 
 DEVICE_SIDE = (
-    "config", "fileio", "audio", "features", "feature_stats", "metrics", "scoring", "plots", "data", "runtime", "bench"
+    "config", "fileio", "machine", "audio", "features", "feature_stats", "metrics", "scoring", "plots", "data",
+    "runtime", "bench",
 )
 TRAINING_STACK = ("torch", "transformers", "peft", "accelerate", "onnx")
 

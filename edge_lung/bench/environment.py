@@ -11,68 +11,13 @@ import os
 import platform
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_lung import __version__
+from edge_lung.machine import cpu_info, read_proc
 from edge_lung.runtime.artifact.model_dir import usable_cores  # one definition: the runtime bounds --threads by it too
-
-# /proc/cpuinfo flags that decide how fast INT8 and FP32 kernels can be (x86 `flags`, ARM `Features`).
-X86_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
-ARM_FLAGS = ("asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2")
-INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
-# (implementer, part) from /proc/cpuinfo on ARM, which has no "model name" line on most kernels.
-ARM_PARTS = {
-    ("0x41", "0xd03"): "Cortex-A53",
-    ("0x41", "0xd04"): "Cortex-A35",
-    ("0x41", "0xd05"): "Cortex-A55",
-    ("0x41", "0xd07"): "Cortex-A57",
-    ("0x41", "0xd08"): "Cortex-A72",
-    ("0x41", "0xd0a"): "Cortex-A75",
-    ("0x41", "0xd0b"): "Cortex-A76",
-    ("0x41", "0xd0c"): "Neoverse-N1",
-    ("0x41", "0xd40"): "Neoverse-V1",
-    ("0x41", "0xd41"): "Cortex-A78",
-    ("0x41", "0xd49"): "Neoverse-N2",
-    ("0x41", "0xd4f"): "Neoverse-V2",
-}
-
-
-def read_proc(path: str) -> str | None:
-    """A /proc or /sys file's text, stripped, or None where it cannot be read."""
-    try:
-        return Path(path).read_text(errors="replace").strip("\x00\n ")
-    except OSError:
-        return None
-
-
-def parse_cpuinfo(text: str) -> dict[str, Any]:
-    """CPU model, the flags that matter for inference, and whether INT8 dot-product instructions exist."""
-    first: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            first.setdefault(key.strip().lower(), value.strip())
-    model = first.get("model name")
-    if not model:
-        part = ARM_PARTS.get((first.get("cpu implementer", ""), first.get("cpu part", "")))
-        model = part or first.get("hardware") or first.get("cpu part")
-    present = set((first.get("flags") or first.get("features") or "").split())
-    known = X86_FLAGS + ARM_FLAGS
-    flags = [f for f in known if f in present]
-    return {
-        "model": model or platform.processor() or "unknown",
-        "flags": flags,
-        "neon": "asimd" in present or "neon" in present,
-        "int8_dot": any(f in present for f in INT8_DOT_FLAGS),
-    }
-
-
-def cpu_info() -> dict[str, Any]:
-    """`parse_cpuinfo` of this machine's /proc/cpuinfo (the model from `platform` where there is none)."""
-    return parse_cpuinfo(read_proc("/proc/cpuinfo") or "")
 
 
 def thermal_state() -> dict[str, Any]:

@@ -377,6 +377,8 @@ def measure_onnx(model: str | Path, threads: int, windows: int, warmup: int, see
         **timing,
         **_memory(baseline, stages),
         **_compute_rate(info.run.get("cost"), timing["model_ms"]["p50"], graph),
+        # what `export --int8` measured on the exporting machine: FP32 vs INT8, model only (bench prints it)
+        "export_speed": (info.manifest.get("parity") or {}).get("speed"),
     }
 
 

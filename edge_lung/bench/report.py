@@ -125,6 +125,8 @@ def render(report: dict[str, Any], console: Any) -> None:
     for r, name in zip(rows, short_names(rows), strict=True):
         if r.get("memory_stages"):
             console.print(memory_line(name, r))
+    for line in dict.fromkeys(export_speed_line(r) for r in rows if r.get("export_speed")):
+        console.print(line)
     for r in rows:
         console.print(verdict_line(r))
     console.print(
@@ -137,6 +139,17 @@ def render(report: dict[str, Any], console: Any) -> None:
             f"Load average (1 min) {env['load_avg_1m']} at the start, {env['load_avg_1m_after']} at the end, "
             f"on {env['cores']} cores (a load above {env['cores']}: other work competed for them)."
         )
+
+
+def export_speed_line(row: dict[str, Any]) -> str:
+    """The FP32 vs INT8 comparison `export --int8` measured (model only, 1 thread) and which file it recommends,
+    beside this run's own model p50 at the thread count measured here."""
+    s = row["export_speed"]
+    faster = {"int8": "INT8 is faster there", "fp32": "INT8 is slower there: the FP32 export is the faster file",
+              "same": "INT8 is no faster there"}[s["faster"]]
+    return (f"{Path(row['model_file']).name}: at export, INT8 {s['int8_ms_p50']:.2f} ms vs FP32 {s['fp32_ms_p50']:.2f} "
+            f"ms per window (model only, 1 thread, {s['machine']}): {faster}; here the model takes "
+            f"{row['model_ms']['p50']:.2f} ms p50 at {row['threads']} thread(s)")
 
 
 def memory_line(name: str, row: dict[str, Any]) -> str:

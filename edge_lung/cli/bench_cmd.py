@@ -47,6 +47,11 @@ def bench(
         "model", "--graph", help="Comma-separated: model (numpy front end + the model file, the runtime's default), "
         "e2e (model.e2e.onnx, the front end inside the graph); model,e2e compares them."
     ),
+    sustained: float | None = typer.Option(
+        None, "--sustained", help="Instead of the short run: windows back to back for this many SECONDS at the first "
+        "--threads count (default 1), reported per minute (p50/p95, SoC temperature and throttling flags where the "
+        "board exposes them): does the board keep its speed in its case?"
+    ),
 ) -> None:
     """Measure exported models on this machine, each model and thread count in a fresh process.
 
@@ -69,6 +74,9 @@ def bench(
         cfg = BenchConfig(windows=windows, warmup=warmup, hop_s=hop, budget_ms=budget_ms, seed=seed,
                           graphs=tuple(g.strip() for g in graph.split(",") if g.strip()), **kwargs)
         check_outputs(json_path, plot)
+        if sustained is not None:
+            _sustained(models, sustained, cfg, json_path, plot, console)
+            return
         report = run_bench(models, cfg, compare_torch=compare_torch, log=lambda msg: console.print(msg, markup=False))
         render(report, console)
         if json_path is not None:
@@ -84,6 +92,27 @@ def bench(
     except KeyboardInterrupt as exc:  # the running worker is killed by subprocess.run
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from exc
+
+
+def _sustained(models: list[Path], seconds: float, cfg, json_path: Path | None, plot: Path | None, console) -> None:
+    """`--sustained`: each model (its first graph) at the first thread count (1 unless --threads says)."""
+    from edge_lung.bench.environment import environment
+    from edge_lung.bench.report import write_json
+    from edge_lung.bench.sustained import run_sustained, sustained_lines
+    from edge_lung.plots import plot_sustained
+
+    threads = cfg.threads[0] if cfg.threads else 1
+    results = []
+    for model in models:
+        console.print(f"{model}: {seconds:g} s of windows back to back, {threads} thread(s) ...", markup=False)
+        results.append(run_sustained(model, seconds, threads=threads, graph=cfg.graphs[0], seed=cfg.seed))
+        for line in sustained_lines(results[-1]):
+            console.print(line, markup=False, highlight=False)
+    if json_path is not None:
+        report = {"schema": "edge-lung-bench-sustained/1", "environment": environment(), "sustained": results}
+        typer.echo(f"wrote {write_json(report, json_path)}")
+    if plot is not None:
+        typer.echo(f"wrote {plot_sustained(results[0], plot)}")
 
 
 def register(app: typer.Typer) -> None:

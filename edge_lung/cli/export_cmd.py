@@ -47,7 +47,9 @@ def export(
 
     Fails with a non-zero status, writing nothing, if FP32 ONNX differs from PyTorch by 1e-4 or more.
     """
+    # torch and onnx load here, not when `edge-lung --help` starts
     from edge_lung.export.onnx import ExportConfig, ExportError, export_model
+    from edge_lung.export.parity import speed_advice
     from edge_lung.runtime.artifact.model_dir import PARITY_NAME
 
     try:
@@ -72,6 +74,9 @@ def export(
         raise typer.Exit(2) from exc
     shipped = "int8" if int8 else "fp32"
     typer.echo(f"wrote {out} ({shipped}, {record['export_seconds']} s); parity in {out / PARITY_NAME}")
+    q = record.get("int8_vs_fp32", {})
+    if "speed" in q:  # the last line: whether the INT8 file asked for is the faster one here
+        typer.echo(speed_advice(q["speed"], q["size_ratio"]))
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ so the card never states a figure the files do not hold.
 
 from __future__ import annotations
 
+from edge_lung.export.parity import speed_advice
 from edge_lung.runtime.artifact.model_dir import MANIFEST_NAME, PARITY_NAME
 
 
@@ -138,6 +139,9 @@ def _figures(manifest: dict, record: dict) -> list[str]:
             f"| e2e graph (FP32) vs FP32 ONNX, max abs logit diff | {e['logits_max_abs_diff']:.2e} "
             f"| < {e['logits_limit']:.0e} |",
         ]
+    q = record.get("int8_vs_fp32", {})
+    if "speed" in q:
+        lines += ["", f"**Which file is faster on this machine class:** {speed_advice(q['speed'], q['size_ratio'])}"]
     return lines
 
 
@@ -158,7 +162,13 @@ def _e2e_files(manifest: dict) -> list[str]:
 
 
 def _int8_rows(q: dict) -> list[str]:
-    return [
+    speed = q.get("speed")
+    timing = [] if speed is None else [
+        f"| ms per window, INT8 / FP32 (model only, 1 thread, at export) | {speed['int8_ms_p50']:.2f} / "
+        f"{speed['fp32_ms_p50']:.2f} ({speed['int8_over_fp32']:.2f}x) | faster file here: "
+        f"{ {'int8': 'INT8', 'fp32': 'FP32', 'same': 'neither'}[speed['faster']]} |",
+    ]
+    return timing + [
         f"| INT8 vs FP32, argmax agreement | {q['argmax_agreement']:.2f}% | {q['aims']['argmax_agreement']['aim']} |",
         f"| ICBHI Score, INT8 / FP32 (diff) | {q['score_int8']:.2f} / {q['score_fp32']:.2f} "
         f"({q['score_diff']:+.2f}) | loss {q['aims']['score_loss']['aim']} |",

@@ -7,18 +7,24 @@ when an aim is missed. Both write the figures that go into parity.json and the m
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_lung.config import FeatureConfig
+from edge_lung.machine import machine_class
 from edge_lung.metrics import score_predictions
 from edge_lung.runtime.artifact.model_dir import open_session
 from edge_lung.scoring import stack_features
 
 FP32_TOLERANCE = 1e-4
 """Max abs logit difference allowed between FP32 ONNX and PyTorch; above it the export fails."""
+SPEED_WINDOWS = 30
+"""Windows timed per model by `speed_comparison` (after 3 untimed ones), FP32 and INT8 interleaved."""
+SAME_SPEED = 0.05
+"""INT8 counts as faster (or slower) only when its median differs from FP32's by more than this share."""
 AIMS = {"int8_argmax_agreement": 98.0, "int8_score_loss": 1.0, "int8_size_ratio": 0.30}
 """Targets for INT8 (issue #4): recorded and checked in parity.json, warnings when missed."""
 
@@ -131,6 +137,7 @@ def int8_parity(int8_path: Path, fp32_path: Path, fp32: np.ndarray, x: np.ndarra
     out["flipped_cycles"] = int(flipped.sum())
     out["fp32_top2_margin_of_flipped"] = [round(float(m), 6) for m in margin[flipped]]
     out["aims"] = int8_aims(out)
+    out["speed"] = speed_comparison(fp32_path, int8_path, x)
     log(
         f"INT8 ({mode}, {preset}) vs FP32: argmax agreement {out['argmax_agreement']:.2f}%, "
         f"ICBHI Score {out['score_int8']:.2f} vs {out['score_fp32']:.2f} ({out['score_diff']:+.2f}), "
@@ -140,6 +147,42 @@ def int8_parity(int8_path: Path, fp32_path: Path, fp32: np.ndarray, x: np.ndarra
         if not aim["met"]:
             log(f"warning: INT8 {name} misses the aim {aim['aim']} (recorded in parity.json)")
     return out
+
+
+def speed_comparison(fp32_path: Path, int8_path: Path, x: np.ndarray, windows: int = SPEED_WINDOWS) -> dict:
+    """Model-only milliseconds per window of the FP32 and INT8 files on this machine, 1 thread, one window per
+    call as on the device; the two are interleaved window by window, so load on a shared machine hits both.
+
+    Returns the medians, INT8/FP32, which file is faster here ("int8", "fp32" or "same" within `SAME_SPEED`) and
+    the machine class the figures hold for.
+    """
+    sessions = {"fp32": open_session(fp32_path, 1), "int8": open_session(int8_path, 1)}
+    names = {k: s.get_inputs()[0].name for k, s in sessions.items()}
+    times: dict[str, list[float]] = {"fp32": [], "int8": []}
+    for i in range(windows + 3):
+        window = x[i % len(x)][None]
+        for key, sess in sessions.items():
+            t0 = time.perf_counter()
+            sess.run(None, {names[key]: window})
+            if i >= 3:
+                times[key].append(1000.0 * (time.perf_counter() - t0))
+    fp32_ms, int8_ms = (float(np.median(times[k])) for k in ("fp32", "int8"))
+    ratio = int8_ms / fp32_ms
+    faster = "int8" if ratio < 1 - SAME_SPEED else "fp32" if ratio > 1 + SAME_SPEED else "same"
+    return {"threads": 1, "windows": windows, "fp32_ms_p50": round(fp32_ms, 3), "int8_ms_p50": round(int8_ms, 3),
+            "int8_over_fp32": round(ratio, 3), "faster": faster, "machine": machine_class()}
+
+
+def speed_advice(speed: dict, size_ratio: float) -> str:
+    """One sentence: which file to ship on this machine class, from `speed_comparison`'s figures."""
+    figures = (f"INT8 {speed['int8_ms_p50']:.2f} ms vs FP32 {speed['fp32_ms_p50']:.2f} ms per window "
+               f"(model only, 1 thread, {speed['machine']})")
+    if speed["faster"] == "int8":
+        return f"{figures}: INT8 is {1 / speed['int8_over_fp32']:.1f}x faster here; ship model.int8.onnx."
+    verdict = "no faster" if speed["faster"] == "same" else f"{speed['int8_over_fp32']:.1f}x slower"
+    return (f"{figures}: INT8 is {verdict} on this machine class; the FP32 export (`edge-lung export` without "
+            f"--int8) is the faster file here. Keep INT8 only for its size ({100 * size_ratio:.0f}% of FP32) or "
+            "for a board whose INT8 kernels are faster (measure there with `edge-lung bench`).")
 
 
 def int8_aims(q: dict) -> dict:
@@ -162,4 +205,6 @@ def parity_summary(record: dict) -> dict:
     if "int8_vs_fp32" in record:
         q = record["int8_vs_fp32"]
         out.update({k: q[k] for k in ("argmax_agreement", "score_fp32", "score_int8", "score_diff", "size_ratio")})
+        if "speed" in q:
+            out["speed"] = q["speed"]
     return out

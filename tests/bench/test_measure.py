@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edge_lung.bench.environment import parse_cpuinfo, usable_cores
+from edge_lung.bench.environment import usable_cores
 from edge_lung.bench.measure import (
     SCHEMA,
     BenchConfig,
@@ -28,6 +28,7 @@ from edge_lung.bench.measure import (
 )
 from edge_lung.bench.report import results_markdown, row_labels, short_names, write_json
 from edge_lung.cli import app
+from edge_lung.machine import parse_cpuinfo
 from edge_lung.plots import plot_bench_report
 
 REPO = Path(__file__).resolve().parents[2]
