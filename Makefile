@@ -15,7 +15,11 @@ ORT_NODE ?= onnxruntime-node@1.30.0
 # otherwise those tests skip and print the command. In CI a failed install fails the run.
 AUDIO_PACKAGES := pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins
 
-.PHONY: setup demo test audio-packages node
+# `make test` on a developer's machine: lint + every test except those marked slow (training, export, browsers,
+# the composition test); CI (CI=true, set by .ci/run) and `make test-all` run every test. Times: README "Quick start".
+PYTEST_SELECT := $(if $(CI),,-m "not slow")
+
+.PHONY: setup demo test test-all audio-packages node
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -50,6 +54,11 @@ audio-packages:
 	else echo "note: the real-audio tests will skip; to run them: sudo apt-get install -y $(AUDIO_PACKAGES)"; fi
 
 test: setup audio-packages node
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q $(PYTEST_SELECT) $(ARGS)
+
+test-all: setup audio-packages node
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q $(ARGS)
