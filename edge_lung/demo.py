@@ -90,7 +90,7 @@ class Demo:
         else:
             db_dir = self.out / "synthetic-db"
             n = min(self.cfg.recordings, 16) if self.cfg.quick else self.cfg.recordings
-            report = synthesize_database(db_dir, recordings=n, seed=self.cfg.seed)
+            report = synthesize_database(db_dir, recordings=n, seed=self.cfg.seed, overwrite=True)  # its own folder
             self.console.print(f"Wrote a synthetic database of {report.recordings} recordings to {db_dir}")
         db = Database.scan(db_dir)
         summary = db.summary()

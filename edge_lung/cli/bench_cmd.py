@@ -6,6 +6,11 @@ from pathlib import Path
 
 import typer
 
+from edge_lung.fileio import PLOT_PNG, check_output, json_report
+
+BENCH_JSON = json_report("an `edge-lung bench` JSON report", ("results", "environment"))
+"""The writing policy's kind for `bench --json` (`edge_lung.fileio.check_output`)."""
+
 
 def bench(
     models: list[Path] = typer.Argument(
@@ -47,6 +52,8 @@ def bench(
         "model", "--graph", help="Comma-separated: model (numpy front end + the model file, the runtime's default), "
         "e2e (model.e2e.onnx, the front end inside the graph); model,e2e compares them."
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --json and --plot replace a report or plot an "
+                                   "earlier bench wrote (never another file, nor an input)."),
 ) -> None:
     """Measure exported models on this machine, each model and thread count in a fresh process.
 
@@ -69,6 +76,10 @@ def bench(
         cfg = BenchConfig(windows=windows, warmup=warmup, hop_s=hop, budget_ms=budget_ms, seed=seed,
                           graphs=tuple(g.strip() for g in graph.split(",") if g.strip()), **kwargs)
         check_outputs(json_path, plot)
+        inputs = (*models, compare_torch)
+        for option, path, kind in (("--json", json_path, BENCH_JSON), ("--plot", plot, PLOT_PNG)):
+            if path is not None:
+                check_output(path, option, kind, overwrite, inputs)
         report = run_bench(models, cfg, compare_torch=compare_torch, log=lambda msg: console.print(msg, markup=False))
         render(report, console)
         if json_path is not None:
