@@ -214,7 +214,7 @@ class Demo:
         classifier = load_classifier(self.artifacts["model"], StreamConfig(), threads=None)
         self.console.print(f"Replaying {rec.wav.name} ({rec.duration_s:.1f} s, {rec.sample_rate} Hz, "
                            f"{len(rec.cycles)} annotated cycles) through the streaming path")
-        stream_session(classifier, StreamOptions(replay=rec.wav, jsonl=jsonl, display=False))
+        stream_session(classifier, StreamOptions(replay=rec.wav, jsonl=jsonl, display=False, overwrite=True))  # ours
         return {"replay_recording": rec.wav, "replay_events": jsonl}
 
     # -- step 6 ---------------------------------------------------------------------------
