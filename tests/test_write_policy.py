@@ -263,3 +263,14 @@ def test_distill_names_its_own_options(env: dict[str, Path], tmp_path: Path) -> 
                   tmp_path / "student", "--epochs", "1", "--no-progress")
     assert result.exit_code == 2, result.output
     assert "--student banana" in result.output and "--backbone" not in result.output, result.output
+
+
+def test_verify_json_replaces_its_own_report_only_with_overwrite(env: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "verify.json"
+    assert _cli("verify", env["model"], "--json", out).exit_code == 0
+    first = out.read_bytes()
+    result = _cli("verify", env["model"], "--json", out)
+    _refused(result, "--json", out)
+    assert "add --overwrite" in result.output and out.read_bytes() == first
+    assert _cli("verify", env["model"], "--json", out, "--overwrite").exit_code == 0
+    assert json.loads(out.read_text())["passed"] is True
