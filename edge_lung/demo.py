@@ -100,7 +100,7 @@ class Demo:
         else:
             db_dir = self.out / "synthetic-db"
             n = min(self.cfg.recordings, 16) if self.cfg.quick else self.cfg.recordings
-            report = synthesize_database(db_dir, recordings=n, seed=self.cfg.seed)
+            report = synthesize_database(db_dir, recordings=n, seed=self.cfg.seed, overwrite=True)  # its own folder
             self.console.print(f"Wrote a synthetic database of {report.recordings} recordings to {db_dir}")
         db = Database.scan(db_dir)
         summary = db.summary()
@@ -214,7 +214,7 @@ class Demo:
         classifier = load_classifier(self.artifacts["model"], StreamConfig(), threads=None)
         self.console.print(f"Replaying {rec.wav.name} ({rec.duration_s:.1f} s, {rec.sample_rate} Hz, "
                            f"{len(rec.cycles)} annotated cycles) through the streaming path")
-        stream_session(classifier, StreamOptions(replay=rec.wav, jsonl=jsonl, display=False))
+        stream_session(classifier, StreamOptions(replay=rec.wav, jsonl=jsonl, display=False, overwrite=True))  # ours
         return {"replay_recording": rec.wav, "replay_events": jsonl}
 
     # -- step 6 ---------------------------------------------------------------------------

@@ -1,5 +1,23 @@
 """File I/O every layer shares: atomic temp-then-replace writes (files and directories), the project's
-JSON format, SHA-256, and the file names of a run directory.
+JSON format, SHA-256, the file names of a run directory, and the one writing policy of the CLI.
+
+The writing policy (issue 26; `check_output`, called by every command before it writes, and by the writers
+that open files):
+
+- No command replaces or deletes a file or folder it did not create. An output path that exists is
+  replaced only with `--overwrite`, and only if it is of the kind that command writes (`OutputKind`): an
+  edge-lung model directory recognised by its manifest, a JSON-lines file whose first line is an edge-lung
+  event, a folder carrying edge-lung's marker file (`MARKER_NAME`: report folders, synthetic databases), a
+  PNG drawn by matplotlib, a JSON report with the command's keys. Anything else is refused, with or
+  without `--overwrite`: "exists and was not written by edge-lung; move it or choose another path".
+- A folder that --overwrite would replace must hold only what the command writes (`OutputKind.owns`): a
+  user's NOTES.txt in a model directory is refused by name, never deleted.
+- An output path equal to an input path is refused (for folders: one holding an input or lying inside an
+  input folder), whatever the options: "is one of the input files; choose another path".
+- An empty file or folder holds nothing to lose: it is written without --overwrite.
+- A new file's folder must exist (a missing one is refused before the command runs, not found at its end).
+
+Every message names the option, the path and what was expected.
 
 Torch-free core; imports nothing from edge_lung.
 """
@@ -10,8 +28,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +125,152 @@ def replaced_dir(target: str | Path, tmp: Path | None = None) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# --------------------------------------------------------------------------- the writing policy
+
+MARKER_NAME = ".edge-lung"
+"""The marker file of a folder edge-lung wrote (a report folder, a synthetic database): JSON naming the command."""
+
+_SNIFF_BYTES = 4096
+_JSON_SNIFF_LIMIT = 64 << 20  # a JSON report larger than this is not one of ours (bench's are a few MB)
+
+
+class OutputRefused(ValueError):
+    """An output path the writing policy refuses; the message names the option, the path and what was expected."""
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """What a command writes at an output path, and how to recognise one it wrote before.
+
+    `what`: the kind in words, for messages ("an edge-lung model directory (manifest.json)"); `folder`: a
+    directory rather than a file; `recognise(path)`: True for an existing path of this kind; `owns(entry)`
+    (folders): True for a top-level entry the command writes; any other entry blocks `--overwrite`.
+    """
+
+    what: str
+    folder: bool
+    recognise: Callable[[Path], bool]
+    owns: Callable[[Path], bool] | None = None
+
+
+def check_output(path: str | Path, option: str, kind: OutputKind, overwrite: bool = False,
+                 inputs: Iterable[str | Path | None] = (), replace_hint: str = "add --overwrite to replace it") -> None:
+    """Refuse (`OutputRefused`) an output path the writing policy (module docstring) does not allow.
+
+    Allowed: a new path (a file's folder must exist), an empty folder (folder kinds), or with `overwrite`
+    a path of `kind` (a folder holding only entries `kind.owns`). `replace_hint` ends the message for a
+    path of `kind` given without `overwrite` (`edge-lung train` says --resume).
+    """
+    path = Path(path)
+    check_not_input(path, option, inputs, kind.folder)
+    if not path.exists() and not path.is_symlink():
+        if not kind.folder and not path.absolute().parent.is_dir():
+            raise OutputRefused(f"{option} {path}: folder {path.absolute().parent} does not exist; create it first")
+        return
+    if kind.folder and not path.is_dir():
+        raise OutputRefused(f"{option} {path}: exists and is not a directory (expected {kind.what}); "
+                            "move it or choose another path")
+    if not kind.folder and path.is_dir():
+        raise OutputRefused(f"{option} {path}: is a directory; expected a file path ({kind.what})")
+    if (kind.folder and not any(path.iterdir())) or (not kind.folder and path.stat().st_size == 0):
+        return  # an empty folder or file: nothing in it to lose
+    if not kind.recognise(path):
+        raise OutputRefused(f"{option} {path}: exists and was not written by edge-lung (not {kind.what}); "
+                            "move it or choose another path")
+    if not overwrite:
+        raise OutputRefused(f"{option} {path}: exists; {replace_hint}")
+    foreign = sorted(p.name for p in path.iterdir() if not kind.owns(p)) if kind.folder and kind.owns else []
+    if foreign:
+        raise OutputRefused(f"{option} {path}: holds {', '.join(foreign)}, which edge-lung did not write; "
+                            "--overwrite would delete it: move it or choose another path")
+
+
+def check_not_input(path: str | Path, option: str, inputs: Iterable[str | Path | None], folder: bool = False) -> None:
+    """Refuse an output path that is an input (same file, links resolved); a folder output may neither hold
+    an input nor lie inside an input folder."""
+    out = Path(path).expanduser().resolve()
+    for given in inputs:
+        if given is None or str(given) == "-":
+            continue
+        src = Path(given).expanduser().resolve()
+        if out == src or (out.exists() and src.exists() and os.path.samefile(out, src)):
+            raise OutputRefused(f"{option} {path}: is one of the input files ({given}); choose another path")
+        if folder and src.is_relative_to(out):
+            raise OutputRefused(f"{option} {path}: holds the input {given}; choose another path")
+        if folder and src.is_dir() and out.is_relative_to(src):
+            raise OutputRefused(f"{option} {path}: is inside the input folder {given}; choose another path")
+
+
+def write_marker(folder: str | Path, command: str) -> None:
+    """Mark `folder` as written by `edge-lung COMMAND` (`MARKER_NAME`), so --overwrite may later replace it."""
+    atomic_write_json(Path(folder) / MARKER_NAME, {"written_by": f"edge-lung {command}"})
+
+
+def has_marker(folder: str | Path, command: str) -> bool:
+    """True if `folder` carries the marker `write_marker(folder, command)` writes."""
+    try:
+        data = json.loads((Path(folder) / MARKER_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("written_by") == f"edge-lung {command}"
+
+
+def marked_folder(what: str, command: str, owns: Callable[[Path], bool] | None = None) -> OutputKind:
+    """The kind of a folder `edge-lung COMMAND` marks with `write_marker`."""
+    return OutputKind(what, True, lambda p: has_marker(p, command), owns)
+
+
+def _head(path: Path, size: int = _SNIFF_BYTES) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(size)
+    except OSError:
+        return b""
+
+
+def is_event_jsonl(path: str | Path) -> bool:
+    """True for a JSON-lines file whose first line is an edge-lung event (an object with a "type")."""
+    first = _head(Path(path), 1 << 16).split(b"\n", 1)[0]
+    try:
+        event = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(event, dict) and isinstance(event.get("type"), str)
+
+
+def is_matplotlib_png(path: str | Path) -> bool:
+    """True for a PNG drawn by matplotlib (edge-lung's plots): the signature and its "Software" text chunk."""
+    head = _head(Path(path))
+    return head.startswith(b"\x89PNG\r\n\x1a\n") and b"Matplotlib" in head
+
+
+def is_flac(path: str | Path) -> bool:
+    """True for a FLAC file (the kind `--record` writes)."""
+    return _head(Path(path), 4) == b"fLaC"
+
+
+def json_keys(path: str | Path) -> frozenset[str]:
+    """The top-level keys of a JSON object file (empty for anything else, or one too large to be ours)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > _JSON_SNIFF_LIMIT:
+            return frozenset()
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return frozenset()
+    return frozenset(data) if isinstance(data, dict) else frozenset()
+
+
+def json_report(what: str, keys: Iterable[str]) -> OutputKind:
+    """The kind of a JSON report file recognised by its top-level `keys`."""
+    wanted = frozenset(keys)
+    return OutputKind(what, False, lambda p: wanted <= json_keys(p))
+
+
+EVENTS_JSONL = OutputKind("an edge-lung JSON-lines file (first line an event with a \"type\")", False, is_event_jsonl)
+PLOT_PNG = OutputKind("a PNG drawn by edge-lung (matplotlib)", False, is_matplotlib_png)
+FLAC_RECORDING = OutputKind("a FLAC recording", False, is_flac)
+RUN_DIR = OutputKind(f"an edge-lung run directory ({RUN_CONFIG} written by `edge-lung train`)", True,
+                     lambda p: (p / RUN_CONFIG).is_file())

@@ -40,10 +40,10 @@ RUNTIME_SIGNATURES = {
     "stream": ["model_dir", "device", "hop", "min_audio", "smooth", "threshold", "threads", "graph", "jsonl", "record",
                "replay", "realtime", "serial", "overwrite", "duration", "quiet", "quality", "quality_set", "report"],
     "classify": ["model_dir", "files", "hop", "min_audio", "smooth", "threshold", "threads", "graph", "jsonl",
-                 "quality", "quality_set"],
+                 "quality", "quality_set", "overwrite"],
     "report": ["model_dir", "files", "out", "hop", "min_audio", "smooth", "threshold", "threads", "patch_frames",
-               "patch_bins"],
-    "verify": ["model_dir", "threads", "json_path"],
+               "patch_bins", "overwrite"],
+    "verify": ["model_dir", "threads", "json_path", "overwrite"],
     "calibrate": ["model_dir", "recordings", "out", "overwrite", "reference", "min_audio"],
 }
 

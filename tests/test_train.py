@@ -175,7 +175,7 @@ def test_run_dir_evaluate_agrees_and_resume_is_identical(synth_db: Path, tmp_pat
     before = (run_b / "config.json").read_text()
     with pytest.raises(TrainError, match="lr"):
         train(dataclasses.replace(cfg_b, resume=True, lr=0.5))
-    with pytest.raises(TrainError, match="already exists"):
+    with pytest.raises(TrainError, match="exists; pass --resume"):
         train(cfg_b)
     assert (run_b / "config.json").read_text() == before
 

@@ -6,6 +6,11 @@ from pathlib import Path
 
 import typer
 
+from edge_lung.fileio import PLOT_PNG, check_output, json_report
+
+BENCH_JSON = json_report("an `edge-lung bench` JSON report", ("results", "environment"))
+"""The writing policy's kind for `bench --json` (`edge_lung.fileio.check_output`)."""
+
 
 def bench(
     models: list[Path] = typer.Argument(
@@ -52,6 +57,8 @@ def bench(
         "--threads count (default 1), reported per minute (p50/p95, SoC temperature and throttling flags where the "
         "board exposes them): does the board keep its speed in its case?"
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --json and --plot replace a report or plot an "
+                                   "earlier bench wrote (never another file, nor an input)."),
 ) -> None:
     """Measure exported models on this machine, each model and thread count in a fresh process.
 
@@ -74,6 +81,10 @@ def bench(
         cfg = BenchConfig(windows=windows, warmup=warmup, hop_s=hop, budget_ms=budget_ms, seed=seed,
                           graphs=tuple(g.strip() for g in graph.split(",") if g.strip()), **kwargs)
         check_outputs(json_path, plot)
+        inputs = (*models, compare_torch)
+        for option, path, kind in (("--json", json_path, BENCH_JSON), ("--plot", plot, PLOT_PNG)):
+            if path is not None:
+                check_output(path, option, kind, overwrite, inputs)
         if sustained is not None:
             _sustained(models, sustained, cfg, json_path, plot, console)
             return
@@ -109,7 +120,8 @@ def _sustained(models: list[Path], seconds: float, cfg, json_path: Path | None, 
         for line in sustained_lines(results[-1]):
             console.print(line, markup=False, highlight=False)
     if json_path is not None:
-        report = {"schema": "edge-lung-bench-sustained/1", "environment": environment(), "sustained": results}
+        report = {"schema": "edge-lung-bench-sustained/1", "environment": environment(), "results": [],
+                  "sustained": results}
         typer.echo(f"wrote {write_json(report, json_path)}")
     if plot is not None:
         typer.echo(f"wrote {plot_sustained(results[0], plot)}")

@@ -35,11 +35,18 @@ def synth(
     out_dir: Path = typer.Argument(..., help="Folder to write the synthetic database into."),
     recordings: int = typer.Option(100, "--recordings", "-n", help="Number of recordings to write."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed writes the same files."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a synthetic database written here before "
+                                   "(never a real database or any other folder)."),
 ) -> None:
-    """Write a synthetic database in the official ICBHI layout (learnable crackles and wheezes)."""
+    """Write a synthetic database in the official ICBHI layout (learnable crackles and wheezes) into a new or
+    empty folder."""
     from edge_lung.data.synth import synthesize_database
 
-    r = synthesize_database(out_dir, recordings=recordings, seed=seed)
+    try:
+        r = synthesize_database(out_dir, recordings=recordings, seed=seed, overwrite=overwrite)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(
         f"wrote {r.recordings} recordings to {r.out_dir}: cycles normal/crackle/wheeze/both = "
         f"{'/'.join(map(str, r.cycles_per_class))}; {r.renamed_split_entries} split entries use an older "

@@ -7,6 +7,11 @@ from pathlib import Path
 
 import typer
 
+from edge_lung.fileio import check_output, marked_folder, write_marker
+
+DEMO_FOLDER = marked_folder("a folder `edge-lung demo` wrote", "demo")
+"""The writing policy's kind for `demo --out` (`edge_lung.fileio.check_output`)."""
+
 
 def demo(
     data: Path | None = typer.Option(
@@ -17,6 +22,8 @@ def demo(
     seed: int = typer.Option(0, help="Seed for the synthetic database and training."),
     epochs: int | None = typer.Option(None, help="Training epochs (default: the tiny model's default)."),
     quick: bool = typer.Option(False, "--quick", help="Smallest sizes everywhere: a smoke run in about a minute."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Run again in a folder an earlier demo wrote (its "
+                                   "runs, models and reports are replaced; never another folder)."),
 ) -> None:
     """Build (or read) a database, train the tiny AST with adapters + SAM + WRS (the teacher), evaluate, export
     INT8 and FP32, replay a held-out recording through the streaming runtime, distil a MobileNet student and
@@ -28,9 +35,12 @@ def demo(
         data = Path(env_data)
     try:
         cfg = DemoConfig(out_dir=out, data=data, recordings=recordings, seed=seed, epochs=epochs, quick=quick)
+        check_output(out, "--out", DEMO_FOLDER, overwrite, (data,))
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, "demo")  # ours: a later `demo --overwrite` may run here again
     run_demo(cfg)
 
 

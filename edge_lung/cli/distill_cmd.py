@@ -14,6 +14,7 @@ import typer
 
 from edge_lung.cli.train_cmd import train_command
 from edge_lung.config import FeatureConfig
+from edge_lung.fileio import RUN_DIR, check_output
 from edge_lung.train.config import (
     DEFAULT_STUDENT,
     DEFAULT_STUDENT_OPTIMIZER,
@@ -102,6 +103,12 @@ def distill_command(
     options = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items()
                if k not in ("ctx", "teacher", "student", "unlabeled", "unlabeled_hop", "temperature", "alpha",
                             "num_mel_bins")}
+    try:  # fileio's writing policy, before the teacher loads: a new or empty --out, never an input
+        check_output(out, "--out", RUN_DIR, inputs=(teacher, data, *unlabeled),
+                     replace_hint="distill does not resume a run: choose another --out")
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     from edge_lung.train.distill import distill
     from edge_lung.train.recipes import apply_recipe
 
@@ -114,12 +121,17 @@ def distill_command(
         dcfg = DistillConfig(str(teacher), temperature, alpha, tuple(str(d) for d in unlabeled), unlabeled_hop)
         run = distill(cfg, dcfg)
     except ValueError as exc:  # TeacherError, TrainError, BackboneError, DataError and config validation
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_as_student(str(exc), student)}", err=True)
         raise typer.Exit(2) from exc
     config = json.loads((run / "config.json").read_text())
     best, teacher = config["best"], config["distill"]["teacher_val"]
     typer.echo(f"{run}: selected epoch {best['epoch']}, validation Score {best['val']['score']:.2f} (teacher "
                f"{teacher['score']:.2f}), agreement with the teacher {best['val']['teacher_agreement']:.1f}%")
+
+
+def _as_student(message: str, student: str) -> str:
+    """The model builder names the option `edge-lung train` has (--backbone); here the user typed --student."""
+    return message.replace(f"--backbone {student}", f"--student {student}")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from edge_lung.fileio import EVENTS_JSONL, check_output, json_report
 from edge_lung.runtime.explain.saliency import OcclusionConfig
 from edge_lung.runtime.live.stream import StreamConfig
 from edge_lung.runtime.offline.calibrate import MIN_AUDIO_S
@@ -29,6 +30,10 @@ _QUALITY = typer.Option("on", "--quality", help="Signal-quality gate: 'on' gives
                         "classifies them (windows with NaN/inf samples are never classified).")
 _QUALITY_SET = typer.Option(None, "--quality-set", help="Override one gate threshold of the model directory, "
                             "NAME=VALUE (repeatable), e.g. clipped_share=0.1; names: see manifest.json 'quality'.")
+_OVERWRITE_HELP = "(never a file edge-lung did not write, nor an input; see README 'Files edge-lung writes')"
+VERIFY_JSON = json_report("an `edge-lung verify` JSON report", ("passed", "checks", "model_dir"))
+"""The writing policy's kind for `verify --json` (`edge_lung.fileio.check_output`)."""
+
 _GRAPH = typer.Option("model", "--graph", help="model: numpy front end + the model file (default); e2e: "
                       "model.e2e.onnx, raw audio in, the front end as ONNX ops (benchmarks/README.md compares them).")
 
@@ -77,8 +82,9 @@ def stream(
                                   "(default: as fast as inference allows, nothing skipped)."),
     serial: str = typer.Option(None, "--serial", help="Read framed PCM from this serial port (firmware_host/"
                                "PROTOCOL.md), e.g. /dev/ttyACM0."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Let --record replace an existing file (by "
-                                   "default an existing NAME.flac is kept and the recording goes to NAME-2.flac)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --jsonl, --record and --report replace what an "
+                                   "earlier session wrote there " + _OVERWRITE_HELP + "; without it an existing "
+                                   "NAME.flac is kept and the recording goes to NAME-2.flac."),
     duration: float = typer.Option(None, "--duration", help="Stop after this many seconds of audio."),
     quiet: bool = typer.Option(False, "--quiet", help="No live table (use with --jsonl)."),
     quality: str = _QUALITY,
@@ -89,7 +95,12 @@ def stream(
     """Stream from a USB stethoscope (or --replay FILE, or --serial PORT) and print a decision every hop."""
     from rich.console import Console
 
-    from edge_lung.runtime.commands.session import StreamOptions, load_classifier, stream_session
+    from edge_lung.runtime.commands.session import (
+        StreamOptions,
+        check_stream_outputs,
+        load_classifier,
+        stream_session,
+    )
     from edge_lung.runtime.commands.tables import summary_line
     from edge_lung.runtime.live.stream import StreamConfig
 
@@ -98,6 +109,7 @@ def stream(
             device, replay, realtime, serial, jsonl, record, duration, display=not quiet, overwrite=overwrite,
             report=report
         )
+        check_stream_outputs(opts, (model_dir,))
         classifier = load_classifier(
             model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads, quality, quality_set or (), graph
         )
@@ -121,6 +133,8 @@ def classify(
                                "JSON lines to PATH; '-' for stdout."),
     quality: str = _QUALITY,
     quality_set: list[str] = _QUALITY_SET,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --jsonl replace JSON lines an earlier run "
+                                   "wrote " + _OVERWRITE_HELP + "."),
 ) -> None:
     """Classify files with the same windowing as `stream` (as fast as the CPU allows) and report per file."""
     from rich.console import Console
@@ -132,10 +146,12 @@ def classify(
 
     console = Console(stderr=jsonl is not None and str(jsonl) == "-")
     try:
+        if jsonl is not None and str(jsonl) != "-":
+            check_output(jsonl, "--jsonl", EVENTS_JSONL, overwrite, (model_dir, *files))
         classifier = load_classifier(
             model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads, quality, quality_set or (), graph
         )
-        results, pooled = classify_session(classifier, files, jsonl)
+        results, pooled = classify_session(classifier, files, jsonl, overwrite)
     except Interrupted as stop:  # Ctrl-C: report what finished, the cut file marked
         console.print(classify_table(stop.results, classifier.labels, threshold))
         finished = sum(r.status != "interrupted" for r in stop.results)
@@ -164,14 +180,18 @@ def report(
                                      help="Occlusion patch length in feature frames."),
     patch_bins: int = typer.Option(OcclusionConfig.patch_bins, "--patch-bins",
                                    help="Occlusion patch height in mel bins."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a report folder an earlier report wrote "
+                                   "(its index.html and same-named pages are replaced) " + _OVERWRITE_HELP + "."),
 ) -> None:
     """Write a self-contained HTML page per recording (spectrogram, window timeline, cycles, saliency of the
     flagged windows) plus an index; works offline."""
     from edge_lung.runtime.commands.session import load_classifier, report_session
+    from edge_lung.runtime.explain.report import REPORT_FOLDER
     from edge_lung.runtime.explain.saliency import OcclusionConfig
     from edge_lung.runtime.live.stream import StreamConfig
 
     try:
+        check_output(out, "--out", REPORT_FOLDER, overwrite, (model_dir, *files))
         classifier = load_classifier(model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads)
         reports = report_session(classifier, files, out, OcclusionConfig(patch_frames, patch_bins))
     except _USER_ERRORS as exc:
@@ -186,12 +206,16 @@ def verify(
     model_dir: Path = typer.Argument(..., help="Exported model directory from `edge-lung export`."),
     threads: int = _THREADS,
     json_path: Path = typer.Option(None, "--json", help="Also write the report as JSON to PATH."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --json replace a report an earlier verify wrote "
+                                   + _OVERWRITE_HELP + "."),
 ) -> None:
     """Re-run the model directory's test vectors on this machine: file hashes, metadata, both graphs' outputs."""
     from edge_lung.fileio import atomic_write_json
     from edge_lung.runtime.artifact.e2e import verify_lines, verify_model_dir
 
     try:
+        if json_path is not None:
+            check_output(json_path, "--json", VERIFY_JSON, overwrite, (model_dir,))
         report = verify_model_dir(model_dir, threads or None)
         if json_path is not None:
             atomic_write_json(json_path, report)

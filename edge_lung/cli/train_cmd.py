@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from edge_lung.fileio import PLOT_PNG, check_output
 from edge_lung.train.config import TrainConfig  # torch-free: the options' defaults come from it
 
 _MULTI_GPU = (
@@ -155,6 +156,8 @@ def evaluate_command(
                            "counts and 95% intervals by bootstrap over patients."),
     degrade: str = typer.Option(None, "--degrade", help="Pass the split through a band-limited stethoscope-like "
                                 "channel first: 4k | 8k (recorded at 4 or 8 kHz, resampled back)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --embeddings replace a PNG edge-lung drew "
+                                   "(never another file, nor an input)."),
 ) -> None:
     """Official ICBHI Sp / Se (exact class) / Score, the relaxed 2-class figures, and the 4x4 confusion matrix."""
     from edge_lung.scoring import format_report
@@ -163,6 +166,8 @@ def evaluate_command(
         typer.echo(f"error: --split: expected 'test' or 'val', got {split!r}", err=True)
         raise typer.Exit(2)
     try:
+        if embeddings is not None:
+            check_output(embeddings, "--embeddings", PLOT_PNG, overwrite, (path, data))
         if not path.is_dir():
             raise ValueError(f"{path}: no such directory; expected a run directory from `edge-lung train` or a "
                              "MODEL_DIR from `edge-lung export`")
@@ -211,9 +216,16 @@ def explain_command(
     hop: float = typer.Option(1.0, "--hop", help="Seconds between windows (as `classify`)."),
     min_audio: float = typer.Option(2.0, "--min-audio", help="Seconds of audio before the first window."),
     max_windows: int = typer.Option(12, "--max-windows", help="Draw at most this many windows."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --out replace a PNG edge-lung drew (never "
+                                   "another file, nor an input)."),
 ) -> None:
     """Attention rollout over the AST patch grid for the windows of a recording, as PNG."""
-    from edge_lung.train.explain import explain_recording
+    try:
+        check_output(out, "--out", PLOT_PNG, overwrite, (run, file))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    from edge_lung.train.explain import explain_recording  # torch: after the cheap checks
 
     try:
         path = explain_recording(run, file, out, hop, min_audio, max_windows)

@@ -24,6 +24,15 @@ import soundfile as sf
 
 from edge_lung.config import label_of
 from edge_lung.data.icbhi import DIAGNOSIS_FILE, SPLIT_FILE
+from edge_lung.fileio import MARKER_NAME, check_output, marked_folder, replaced_dir, write_marker
+
+AUDIO_DIR = "ICBHI_final_database"
+SYNTH_DB = marked_folder(
+    "a synthetic database written by `edge-lung data synth`", "data synth",
+    owns=lambda entry: entry.name in (AUDIO_DIR, SPLIT_FILE, DIAGNOSIS_FILE, MARKER_NAME),
+)
+"""The writing policy's kind for `data synth DIR` (`edge_lung.fileio.check_output`): a real database, which
+has no marker, is never replaced."""
 
 # (device, sample rate, subtype) as the real database pairs them
 _DEVICES = (
@@ -127,13 +136,28 @@ def _cycle(
     return x, events
 
 
-def synthesize_database(out_dir: str | Path, recordings: int = 100, seed: int = 0) -> SynthReport:
-    """Write `recordings` synthetic recordings in the official layout under `out_dir`."""
+def synthesize_database(out_dir: str | Path, recordings: int = 100, seed: int = 0,
+                        overwrite: bool = False) -> SynthReport:
+    """Write `recordings` synthetic recordings in the official layout under `out_dir`: a new or empty folder,
+    or with `overwrite` a synthetic database written here before (replaced whole; fileio's writing policy).
+
+    Built in a temp folder beside `out_dir`, then swapped in: a failure leaves `out_dir` as it was.
+    """
     if recordings < 4:
         raise ValueError(f"recordings: expected at least 4 (train, val and test need patients), got {recordings}")
     out_dir = Path(out_dir)
-    audio_dir = out_dir / "ICBHI_final_database"
-    audio_dir.mkdir(parents=True, exist_ok=True)
+    check_output(out_dir, "DIR", SYNTH_DB, overwrite)
+    out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
+    with replaced_dir(out_dir) as tmp:
+        write_marker(tmp, "data synth")
+        report = _synthesize_into(tmp, recordings, seed)
+    return SynthReport(out_dir, *report[1:])
+
+
+def _synthesize_into(out_dir: Path, recordings: int, seed: int) -> tuple:
+    """The database's files under `out_dir`; returns the `SynthReport` fields."""
+    audio_dir = out_dir / AUDIO_DIR
+    audio_dir.mkdir()
     rng = np.random.default_rng(seed)
     split_lines: list[str] = []
     diagnosis: dict[str, str] = {}
@@ -183,7 +207,7 @@ def synthesize_database(out_dir: str | Path, recordings: int = 100, seed: int = 
         split_lines.append(f"{patient + 1 + k}_1b1_Tc_sc_Meditron\t{'test' if k % 2 else 'train'}")
     (out_dir / SPLIT_FILE).write_text("\n".join(split_lines) + "\n")
     (out_dir / DIAGNOSIS_FILE).write_text("".join(f"{p}\t{d}\n" for p, d in diagnosis.items()))
-    return SynthReport(out_dir, recordings, tuple(counts), renamed, missing)
+    return out_dir, recordings, tuple(counts), renamed, missing
 
 
 def _shifted(event: DrawnEvent, offset_s: float) -> DrawnEvent:

@@ -78,7 +78,6 @@ from edge_lung.runtime.artifact.model_dir import (
 )
 from edge_lung.runtime.artifact.quality import QualityConfig
 from edge_lung.runtime.offline.calibrate import train_split_stats, write_feature_stats
-from edge_lung.runtime.offline.evaluate import is_model_dir
 
 __all__ = [
     "AIMS", "FP32_TOLERANCE", "OPSET", "ExportConfig", "ExportError", "ParityError", "cycles_to_features",
@@ -204,7 +203,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, cfg: ExportConfig | N
         preset = dataclasses.replace(preset, exclude=preset.exclude + tuple(cfg.keep_float))
     out_dir = Path(out_dir).expanduser().absolute()
     check_out_is_ours(out_dir, Path(run_dir), cfg.overwrite)
-    _check_out_dir(out_dir, cfg.overwrite)
+    _check_out_dir(out_dir, cfg.overwrite, (cfg.data_dir,))
     try:
         tmp = temp_dir_beside(out_dir)
     except OSError as exc:
@@ -217,25 +216,20 @@ def check_out_is_ours(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
     """Refuse an --out whose replacement would destroy what export did not write.
 
     The swap renames --out away and deletes it: so --out may not be the run, hold it or lie inside it
-    (with or without --overwrite), and --overwrite replaces only an edge-lung model directory.
+    (with or without --overwrite); what else --overwrite may replace is `_check_out_dir`'s (fileio's policy).
     """
-
     out_real, run_real = out_dir.resolve(), run_dir.expanduser().resolve()
     where = ("is" if out_real == run_real else "holds" if run_real.is_relative_to(out_real)
              else "is inside" if out_real.is_relative_to(run_real) else None)
     if where is not None:
         raise ExportError(f"--out {out_dir}: {where} the run directory {run_dir}; choose a folder outside the run")
-    if overwrite and out_dir.is_dir() and any(out_dir.iterdir()) and not is_model_dir(out_dir):
-        raise ExportError(
-            f"--out {out_dir}: not an edge-lung model directory (no manifest.json written by `edge-lung export`), "
-            "and --overwrite replaces only those; choose another --out, or empty or remove this folder yourself"
-        )
 
 
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """`runtime.model_dir.check_out_dir` (--overwrite replaces only an edge-lung model directory), as `ExportError`."""
+def _check_out_dir(out_dir: Path, overwrite: bool, inputs: tuple[str | None, ...] = ()) -> None:
+    """`runtime.model_dir.check_out_dir` (--overwrite replaces only an edge-lung model directory holding nothing
+    export did not write; never an input), as `ExportError`."""
     try:
-        check_out_dir(out_dir, overwrite)
+        check_out_dir(out_dir, overwrite, inputs=inputs)
     except ArtifactError as exc:
         raise ExportError(str(exc)) from exc
 

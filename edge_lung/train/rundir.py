@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from edge_lung.config import FeatureConfig
-from edge_lung.fileio import atomic_path
+from edge_lung.fileio import RUN_DIR, OutputRefused, atomic_path, check_output
 from edge_lung.train.config import RESUME_FREE, TrainConfig, TrainError
 from edge_lung.train.model import RUN_CONFIG
 
@@ -26,10 +26,11 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
     """Check the run directory before anything is written; returns the checkpoint to resume from, if any."""
     config_path = run_dir / RUN_CONFIG
     if not cfg.resume:
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise TrainError(
-                f"{run_dir}: already exists and is not empty; pass --resume to continue that run, or another --out"
-            )
+        try:  # fileio's writing policy: a new or empty folder, never an input, never a user's folder
+            check_output(run_dir, "--out", RUN_DIR, inputs=(cfg.data,),
+                         replace_hint="pass --resume to continue that run, or choose another --out")
+        except OutputRefused as exc:
+            raise TrainError(str(exc)) from exc
         return None
     if not config_path.is_file():
         raise TrainError(f"--resume {run_dir}: no {RUN_CONFIG}; expected a run directory written by `edge-lung train`")

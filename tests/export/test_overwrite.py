@@ -74,14 +74,29 @@ def test_overwrite_replaces_an_edge_lung_model_dir(run: Path, tmp_path: Path) ->
     out = tmp_path / "model"
     assert _export(run, out).exit_code == 0
     first = json.loads((out / "manifest.json").read_text())
-    (out / "stale.txt").write_text("from an older export")
     result = _export(run, out)
-    assert result.exit_code == 1 and "--overwrite" in result.output  # still refused without the flag
+    assert result.exit_code == 1 and "add --overwrite" in result.output  # still refused without the flag
     result = _export(run, out, "--overwrite", "--int8")
     assert result.exit_code == 0, result.output
-    assert not (out / "stale.txt").exists()
     assert sorted(p.name for p in out.iterdir()) == ["feature_stats.json", "manifest.json", "model.e2e.onnx",
                                                      "model.int8.onnx", "model_card.md", "parity.json",
                                                      "test_vectors.npz"]
     assert json.loads((out / "manifest.json").read_text())["model_file"] != first["model_file"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "runs"]
+
+
+def test_overwrite_never_deletes_a_users_file_inside_a_model_dir(run: Path, tmp_path: Path) -> None:
+    """Issue 26 (MINOR): `export --overwrite` deleted the user's NOTES.txt in the model directory without a word.
+    Decided: refused, naming the file; the user moves it (export never keeps or deletes what it did not write)."""
+    out = tmp_path / "model"
+    assert _export(run, out).exit_code == 0
+    (out / "NOTES.txt").write_text("shipped to ward 3 on Monday")
+    before = _snapshot(out)
+    result = _export(run, out, "--overwrite", "--int8")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert f"--out {out}" in text and "holds NOTES.txt, which edge-lung did not write" in text, result.output
+    assert _snapshot(out) == before
+    (out / "NOTES.txt").unlink()
+    assert _export(run, out, "--overwrite", "--int8").exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "runs"]

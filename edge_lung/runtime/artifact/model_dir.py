@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import numpy as np
 
 from edge_lung.config import FEATURE_VERSION, FeatureConfig
 from edge_lung.feature_stats import Calibration, FeatureStats
-from edge_lung.fileio import atomic_write_json, sha256_file
+from edge_lung.fileio import OutputKind, OutputRefused, atomic_write_json, check_output, sha256_file
 from edge_lung.runtime.artifact.quality import QualityConfig
 from edge_lung.scoring import softmax
 
@@ -305,17 +306,27 @@ def is_model_dir(path: str | Path) -> bool:
     return isinstance(manifest, dict) and {"format", "model_file", "sha256"} <= manifest.keys()
 
 
-def check_out_dir(out: Path, overwrite: bool, option: str = "--out") -> None:
-    """Where a new MODEL_DIR may go: nowhere yet, an empty directory, or with `overwrite` an edge-lung model
-    directory (`is_model_dir`); never another folder, which `overwrite` would delete."""
-    if out.exists() and not out.is_dir():
-        raise ArtifactError(f"{option} {out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ArtifactError(f"{option} {out}: exists and is not empty; pass --overwrite to replace it")
-        if not is_model_dir(out):
-            raise ArtifactError(f"{option} {out}: not an edge-lung model directory (no manifest.json written by "
-                                f"`edge-lung export`), and --overwrite replaces only those; choose another {option}")
+def owned_by_export(entry: Path) -> bool:
+    """True for a file `edge-lung export` or `calibrate` writes in a MODEL_DIR (ONNX files and their external
+    data, the manifest, card, parity, statistics, calibration, test vectors)."""
+    return entry.is_file() and (entry.name in _MODEL_DIR_FILES or entry.name.endswith((".onnx", ".onnx.data")))
+
+
+_MODEL_DIR_FILES = frozenset({MANIFEST_NAME, PARITY_NAME, CARD_NAME, STATS_NAME, CALIBRATION_NAME, "test_vectors.npz"})
+
+MODEL_DIR_KIND = OutputKind("an edge-lung model directory (manifest.json written by `edge-lung export`)", True,
+                            is_model_dir, owned_by_export)
+"""The writing policy's kind for MODEL_DIR (`edge_lung.fileio.check_output`)."""
+
+
+def check_out_dir(out: Path, overwrite: bool, option: str = "--out", inputs: Iterable[Path | None] = ()) -> None:
+    """Where a new MODEL_DIR may go (`fileio.check_output` with `MODEL_DIR_KIND`): nowhere yet, an empty
+    directory, or with `overwrite` an edge-lung model directory holding nothing export did not write; never
+    another folder, nor a user's file inside one, which `overwrite` would delete."""
+    try:
+        check_output(out, option, MODEL_DIR_KIND, overwrite, inputs)
+    except OutputRefused as exc:
+        raise ArtifactError(str(exc)) from exc
     if not out.parent.is_dir():
         raise ArtifactError(f"{option} {out}: parent directory {out.parent} does not exist")
 

@@ -15,10 +15,12 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from edge_lung.fileio import EVENTS_JSONL, check_output
 from edge_lung.runtime.artifact.e2e import load_model
-from edge_lung.runtime.explain.report import RecordingReport, SessionCollector, write_report
+from edge_lung.runtime.explain.report import REPORT_FOLDER, RecordingReport, SessionCollector, write_report
 from edge_lung.runtime.explain.saliency import OcclusionConfig
 from edge_lung.runtime.live.events import JsonlWriter, LiveDisplay
+from edge_lung.runtime.live.recorder import check_record_path
 from edge_lung.runtime.live.runner import LiveSummary, run_live
 from edge_lung.runtime.live.sources import ReplaySource, SerialSource, Source
 from edge_lung.runtime.live.stream import StreamConfig, StreamingClassifier
@@ -78,6 +80,17 @@ class StreamOptions:
             raise ValueError(f"--record {self.record}: expected a path ending in .flac")
 
 
+def check_stream_outputs(opts: StreamOptions, inputs: tuple[Path | None, ...] = ()) -> None:
+    """--jsonl, --record and --report under fileio's writing policy (`inputs`: the model and the like)."""
+    inputs = (*inputs, opts.replay)
+    if opts.jsonl is not None and str(opts.jsonl) != "-":
+        check_output(opts.jsonl, "--jsonl", EVENTS_JSONL, opts.overwrite, inputs)
+    if opts.record is not None:
+        check_record_path(opts.record, opts.overwrite, inputs)
+    if opts.report is not None:
+        check_output(opts.report, "--report", REPORT_FOLDER, opts.overwrite, inputs)
+
+
 def make_source(opts: StreamOptions, model_rate: int | None = None) -> Source:
     """The audio source the options name; a sound card captures at the model's rate when it can."""
     if opts.replay is not None:
@@ -100,6 +113,7 @@ def stream_session(
     """`edge-lung stream`: run the live path with the display, JSON lines and recorder the options ask for."""
     from contextlib import ExitStack
 
+    check_stream_outputs(opts)  # before the session starts: a refused output is said now, not at the end
     source = source or make_source(opts, classifier.model.info.features.sample_rate)
     source.start()  # fail on a wrong port or device before drawing the live table
     on_decision: list[Callable] = []
@@ -107,7 +121,8 @@ def stream_session(
     on_gap: list[Callable] = []
     with ExitStack() as stack:
         stack.callback(source.stop)
-        jsonl = stack.enter_context(JsonlWriter(opts.jsonl)) if opts.jsonl is not None else None
+        jsonl = (stack.enter_context(JsonlWriter(opts.jsonl, opts.overwrite, (opts.replay,)))
+                 if opts.jsonl is not None else None)
         if jsonl is not None:
             on_decision.append(jsonl)
             on_gap.append(jsonl.write)
@@ -232,7 +247,7 @@ def expand_audio_paths(paths: list[Path]) -> list[Path]:
 
 
 def classify_session(
-    classifier: StreamingClassifier, paths: list[Path], jsonl: Path | None = None
+    classifier: StreamingClassifier, paths: list[Path], jsonl: Path | None = None, overwrite: bool = False
 ) -> tuple[list[FileResult], dict[str, Any] | None]:
     """`edge-lung classify`: every file through the streaming windowing; optional JSON lines.
 
@@ -240,7 +255,7 @@ def classify_session(
     results so far) or a crash loses at most the file being decided.
     """
     files = expand_audio_paths(paths)
-    writer = JsonlWriter(jsonl) if jsonl is not None else None
+    writer = JsonlWriter(jsonl, overwrite, files) if jsonl is not None else None
 
     def on_file(result: FileResult) -> None:
         if writer is not None:

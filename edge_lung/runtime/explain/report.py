@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,10 +24,13 @@ import numpy as np
 
 from edge_lung.audio import AudioError, audio_info, resample
 from edge_lung.features import log_mel, window_features
-from edge_lung.fileio import atomic_write_text
+from edge_lung.fileio import atomic_write_text, marked_folder, write_marker
 from edge_lung.runtime.explain.saliency import OcclusionConfig, WindowSaliency, decided_classes, window_saliency
 from edge_lung.runtime.live.stream import Decision, StreamingClassifier
 from edge_lung.runtime.offline.classify import FileResult, classify_file
+
+REPORT_FOLDER = marked_folder("an edge-lung report folder (index.html, one page per recording)", "report")
+"""The writing policy's kind for `report --out` and `stream --report` (`edge_lung.fileio.check_output`)."""
 
 MIN_INPUT_RATE = 4000
 """Lowest input rate reported: ICBHI's slowest stethoscopes record at 4 kHz, and crackles and wheezes reach
@@ -51,7 +55,10 @@ class RecordingReport:
 
     @property
     def page_name(self) -> str:
-        return re.sub(r"[^A-Za-z0-9_.-]", "_", self.result.path.stem) + ".html"
+        """STEM-XXXXXXXX.html: the file's name and a CRC-32 of its absolute path, so two recordings of one
+        name from different folders get pages of their own (issue 26)."""
+        tag = zlib.crc32(str(Path(self.result.path).absolute()).encode()) & 0xFFFFFFFF
+        return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', self.result.path.stem)}-{tag:08x}.html"
 
 
 def explain_decisions(
@@ -155,6 +162,7 @@ class SessionCollector:
         """The session's page and an index naming it, in `out_dir`; returns the page's path."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        write_marker(out_dir, "report")  # ours: --overwrite may replace it (fileio's writing policy)
         report = session_report(classifier, self.decisions, self.blocks, self.rate or 0, source, occlusion)
         report.result.note = self.note
         page = out_dir / report.page_name
@@ -173,6 +181,7 @@ def write_report(
     """One page per recording in `out_dir` plus `index.html`; `on_file` is called after each (progress)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_marker(out_dir, "report")  # ours: --overwrite may replace it (fileio's writing policy)
     reports = []
     for path in paths:
         report = analyse_recording(classifier, path, occlusion)

@@ -6,27 +6,27 @@ import json
 import math
 import sys
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from edge_lung.fileio import EVENTS_JSONL, check_output
 from edge_lung.runtime.artifact.quality import Guidance
 from edge_lung.runtime.live.stream import Decision
 
 
 class JsonlWriter:
-    """`--jsonl PATH`: one JSON object per line, flushed as written ('-' writes to stdout)."""
+    """`--jsonl PATH`: one JSON object per line, flushed as written ('-' writes to stdout). An existing PATH is
+    replaced only with `overwrite` and only if it is edge-lung JSON lines; an input path is refused."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, overwrite: bool = False, inputs: Iterable[str | Path | None] = ()) -> None:
         self.path = str(path)
         if self.path == "-":
             self._file: TextIO = sys.stdout
             self._own = False
         else:
-            parent = Path(self.path).parent
-            if not parent.is_dir():
-                raise ValueError(f"--jsonl {self.path}: directory {parent} does not exist")
-            if Path(self.path).is_dir():
-                raise ValueError(f"--jsonl {self.path}: is a directory; expected a file to write JSON lines to")
+            # the writing policy: never an input, never a file edge-lung did not write (fileio.check_output)
+            check_output(self.path, "--jsonl", EVENTS_JSONL, overwrite, inputs)
             try:
                 self._file = open(self.path, "w", encoding="utf-8")  # closed in close()
             except OSError as exc:

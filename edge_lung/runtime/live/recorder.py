@@ -21,9 +21,12 @@ import errno
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from edge_lung.fileio import FLAC_RECORDING, check_not_input, check_output
 
 # STREAMINFO is the first metadata block: "fLaC" (4) + block header (4) + fields.
 _STREAMINFO = 8
@@ -31,6 +34,23 @@ _MIN_BLOCKSIZE_AT = _STREAMINFO  # uint16 big-endian
 _TOTAL_SAMPLES_AT = _STREAMINFO + 13  # low 4 bits of this byte + next 4 bytes: 36-bit total
 _MD5_AT = _STREAMINFO + 18  # 16 bytes; all zero means "not computed" (readers skip the check)
 _LOW_SPACE = 1 << 20  # bytes free below which a failed write is put down to a full disk
+
+
+def check_record_path(path: str | Path, overwrite: bool = False, inputs: Iterable[str | Path | None] = ()) -> None:
+    """`--record PATH` before the session starts (fileio's writing policy): a .flac path, not an input, in a
+    folder that exists; with `overwrite` an existing PATH must be a FLAC recording (without it the session
+    records to NAME-2.flac and keeps PATH)."""
+    path = Path(path)
+    if path.suffix.lower() != ".flac":
+        raise ValueError(f"--record {path}: expected a path ending in .flac")
+    if overwrite:
+        check_output(path, "--record", FLAC_RECORDING, overwrite=True, inputs=inputs)
+        return
+    check_not_input(path, "--record", inputs)
+    if path.is_dir():
+        raise ValueError(f"--record {path}: is a directory; expected a file path ending in .flac")
+    if not path.absolute().parent.is_dir():
+        raise ValueError(f"--record {path}: folder {path.absolute().parent} does not exist; create it first")
 
 
 class RecordingError(OSError):

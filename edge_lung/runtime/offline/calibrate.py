@@ -239,7 +239,7 @@ def calibrate_model_dir(model_dir: str | Path, recordings: str | Path, out: str 
     if where is not None:
         raise ArtifactError(f"--out {out}: {where} MODEL_DIR {model_dir}; calibrate writes a calibrated copy and "
                             "leaves the original untouched: choose a folder outside it")
-    check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite, inputs=(folder, reference_db))  # the recordings and database are not ours
     if not min_audio_s > 0:
         raise CalibrationError(f"--min-audio: expected seconds > 0, got {min_audio_s}")
     paths, other = recording_files(folder)

@@ -239,7 +239,8 @@ def test_classify_cli_three_cases_and_quality_off(model_dir, tmp_path):
                       ("nan.wav", "invalid", False)]
     notes = {Path(e["file"]).name: e for e in events if e["type"] == "file"}
     assert "8000-8999" in notes["nan.wav"]["note"] and notes["clipped.wav"]["verdicts"] == {"clipping": 1}
-    res = CliRunner().invoke(app, ["classify", str(model_dir), *files, "--jsonl", str(out), "--quality", "off"])
+    res = CliRunner().invoke(app, ["classify", str(model_dir), *files, "--jsonl", str(out), "--quality", "off",
+                                   "--overwrite"])  # out.jsonl is the run's above (issue 26: never replaced silently)
     events = [json.loads(line) for line in out.read_text().splitlines() if '"window"' in line]
     assert [e["label"] in ("normal", "crackle", "wheeze", "both") for e in events] == [True, True, False]
 

@@ -118,7 +118,8 @@ def test_cli_report_exit_status_names_the_bad_files(model_dir, inputs, tmp_path)
     res = CliRunner().invoke(app, ["report", str(model_dir), str(inputs), "--out", str(tmp_path / "r")])
     assert res.exit_code == 1, res.output
     assert "2 recordings reported, 3 not" in res.output and "slow.wav: error:" in res.output
-    res = CliRunner().invoke(app, ["report", str(model_dir), str(tmp_path / "missing"), "--out", str(tmp_path / "r")])
+    res = CliRunner().invoke(app, ["report", str(model_dir), str(tmp_path / "missing"), "--out", str(tmp_path / "r"),
+                                   "--overwrite"])  # r is the report written above (issue 26: never replaced silently)
     assert res.exit_code == 2 and "no such file or directory" in res.output
 
 

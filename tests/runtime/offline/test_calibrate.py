@@ -225,9 +225,9 @@ def test_bad_model_dirs_and_outputs_are_refused(setup, calibrated, tmp_path) -> 
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "mine.txt").write_text("keep")
-    with pytest.raises(ArtifactError, match="exists and is not empty; pass --overwrite"):
+    with pytest.raises(ArtifactError, match="exists and was not written by edge-lung"):
         calibrate_model_dir(setup["model"], setup["device"], occupied, **QUIET)
-    with pytest.raises(ArtifactError, match="not an edge-lung model directory .* --overwrite replaces only those"):
+    with pytest.raises(ArtifactError, match="not an edge-lung model directory.*move it or choose another path"):
         calibrate_model_dir(setup["model"], setup["device"], occupied, overwrite=True, min_audio_s=30.0, **QUIET)
     assert (occupied / "mine.txt").read_text() == "keep"
     with pytest.raises(ArtifactError, match="is MODEL_DIR .*leaves the original untouched"):
