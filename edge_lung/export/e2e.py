@@ -17,8 +17,7 @@ from edge_lung.config import FeatureConfig
 from edge_lung.export.frontend import end_to_end_model
 from edge_lung.export.parity import ParityError, pick_balanced
 from edge_lung.fileio import atomic_path, sha256_file
-from edge_lung.runtime.e2e import AUDIO_NAME, E2E_NAME, PROBS_NAME, VECTORS_NAME, E2EClassifier
-from edge_lung.runtime.model_dir import open_session
+from edge_lung.runtime.e2e import AUDIO_NAME, E2E_NAME, PROBS_NAME, VECTORS_NAME, E2EClassifier, open_e2e_session
 from edge_lung.scoring import softmax
 
 FEATURES_LIMIT = 1e-4
@@ -50,7 +49,7 @@ def write_end_to_end(classifier_path: str | Path, out_path: str | Path, cfg: Fea
 
 def run_e2e(path: str | Path, audio: np.ndarray, threads: int | None = None, batch: int = 8) -> tuple:
     """(probabilities, logits, features) of the end-to-end graph at `path` on float32[N, S], in batches."""
-    sess = open_session(path, threads)
+    sess = open_e2e_session(path, threads)
     outs = [sess.run([PROBS_NAME, "logits", "features"], {AUDIO_NAME: audio[i : i + batch]})
             for i in range(0, len(audio), batch)]
     return tuple(np.concatenate([o[k] for o in outs]) for k in range(3))
