@@ -1,32 +1,36 @@
 """The Kaldi fbank front end as standard ONNX ops, and the end-to-end graph (raw audio in, decision out).
 
 `frontend_model(cfg)` builds, from the same `FeatureConfig` that `edge_lung.features.window_features`
-reads, an ONNX graph `audio float32[batch, window_samples] -> features float32[batch, T, M]`:
+reads, an ONNX graph `audio float32[batch, window_samples] -> features float32[batch, T, M]` that computes
+what numpy does, in the same precision at each step:
 
-    framing (Gather with start + offset indices, snip-edges) -> Cast to float64
-    -> one MatMul with a folded real-DFT basis float64[L, 2K] -> Cast to float32
-    -> power folded into the mel MatMul: (spec * spec) @ [mel; mel] -> log floor (Max, Log)
-    -> normalisation (Sub, Div) -> with `mel_norm="window"`: each bin standardised over the window's
-       frames in float64 (ReduceMean, Sqrt, Max with BIN_STD_FLOOR, Div), as `features.standardize_bins`
+    float64 DFT of the DC-free, pre-emphasised, windowed, zero-padded frames (one of two forms, below)
+    -> Cast to float32, squares, re^2 + im^2 -> mel matrix (MatMul) -> log floor (Max, Log)
+    -> AST normalisation (Sub, Div) -> with `mel_norm="window"`, each bin standardised over the window's
+       frames in float64 with the std floored at BIN_STD_FLOOR (`features.standardize_bins`)
 
-The basis: DC removal, pre-emphasis (x[-1] := x[0] inside each frame), the window and the zero-padding to
-`fft_size` are all linear in the frame, so they are folded, in float64, with the cos/sin DFT rows into one
-matrix `basis = (window * preemphasis * dc_removal)^T @ [cos | sin]`. Only the K FFT bins that some mel
-filter weights are kept (20-2000 Hz at 16 kHz: 64 of 257), so a band-limited front end costs a quarter of
-a full-band one. The power `re^2 + im^2` summed by the mel matrix is one MatMul with the mel matrix stacked
-twice. The float32 casts and squares are those of `features.log_mel`, so the graph computes what numpy does
-up to float64 rounding and the float32 summation order of the mel product.
+Only the FFT bins that some mel filter weighs are computed (20-2000 Hz at 16 kHz: 64 of 257). The DFT is
+float64 MatMuls with precomputed bases, in one of two forms (`fft_plan` picks by multiply-adds):
 
-Why float64 for the DFT MatMul (measured, 2-core Xeon VM, onnxruntime 1.32, one thread, 8 s / 128 bins;
-benchmarks/results/e2e-graph/2026-12-08-*.md): the same MatMul in float32 is about twice as fast (front end
-~2.4 vs ~4.1 ms per window), but float32 rounding in the DFT is relative to the whole frame's energy, so a
-quiet FFT bin beside a loud one carries a large relative error into its log: float32 missed the 1e-4 feature
-limit by up to 10x on real ICBHI windows, and by more with `mel_norm="window"`, whose per-bin
-standardisation stretches a nearly constant bin by up to 1 / (2 * BIN_STD_FLOOR) = 20x. The float64 basis
-holds 1e-6 or better on the same windows. The replaced `DFT` op (float64, onnxruntime's generic kernel)
-took ~30 ms per window; numpy's float64 rfft front end ~5 ms; this graph's front end ~4 ms. The graph's
-DFT MatMul is not an FFT: work grows with L * K, but for the 25 ms / 512-point frames here one GEMM beats
-the radix FFT kernel of onnxruntime several times over.
+- `direct`: frames (a Gather of gcd(shift, L)-sample blocks) times one basis float64[L, 2 K] in which DC
+  removal, pre-emphasis (x[-1] := x[0] in each frame), the window and the zero-padding are folded
+  (`dft_basis`). Cheapest for a narrow band (the icbhi-robust front end).
+- `fft`: a two-stage split N = na * nb (`FftPlan`): the signal, reshaped to rows of na samples and
+  transposed, gives each phase's frames as blocks of rows (no per-sample index); stage 1, per phase, a
+  MatMul with the window, the DC term and the bins' twiddles folded in; stage 2 one MatMul over the
+  phases. A full-band front end needs ~45 k multiply-adds per frame instead of ~200 k.
+
+Why float64 (measured on real ICBHI windows, loud, -60 dB and resampled through 4 kHz; 2-core Xeon VM,
+onnxruntime 1.32, one thread; benchmarks/results/e2e-graph/2026-12-08-*.md): float32 rounding in a DFT
+is relative to the whole frame's energy, so the quiet bins beside loud ones miss the 1e-4 feature limit:
+one float32 MatMul measured 2.0e-4 (8 s / 128 bins), 5.3e-4 (icbhi-robust) and 3.7e-3 (128 bins,
+mel_norm window, whose per-bin standardisation stretches a nearly constant bin up to 20x); float64 holds
+1.2e-7 (global) and 2.6e-6 (window). Speed per 8 s window on a lightly loaded machine: numpy 3.2-3.4 ms;
+the replaced float64 `DFT` op 16.8 ms; one float64 MatMul 1.9 ms at 20-2000 Hz but 9-11 ms full band
+(onnxruntime's float64 GEMM is ~4x slower than its float32); the two-stage split ~4 ms full band, as fast
+as numpy with the classifier after it (benchmarks/bench_e2e.py --frontends). The runtime runs the graph
+with onnxruntime's memory arena (`runtime.e2e.open_e2e_session`): its float64 intermediates (~26 MB per
+window) would otherwise be allocated anew for every window.
 
 The window and mel matrix come from `features.fbank_constants` and the frame indices from the same
 `FeatureConfig`, so a changed setting changes both front ends. Cyclic padding of short audio is not in the
