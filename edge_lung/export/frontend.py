@@ -18,7 +18,8 @@ float64 MatMuls with precomputed bases, in one of two forms (`fft_plan` picks by
 - `fft`: a two-stage split N = na * nb (`FftPlan`): the signal, reshaped to rows of na samples and
   transposed, gives each phase's frames as blocks of rows (no per-sample index); stage 1, per phase, a
   MatMul with the window, the DC term and the bins' twiddles folded in; stage 2 one MatMul over the
-  phases. A full-band front end needs ~45 k multiply-adds per frame instead of ~200 k.
+  phases; stage 1 computes half the k_b, stage 2 the other half from them (real input). A full-band front
+  end needs ~33 k float64 multiply-adds per frame instead of ~200 k.
 
 Why float64 (measured on real ICBHI windows, loud, -60 dB and resampled through 4 kHz; 2-core Xeon VM,
 onnxruntime 1.32, one thread; benchmarks/results/e2e-graph/2026-12-08-*.md): float32 rounding in a DFT
@@ -128,9 +129,15 @@ class FftPlan:
     rows: int
     ka: tuple[int, int]
 
+    @property
+    def half(self) -> int:
+        """Stage-1 columns k_b = 0 .. nb // 2: Y[n_a, nb - k_b] is e^(-2 pi i n_a / na) conj(Y[n_a, k_b]) (real y),
+        so stage 2 gets the other half's bins from the same columns."""
+        return self.nb // 2 + 1
+
     def macs(self) -> int:
         """Multiply-adds per frame of the two float64 stages (stage 1 with its block of frame terms)."""
-        return 2 * self.na * (self.rows + self.block) * self.nb + 4 * (self.ka[1] - self.ka[0]) * self.na * self.nb
+        return 2 * self.na * (self.rows + self.block) * self.half + 8 * (self.ka[1] - self.ka[0]) * self.na * self.half
 
 
 def fft_plans(cfg: FeatureConfig) -> list[FftPlan]:
@@ -246,19 +253,21 @@ def _first_step(cfg: FeatureConfig) -> bool:
 
 
 def _fft_stage_matrices(cfg: FeatureConfig, plan: FftPlan) -> tuple[np.ndarray, np.ndarray]:
-    """Stage 1 float64[2, na, rows + block, nb] (Re, Im) and stage 2 float64[2 KA, 2 na] of `plan`.
+    """Stage 1 float64[2, na, rows + block, half] (Re, Im) and stage 2 float64[4 KA, 2 na] of `plan`.
 
     Stage 1, per phase n_a: Y[n_a, k_b] = sum over n_b of y[n] e^(-2 pi i n k_b / N), n = na n_b + n_a, with
     the window folded in (0 from n = L on: the zero-padding); its last `block` rows weigh the frame's terms
     (`_signal_terms`: frame sum -> -(1 - p) / L times the window's own sum; first step -> p w[0], phase 0).
-    Stage 2: X[k_b + nb k_a] = sum over n_a of Y[n_a, k_b] e^(-2 pi i n_a k_a / na), rows [Re k_a.., Im k_a..].
+    Stage 2, rows [Re direct, Re mirrored, Im direct, Im mirrored] (k_a each): X[k_b + nb k_a] = sum over
+    n_a of Y[n_a, k_b] e^(-2 pi i n_a k_a / na), and X[nb (k_a + 1) - k_b] = the same of conj(Y[n_a, k_b])
+    e^(-2 pi i n_a (k_a + 1) / na) (`FftPlan.half`).
     """
     window, _ = fbank_constants(cfg)
-    na, nb, length, p = plan.na, plan.nb, cfg.frame_length, cfg.preemphasis
+    na, length, p = plan.na, cfg.frame_length, cfg.preemphasis
     n = na * np.arange(plan.rows)[None, :] + np.arange(na)[:, None]  # [na, rows]
     w = np.where(n < length, window[np.minimum(n, length - 1)], 0.0)
-    ang = 2 * np.pi * n[:, :, None] * np.arange(nb)[None, None, :] / cfg.fft_size
-    stage1 = np.zeros((2, na, plan.rows + plan.block, nb))
+    ang = 2 * np.pi * n[:, :, None] * np.arange(plan.half)[None, None, :] / cfg.fft_size
+    stage1 = np.zeros((2, na, plan.rows + plan.block, plan.half))
     stage1[0, :, : plan.rows] = w[:, :, None] * np.cos(ang)
     stage1[1, :, : plan.rows] = -w[:, :, None] * np.sin(ang)
     if cfg.remove_dc_offset:
@@ -267,7 +276,18 @@ def _fft_stage_matrices(cfg: FeatureConfig, plan: FftPlan) -> tuple[np.ndarray, 
         stage1[0, 0, plan.rows + int(cfg.remove_dc_offset)] = p * window[0]
     th = 2 * np.pi * np.outer(np.arange(*plan.ka), np.arange(na)) / na
     c, s = np.cos(th), np.sin(th)
-    return stage1, np.block([[c, s], [-s, c]])
+    th = th + 2 * np.pi * np.arange(na)[None, :] / na  # k_a + 1
+    cm, sm = np.cos(th), np.sin(th)
+    return stage1, np.block([[c, s], [cm, -sm], [-s, c], [-sm, -cm]])
+
+
+def _fft_bins_of(plan: FftPlan) -> np.ndarray:
+    """int[2 KA, half]: the rfft bin each (direct / mirrored, k_a) row and k_b column of stage 2 gives, -1 where
+    a mirrored one repeats a direct one (k_b = 0, k_b = nb / 2)."""
+    ka = np.arange(*plan.ka)[:, None]
+    kb = np.arange(plan.half)[None, :]
+    mirrored = np.where((kb > 0) & (2 * kb < plan.nb), plan.nb * (ka + 1) - kb, -1)
+    return np.concatenate([kb + plan.nb * ka, mirrored])
 
 
 def _fft_power(g: _Graph, audio: str, cfg: FeatureConfig, plan: FftPlan) -> tuple[str, np.ndarray]:
@@ -279,7 +299,7 @@ def _fft_power(g: _Graph, audio: str, cfg: FeatureConfig, plan: FftPlan) -> tupl
     """
     _, mel = fbank_constants(cfg)
     lo, hi = fft_bins(cfg)
-    n, na, nb, b = cfg.num_frames, plan.na, plan.nb, plan.block
+    n, na, nb, b = cfg.num_frames, plan.na, plan.half, plan.block  # nb: stage-1 columns
     ka, step = plan.ka[1] - plan.ka[0], plan.hop_rows // b
     e, terms = _signal_terms(g, audio, cfg)
     rows_total = (n - 1) * plan.hop_rows + plan.rows  # signal rows of na samples that the frames read
@@ -308,14 +328,14 @@ def _fft_power(g: _Graph, audio: str, cfg: FeatureConfig, plan: FftPlan) -> tupl
     y = g.op("Reshape", [y, g.const("stage2_in_shape", np.array([0, 2 * na, n * nb], np.int64))], "stage2_in")
     spec = g.op("Cast", [g.op("MatMul", [g.const("stage2", stage2), y], "spectrum")], "spectrum_f32", to=_FLOAT)
     sq = g.op("Reshape", [g.op("Mul", [spec, spec], "re_im_squared"),
-                          g.const("parts_shape", np.array([0, 2, ka * n * nb], np.int64))], "re_im_parts")
+                          g.const("parts_shape", np.array([0, 2, 2 * ka * n * nb], np.int64))], "re_im_parts")
     # re^2 + im^2 in float32 (one rounding, as features.log_mel): a [1, 2] MatMul is one pass, ReduceSum is slower
     power = g.op("MatMul", [g.const("re_plus_im", np.ones((1, 2), np.float32)), sq], "power")
-    power = g.op("Reshape", [power, g.const("power_shape", np.array([0, ka, n, nb], np.int64))], "power_4d")
+    power = g.op("Reshape", [power, g.const("power_shape", np.array([0, 2 * ka, n, nb], np.int64))], "power_4d")
     power = g.op("Transpose", [power], "power_by_frame", perm=[0, 2, 1, 3])
-    power = g.op("Reshape", [power, g.const("bins_shape", np.array([0, n, ka * nb], np.int64))], "power_bins")
-    k = np.arange(plan.ka[0] * nb, plan.ka[1] * nb)
-    return power, np.where(((k >= lo) & (k < hi))[:, None], mel[np.minimum(k, mel.shape[0] - 1)], 0.0)
+    power = g.op("Reshape", [power, g.const("bins_shape", np.array([0, n, 2 * ka * nb], np.int64))], "power_bins")
+    k = _fft_bins_of(plan).reshape(-1)
+    return power, np.where(((k >= lo) & (k < hi))[:, None], mel[np.clip(k, 0, mel.shape[0] - 1)], 0.0)
 
 
 def _log_mel(g: _Graph, power: str, mel_rows: np.ndarray, cfg: FeatureConfig, out: str | None) -> str:
