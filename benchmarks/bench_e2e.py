@@ -2,6 +2,12 @@
 
     .venv/bin/python benchmarks/bench_e2e.py MODEL_DIR [MODEL_DIR ...] [--threads 1 2] [--reps 20] [--json out.json]
     .venv/bin/python benchmarks/bench_e2e.py --base [--int8] ...   # base-size AST, random weights
+    .venv/bin/python benchmarks/bench_e2e.py --frontends --data ICBHI_DIR [--reps 30]   # the graph's DFT forms
+
+`--frontends` (issue 30) times the front end alone, one thread, for each way `edge_lung.export.frontend`
+can compute the DFT (`METHODS`: the two-stage float64 split, one float64 MatMul, one float32 MatMul) against
+`window_features`, round-robin, on real windows of the database (loud, -60 dB, and resampled through 4 kHz),
+with each graph's largest feature difference: the measurement behind the module's choice.
 
 Each timed call is the device's whole path for one window from an unpadded cycle: cyclic padding,
 then either `window_features` + the classifier graph + softmax ('model', the runtime's default), or
@@ -96,6 +102,70 @@ def measure(model_dir: str, threads: int, reps: int) -> dict:
     }
 
 
+FRONTEND_CONFIGS = {
+    "8 s / 128 bins (default)": {},
+    "8 s / 64 bins, 20-2000 Hz, mel_norm window (icbhi-robust)": {"high_freq_hz": 2000.0, "num_mel_bins": 64,
+                                                                   "mel_norm": "window"},
+    "8 s / 128 bins, mel_norm window": {"mel_norm": "window"},
+    "8 s / 64 bins, 20-6000 Hz": {"high_freq_hz": 6000.0, "num_mel_bins": 64},
+}
+
+
+def real_windows(data: Path, cfg, recordings: int = 6) -> np.ndarray:
+    """Of `recordings` recordings spread over the database: a middle window, it at -60 dB, and the same
+    window resampled through 4 kHz (a band-limited device), loud and at -60 dB."""
+    from edge_lung.audio import cyclic_pad, load_audio, resample
+
+    files = sorted(data.rglob("*.wav"))
+    out = []
+    for f in files[:: max(1, len(files) // recordings)][:recordings]:
+        wave, _ = load_audio(f, cfg.sample_rate)
+        mid = max(0, wave.shape[0] // 2 - cfg.window_samples // 2)
+        limited = resample(resample(wave, cfg.sample_rate, 4000), 4000, cfg.sample_rate)
+        for w in (cyclic_pad(wave[mid:], cfg.window_samples), cyclic_pad(limited[mid:], cfg.window_samples)):
+            out += [w, 1e-3 * w]
+    return np.stack(out).astype(np.float32)
+
+
+def frontend_rows(data: Path, reps: int) -> list[dict]:
+    """Per config and DFT method: median ms of the front end alone (one thread, round-robin with numpy) and
+    the largest |graph - window_features| over `real_windows`."""
+    import onnxruntime as ort
+
+    from edge_lung.config import FeatureConfig
+    from edge_lung.export.frontend import METHODS, fft_plan, frontend_model
+    from edge_lung.features import window_features
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    rows = []
+    for name, fields in FRONTEND_CONFIGS.items():
+        cfg = FeatureConfig(**fields)
+        windows = real_windows(data, cfg)
+        ref = np.stack([window_features(w, cfg) for w in windows])
+        calls = {"numpy": lambda c=cfg, w=windows: window_features(w[0], c)}
+        diffs = {"numpy": 0.0}
+        for method in (m for m in METHODS if m != "auto" and (m != "fft" or fft_plan(cfg, "fft"))):
+            sess = ort.InferenceSession(frontend_model(cfg, method=method).SerializeToString(), opts,
+                                        providers=["CPUExecutionProvider"])
+            got = np.concatenate([sess.run(None, {"audio": windows[i : i + 1]})[0] for i in range(len(windows))])
+            diffs[method] = float(np.abs(got - ref).max())
+            calls[method] = lambda s=sess, w=windows: s.run(None, {"audio": w[:1]})
+        times: dict[str, list[float]] = {k: [] for k in calls}
+        for rnd in range(reps + 1):
+            for k, fn in calls.items():
+                t = time.perf_counter()
+                fn()
+                if rnd:
+                    times[k].append(1000 * (time.perf_counter() - t))
+        plan = fft_plan(cfg)
+        rows.append({"config": name, "features": cfg.to_dict(), "windows": len(windows),
+                     "shipped": "fft" if plan else "direct", "plan": plan and plan.__dict__,
+                     "ms": {k: round(statistics.median(v), 2) for k, v in times.items()},
+                     "max_abs_diff": diffs})
+    return rows
+
+
 def _child(model_dir: str, threads: int, reps: int) -> dict:
     env = dict(os.environ)
     for var in THREAD_ENV:
@@ -119,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--reps", type=int, default=20, help="timed rounds (after one warm-up round)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--frontends", action="store_true", help="time the graph's DFT forms (needs --data)")
+    ap.add_argument("--data", type=Path, help="with --frontends: an ICBHI database for real windows")
     args = ap.parse_args(argv)
+    if args.frontends:
+        return print_frontends(args)
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-", dir="/tmp"))
     try:
         dirs = list(args.model_dirs) + ([str(build_base_dir(work, args.int8))] if args.base else [])
@@ -139,6 +213,28 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {meta['cores']} cores, load average {meta['load_average']}")
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    return 0
+
+
+def print_frontends(args: argparse.Namespace) -> int:
+    """`--frontends`: the table, and the JSON if asked."""
+    if args.data is None:
+        raise SystemExit("--frontends: expected --data ICBHI_DIR (real windows)")
+    for var in THREAD_ENV:
+        os.environ.setdefault(var, "1")
+    rows = frontend_rows(args.data, args.reps)
+    print("| config | shipped | numpy ms | split (fft) ms, max diff | one MatMul f64 ms, max diff "
+          "| one MatMul f32 ms, max diff |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        cells = [f"{r['ms'][m]} ({r['max_abs_diff'][m]:.1e})" if m in r["ms"] else "-"
+                 for m in ("fft", "direct", "direct-f32")]
+        print(f"| {r['config']} | {r['shipped']} | {r['ms']['numpy']} | " + " | ".join(cells) + " |")
+    meta = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "load_average": os.getloadavg(), "python": platform.python_version()}
+    print(f"machine: {meta['cores']} cores, load average {meta['load_average']}")
+    if args.json:
+        args.json.write_text(json.dumps({"meta": meta, "frontends": rows}, indent=2))
     return 0
 
 

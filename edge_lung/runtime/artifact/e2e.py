@@ -23,11 +23,12 @@ from edge_lung.runtime.artifact.model_dir import (
     ArtifactError,
     ModelInfo,
     OnnxClassifier,
+    check_threads,
     listed_file,
     model_info,
-    open_session,
     parse_metadata,
     resolve_model_path,
+    session_options,
 )
 
 E2E_NAME = "model.e2e.onnx"
@@ -36,6 +37,21 @@ AUDIO_NAME = "audio"
 PROBS_NAME = "probabilities"
 GRAPHS = ("model", "e2e")
 """`--graph` choices: the numpy front end + the classifier graph, or the end-to-end graph."""
+
+
+def open_e2e_session(path: str | Path, threads: int | None = None):
+    """`model_dir.open_session` for an end-to-end graph, with onnxruntime's memory arena whatever the file's
+    size: the front end's float64 intermediates (~26 MB per 8 s window) would otherwise be allocated and
+    faulted in on every window (demo-size INT8 model, one thread: 64 vs 38 ms per window; the numpy front
+    end + model 41 ms; issue 30)."""
+    import onnxruntime as ort
+
+    check_threads(threads)
+    try:
+        return ort.InferenceSession(str(path), sess_options=session_options(threads),
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ArtifactError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from exc
 
 
 def _manifest_entry(model_dir: Path, key: str) -> tuple[Path, dict[str, Any]]:
@@ -73,7 +89,7 @@ class E2EClassifier:
         model = Path(model)
         path, manifest = (_manifest_entry(model, "e2e")[0], resolve_model_path(model)[1]) if model.is_dir() \
             else (model, {})
-        self.session = open_session(path, threads)
+        self.session = open_e2e_session(path, threads)
         meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         self.info = model_info(path, meta, manifest)  # refuses metadata that disagrees with the manifest
         refuse_calibrated(self.info, model)
