@@ -103,30 +103,29 @@ def _sliding_median(p: np.ndarray, width: int) -> np.ndarray:
     """Median over `width` (odd) consecutive columns of each row of float64[rows, n + width - 1] ->
     float64[rows, n]: bit for bit what np.median over a sliding window gives, without a sort per window.
 
-    Order the values by (value, column); an element of the window is the median when exactly width // 2 of the
-    window's elements come before it. Each pair at distance d is compared once for all windows (width - 1
-    comparisons of the whole row), and an element's count in a window is a running sum of those comparisons
-    to its left plus one to its right."""
+    Each row's values are ranked once (ties in any order: the median's value does not depend on it); an
+    element of a window is its median when exactly width // 2 of the window's elements rank below it. Each
+    pair of columns at distance d is compared once for all windows, and an element's count in a window is a
+    running sum of those comparisons over the window's part to its left plus one over its part to the right."""
     rows, cols = p.shape
     n, span = cols - width + 1, width - 1
-    # before[d][:, c]: column c comes before column c + d
-    before = [p[:, : cols - d] <= p[:, d:] for d in range(1, width)]
-    # left[o][:, c] = how many of columns c - o .. c - 1 come before c; right[k][:, c]: of c + 1 .. c + k
-    left = [np.zeros((rows, cols), np.int8)]
+    dtype = np.int8 if cols <= np.iinfo(np.int8).max else np.int16  # small integers: fast comparisons and sums
+    key = np.empty((rows, cols), dtype)
+    np.put_along_axis(key, np.argsort(p, axis=1), np.arange(cols, dtype=dtype)[None, :], axis=1)
+    # left[o][:, c]: how many of columns c - o .. c - 1 rank below c; right[k][:, c]: of columns c + 1 .. c + k
+    left, right = np.zeros((width, rows, cols), dtype), np.zeros((width, rows, cols), dtype)
     for d in range(1, width):
-        step = left[-1].copy()
-        step[:, d:] += before[d - 1][:, : cols - d]  # column c - d vs c: before[d - 1][:, c - d]
-        left.append(step)
-    right = [np.zeros((rows, cols), np.int8)]
-    for d in range(1, width):
-        step = right[-1].copy()
-        step[:, : cols - d] += ~before[d - 1]
-        right.append(step)
-    where = np.arange(n, dtype=np.intp)  # the median's column, for each window
-    for o in range(1, width):  # the window starting at j, its element j + o
-        rank = left[o][:, o : o + n] + right[span - o][:, o : o + n]
-        where = where + (rank == span // 2) * np.int8(o)
-    return np.take_along_axis(p, np.broadcast_to(where, (rows, n)), axis=1)
+        below = key[:, : cols - d] < key[:, d:]  # column c below column c + d
+        left[d, :, d:] = below
+        right[d, :, : cols - d] = ~below
+    for d in range(2, width):  # running sums, in place (np.cumsum on int8 goes through a slow cast)
+        left[d] += left[d - 1]
+        right[d] += right[d - 1]
+    offset = np.zeros((rows, n), dtype)  # the median's column in each window, from the window's first
+    for o in range(1, width):
+        rank = left[o, :, o : o + n] + right[span - o, :, o : o + n]
+        offset += (rank == span // 2) * dtype(o)
+    return np.take_along_axis(p, offset + np.arange(n), axis=1)
 
 
 def _median(x: np.ndarray, axis: int = -1, overwrite: bool = False) -> np.ndarray:

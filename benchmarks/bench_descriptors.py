@@ -1,0 +1,196 @@
+"""The `respiratory` descriptors' time per 8 s window beside the numpy fbank's, on one core, in one run
+(issue #30), and how far the fast descriptors are from the straightforward reference on real audio.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_descriptors.py [--data DB] [--repeats 30] [--json PATH.json]
+
+Timing: fbank (`log_mel` + `normalize`, the default FeatureConfig: 128 bins), the reference descriptors
+(the straightforward implementation kept in tests/test_descriptors.py, as the module was before #30) and
+`respiratory_features`, interleaved window by window so that machine noise hits all three alike; the
+median ms per window of each and the ratio descriptors / fbank (the acceptance: at most 1.5).
+With `--data`, the windows are 8 s of the real recordings, and every annotated cycle (cut or padded as
+`cycle_features` does) and every 8 s window of continuous audio (hop 8 s) is compared: the largest
+absolute and relative difference per descriptor and how many values differ at all.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one core, set before numpy loads its BLAS
+
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+from functools import lru_cache  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import ModuleType  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from edge_lung.audio import cyclic_pad  # noqa: E402
+from edge_lung.bench.environment import environment  # noqa: E402
+from edge_lung.config import FeatureConfig  # noqa: E402
+from edge_lung.data.icbhi import Database, load_cycles, load_recording_audio  # noqa: E402
+from edge_lung.features import log_mel, normalize  # noqa: E402
+from edge_lung.fileio import atomic_write_json, atomic_write_text  # noqa: E402
+from edge_lung.respiratory import (  # noqa: E402
+    CRACKLE_BANDS_HZ,
+    NAMES,
+    STFT_HOP,
+    STFT_SIZE,
+    butterworth_band,
+    respiratory_features,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ("train", "val", "test")
+
+
+def reference_module() -> ModuleType:
+    """tests/test_descriptors.py, whose `reference_features` is the straightforward implementation."""
+    spec = importlib.util.spec_from_file_location("test_descriptors", ROOT / "tests" / "test_descriptors.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def real_windows(db: Database, cfg: FeatureConfig) -> list[np.ndarray]:
+    """Every 8 s window (hop 8 s) of every recording at cfg.sample_rate, float32."""
+    out = []
+    for rec in db.recordings:
+        wave = load_recording_audio(rec, cfg.sample_rate)
+        out += [wave[a : a + cfg.window_samples] for a in range(0, wave.size - cfg.window_samples + 1,
+                                                                 cfg.window_samples)]
+    return out
+
+
+def real_cycles(db: Database, cfg: FeatureConfig) -> list[np.ndarray]:
+    """Every annotated cycle as `cycle_features` measures it: cut to the window, cyclic-padded to one frame."""
+    out = []
+    for cycle in load_cycles(db, splits=SPLITS, sample_rate=cfg.sample_rate):
+        audio = cycle.audio[: cfg.window_samples]
+        out.append(cyclic_pad(audio, STFT_SIZE) if audio.size < STFT_SIZE else audio)
+    return out
+
+
+def time_interleaved(fns: dict[str, Callable[[np.ndarray], Any]], windows: list[np.ndarray],
+                     repeats: int) -> dict[str, list[float]]:
+    """ms per window of each function, the functions taking turns on each window."""
+    for fn in fns.values():  # warm-up: caches, masks, lazy imports
+        fn(windows[0])
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(repeats):
+        window = windows[i % len(windows)]
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn(window)
+            times[name].append(1000.0 * (time.perf_counter() - t0))
+    return times
+
+
+@lru_cache(maxsize=4)
+def masks(n: int, sample_rate: int) -> tuple[np.ndarray, ...]:
+    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    return tuple(butterworth_band(freqs, band, sample_rate) for band in CRACKLE_BANDS_HZ)
+
+
+def transforms(window: np.ndarray, sample_rate: int) -> None:
+    """Only the Fourier transforms that define the descriptors (the 64 ms STFT, the window's rfft and one irfft
+    per crackle band), at full length: the floor of any implementation that computes the same numbers."""
+    x = window.astype(np.float64)
+    padded = np.pad(x, (STFT_SIZE // 2, STFT_SIZE // 2 + (-(x.size % STFT_HOP) % STFT_HOP)))
+    np.fft.rfft(np.lib.stride_tricks.sliding_window_view(padded, STFT_SIZE)[::STFT_HOP], axis=1)
+    spectrum = np.fft.rfft(x)
+    for mask in masks(x.size, sample_rate):
+        np.fft.irfft(spectrum * mask, n=x.size)
+
+
+def compare(audio: list[np.ndarray], reference: Callable[[np.ndarray], np.ndarray], rate: int) -> dict[str, Any]:
+    """Largest |new - old| and |new - old| / |old| per descriptor over `audio`, and the count of unequal values."""
+    old = np.stack([reference(a) for a in audio]).astype(np.float64)
+    new = np.stack([respiratory_features(a, rate) for a in audio]).astype(np.float64)
+    diff = np.abs(new - old)
+    rel = diff / np.maximum(np.abs(old), 1e-12)
+    return {"count": len(audio),
+            "per_descriptor": {name: {"max_abs": float(diff[:, i].max()), "max_rel": float(rel[:, i].max()),
+                                      "unequal": int((diff[:, i] > 0).sum())} for i, name in enumerate(NAMES)},
+            "max_abs": float(diff.max()), "max_rel": float(rel.max()), "unequal": int((diff > 0).sum())}
+
+
+def summary(times: dict[str, list[float]]) -> dict[str, Any]:
+    ms = {name: statistics.median(t) for name, t in times.items()}
+    return {"median_ms": ms, "new_over_fbank": ms["descriptors"] / ms["fbank"],
+            "transforms_over_fbank": ms["transforms"] / ms["fbank"],
+            "old_over_fbank": ms["reference"] / ms["fbank"], "speedup": ms["reference"] / ms["descriptors"]}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    env, timing = result["environment"], result["timing"]
+    ms = timing["median_ms"]
+    lines = [f"# Descriptors vs fbank, one 8 s window, 1 thread ({result['created_utc'][:10]})", "",
+             f"Machine: {result['machine']} ({env['cpu']}, {env['cores']} cores, numpy {env['numpy']}, "
+             f"load {env['load_avg_1m']} before the run). {timing['repeats']} interleaved repeats over "
+             f"{timing['windows']} windows ({timing['source']}).", "",
+             "| front end | median ms / window | / fbank |", "| --- | --- | --- |"]
+    for name, label in (("fbank", "fbank (log_mel + normalize, 128 bins)"),
+                        ("reference", "descriptors, straightforward reference (before #30)"),
+                        ("descriptors", "descriptors, `respiratory_features`"),
+                        ("transforms", "its Fourier transforms alone (STFT, rfft, 3 irfft)")):
+        lines.append(f"| {label} | {ms[name]:.2f} | {ms[name] / ms['fbank']:.2f} |")
+    lines += ["", f"Speed-up over the reference: {timing['speedup']:.1f}x. Acceptance (descriptors <= 1.5x fbank): "
+              f"{'met' if timing['new_over_fbank'] <= 1.5 else 'not met'} ({timing['new_over_fbank']:.2f}x)."]
+    for key in ("cycles", "windows"):
+        if key in result.get("check", {}):
+            c = result["check"][key]
+            lines += ["", f"Fast vs reference on {c['count']} real {key}: {c['unequal']} unequal float32 values, "
+                      f"max abs {c['max_abs']:.3g}, max rel {c['max_rel']:.3g}."]
+            changed = {n: d for n, d in c["per_descriptor"].items() if d["unequal"]}
+            if changed:
+                lines += ["", "| descriptor | unequal | max abs | max rel |", "| --- | --- | --- | --- |"]
+                lines += [f"| {n} | {d['unequal']} | {d['max_abs']:.3g} | {d['max_rel']:.3g} |"
+                          for n, d in changed.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="an ICBHI-layout database: real windows, and the comparison")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--machine", default="unnamed machine", help="said in the report, e.g. '2-core AMD EPYC VM'")
+    parser.add_argument("--json", type=Path, help="write the figures here, and a .md beside it")
+    args = parser.parse_args()
+    cfg = FeatureConfig()
+    reference = reference_module().reference_features
+    if args.data:
+        db = Database.scan(args.data)
+        windows, source = real_windows(db, cfg), f"8 s windows of {args.data.name}"
+    else:
+        rng = np.random.default_rng(0)
+        windows, source = [(0.1 * rng.standard_normal(cfg.window_samples)).astype(np.float32)], "white noise"
+    env = environment()
+    times = time_interleaved({"fbank": lambda w: normalize(log_mel(w, cfg), cfg),
+                              "reference": reference,
+                              "descriptors": lambda w: respiratory_features(w, cfg.sample_rate),
+                              "transforms": lambda w: transforms(w, cfg.sample_rate)},
+                             windows, args.repeats)
+    result = {"created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": args.machine,
+              "environment": env, "timing": {**summary(times), "repeats": args.repeats,
+                                             "windows": min(len(windows), args.repeats), "source": source,
+                                             "samples_ms": times}}
+    if args.data:
+        result["check"] = {"cycles": compare(real_cycles(db, cfg), reference, cfg.sample_rate),
+                           "windows": compare(windows, reference, cfg.sample_rate)}
+    text = markdown(result)
+    print(text)
+    if args.json:
+        atomic_write_json(args.json, result)
+        atomic_write_text(args.json.with_suffix(".md"), text)
+
+
+if __name__ == "__main__":
+    main()
