@@ -24,6 +24,16 @@ Hand-written in numpy, not scipy.signal (`butter`/`sosfiltfilt`, `stft`, `median
 Raspberry Pi gets numpy + onnxruntime only). Band-passing multiplies the spectrum by the Butterworth
 filter's squared magnitude (what `sosfiltfilt` applies, edges aside): a brick-wall mask instead rings
 around each crackle and moved the leave-one-device-out Score by several points.
+
+Speed (issue #30): the same numbers as the straightforward implementation (kept as the reference in
+tests/test_descriptors.py), about 3x faster. The medians are exact without a sort per window (ranks counted
+from shared comparisons, `_sliding_median`; one np.partition elsewhere), the Hann window is applied as three
+taps on the wheeze band's bins only, the spectrogram's floor comes from Parseval, and the crackle bands reuse
+scratch buffers and BLAS dot products. Tolerance: only the order of some float64 sums changed, so the float32
+descriptors are equal to the reference's (bit for bit on all 516 annotated cycles and 177 8 s windows of the
+real subset) or within rtol 1e-5 / atol 1e-6, which tests/test_descriptors.py asserts over random signals. What
+is left is mostly the four full-length Fourier transforms that define the descriptors: `python
+benchmarks/bench_descriptors.py` times them beside the fbank.
 """
 
 from __future__ import annotations
@@ -62,9 +72,14 @@ def _hann_square_blocks() -> np.ndarray:
     return np.ascontiguousarray((_hann(STFT_SIZE) ** 2).reshape(-1, STFT_HOP).T)
 
 
+@lru_cache(maxsize=8)
 def _wheeze_band(sample_rate: int) -> slice:
+    """The STFT bins of WHEEZE_BAND_HZ, with a bin to spare either side for the window's taps."""
     freqs = np.fft.rfftfreq(STFT_SIZE, 1.0 / sample_rate)
     inside = np.flatnonzero((freqs >= WHEEZE_BAND_HZ[0]) & (freqs <= WHEEZE_BAND_HZ[1]))
+    if inside.size == 0 or inside[0] < 1 or inside[-1] + 1 >= freqs.size:
+        raise ValueError(f"respiratory_features: expected a sample rate above twice {WHEEZE_BAND_HZ[1]:.0f} Hz "
+                         f"(the wheeze band with a bin to spare), got {sample_rate} Hz")
     return slice(int(inside[0]), int(inside[-1]) + 1)
 
 
@@ -80,7 +95,6 @@ def _power_db(x: np.ndarray, band: slice) -> np.ndarray:
     padded = np.pad(x, (half, half + tail))
     frames = np.lib.stride_tricks.sliding_window_view(padded, STFT_SIZE)[::STFT_HOP]
     spec = np.fft.rfft(frames, axis=1)
-    assert band.start >= 1 and band.stop < spec.shape[1]  # the window's taps reach one bin either side
     near = spec[:, band.start - 1 : band.stop + 1]
     windowed = np.add(near[:, :-2], near[:, 2:])
     windowed *= -0.25
