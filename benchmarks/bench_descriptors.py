@@ -32,6 +32,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from edge_lung import respiratory  # noqa: E402
 from edge_lung.audio import cyclic_pad  # noqa: E402
 from edge_lung.bench.environment import environment  # noqa: E402
 from edge_lung.config import FeatureConfig  # noqa: E402
@@ -41,8 +42,10 @@ from edge_lung.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 from edge_lung.respiratory import (  # noqa: E402
     CRACKLE_BANDS_HZ,
     NAMES,
+    OUTLIER_SIGMAS,
     STFT_HOP,
     STFT_SIZE,
+    TRANSIENT_SAMPLES,
     butterworth_band,
     respiratory_features,
 )
@@ -110,16 +113,65 @@ def transforms(window: np.ndarray, sample_rate: int) -> None:
         np.fft.irfft(spectrum * mask, n=x.size)
 
 
-def compare(audio: list[np.ndarray], reference: Callable[[np.ndarray], np.ndarray], rate: int) -> dict[str, Any]:
-    """Largest |new - old| and |new - old| / |old| per descriptor over `audio`, and the count of unequal values."""
+def half_rate_features(window: np.ndarray, sample_rate: int) -> np.ndarray:
+    """An option measured here, not shipped: the crackle bands' outputs at half the sample rate (the irfft of
+    each masked spectrum's lower half, transient frames of half as many samples), the wheeze part unchanged.
+    The descriptors change (the first difference of an 8 kHz signal is not that of a 16 kHz one); how much,
+    and whether a trained model's decisions move, is what `--data` and `--run` report."""
+    x = window.astype(np.float64)
+    x = x - x.mean()
+    duration_s = x.size / sample_rate
+    spectrum = np.fft.rfft(x)
+    n, frame = x.size // 2, TRANSIENT_SAMPLES // 2
+    scratch = np.empty(n)
+    out: list[float] = []
+    for mask in masks(x.size, sample_rate):
+        y = np.fft.irfft(spectrum[: n // 2 + 1] * mask[: n // 2 + 1], n=n)
+        kurtosis = respiratory._excess_kurtosis(y, scratch, centre=False)
+        energy = scratch[: n // frame * frame].reshape(-1, frame).mean(1)
+        dkurtosis = respiratory._excess_kurtosis(np.diff(y), scratch[1:])
+        median_energy = respiratory._median(energy) + 1e-20
+        magnitude = np.abs(y)
+        outliers = np.count_nonzero(magnitude > OUTLIER_SIGMAS * respiratory._robust_scale(magnitude))
+        out += [np.log1p(max(kurtosis, -0.99) + 1.0), np.log1p(outliers / n * 1e3),
+                np.log1p(max(dkurtosis, -0.99) + 1.0),
+                np.log1p(np.count_nonzero(energy > 10.0 * median_energy) / duration_s),
+                np.log1p(np.count_nonzero(energy > 30.0 * median_energy) / duration_s)]
+    return np.asarray(respiratory._wheeze(x, sample_rate, duration_s) + out, dtype=np.float32)
+
+
+def compare(audio: list[np.ndarray], reference: Callable[[np.ndarray], np.ndarray], rate: int,
+            candidate: Callable[[np.ndarray, int], np.ndarray] = respiratory_features) -> dict[str, Any]:
+    """Largest |new - old| and |new - old| / |old| per descriptor over `audio`, and the count of unequal values
+    (with the mean |new - old| over the descriptor's spread, for a candidate that changes them)."""
     old = np.stack([reference(a) for a in audio]).astype(np.float64)
-    new = np.stack([respiratory_features(a, rate) for a in audio]).astype(np.float64)
+    new = np.stack([candidate(a, rate) for a in audio]).astype(np.float64)
     diff = np.abs(new - old)
     rel = diff / np.maximum(np.abs(old), 1e-12)
     return {"count": len(audio),
             "per_descriptor": {name: {"max_abs": float(diff[:, i].max()), "max_rel": float(rel[:, i].max()),
+                                      "mean_abs_over_std": float(diff[:, i].mean() / max(old[:, i].std(), 1e-12)),
                                       "unequal": int((diff[:, i] > 0).sum())} for i, name in enumerate(NAMES)},
             "max_abs": float(diff.max()), "max_rel": float(rel.max()), "unequal": int((diff > 0).sum())}
+
+
+def decisions(run: Path, db: Path, candidate: Callable[[np.ndarray, int], np.ndarray]) -> dict[str, Any]:
+    """How often a training run decides the same with `candidate` descriptors as with the shipped ones, on every
+    cycle of `db`'s splits that have cycles, and the largest change of a logit."""
+    from edge_lung import features  # the training side (torch) only for this option
+    from edge_lung.train.evaluate import run_predictions
+
+    splits = [s for s in SPLITS if s in {r.split for r in Database.scan(db).recordings if r.cycles}]
+    logits = {}
+    for name, fn in (("shipped", respiratory_features), ("candidate", candidate)):
+        features.respiratory_features = fn  # what cycle_features calls: the run's own feature path, swapped
+        try:
+            logits[name] = np.concatenate([run_predictions(run, db, split)[1] for split in splits])
+        finally:
+            features.respiratory_features = respiratory_features
+    a, b = logits["shipped"], logits["candidate"]
+    return {"run": str(run), "cycles": len(a), "agreement": float((a.argmax(1) == b.argmax(1)).mean()),
+            "max_abs_logit_change": float(np.abs(a - b).max())}
 
 
 def summary(times: dict[str, list[float]]) -> dict[str, Any]:
@@ -141,7 +193,8 @@ def markdown(result: dict[str, Any]) -> str:
     for name, label in (("fbank", "fbank (log_mel + normalize, 128 bins)"),
                         ("reference", "descriptors, straightforward reference (before #30)"),
                         ("descriptors", "descriptors, `respiratory_features`"),
-                        ("transforms", "its Fourier transforms alone (STFT, rfft, 3 irfft)")):
+                        ("transforms", "its Fourier transforms alone (STFT, rfft, 3 irfft)"),
+                        ("half_rate", "option, not shipped: crackle bands at half rate")):
         lines.append(f"| {label} | {ms[name]:.2f} | {ms[name] / ms['fbank']:.2f} | {least[name]:.2f} | "
                      f"{least[name] / least['fbank']:.2f} |")
     lines += ["", f"Speed-up over the reference: {timing['speedup']:.1f}x. Acceptance (descriptors <= 1.5x fbank): "
@@ -156,6 +209,18 @@ def markdown(result: dict[str, Any]) -> str:
                 lines += ["", "| descriptor | unequal | max abs | max rel |", "| --- | --- | --- | --- |"]
                 lines += [f"| {n} | {d['unequal']} | {d['max_abs']:.3g} | {d['max_rel']:.3g} |"
                           for n, d in changed.items()]
+    if "half_rate" in result:
+        h = result["half_rate"]
+        lines += ["", "Option, not shipped: the crackle bands at half rate, vs the reference on "
+                  f"{h['cycles']['count']} real cycles (mean |change| over the descriptor's spread across cycles):", "",
+                  "| descriptor | max abs | mean abs / std |", "| --- | --- | --- |"]
+        lines += [f"| {n} | {d['max_abs']:.3g} | {d['mean_abs_over_std']:.3f} |"
+                  for n, d in h["cycles"]["per_descriptor"].items() if d["unequal"]]
+        if "decisions" in h:
+            d = h["decisions"]
+            lines += ["", f"A run trained on the shipped descriptors ({d['run']}) decides the same on "
+                      f"{100 * d['agreement']:.1f}% of {d['cycles']} cycles with the option; largest logit change "
+                      f"{d['max_abs_logit_change']:.3f}."]
     return "\n".join(lines) + "\n"
 
 
@@ -165,6 +230,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--machine", default="unnamed machine", help="said in the report, e.g. '2-core AMD EPYC VM'")
     parser.add_argument("--json", type=Path, help="write the figures here, and a .md beside it")
+    parser.add_argument("--run", type=Path, help="with --data: a training run on the descriptors, whose decisions "
+                        "with the half-rate option are compared with its decisions as shipped (needs torch)")
     args = parser.parse_args()
     cfg = FeatureConfig()
     reference = reference_module().reference_features
@@ -178,15 +245,20 @@ def main() -> None:
     times = time_interleaved({"fbank": lambda w: normalize(log_mel(w, cfg), cfg),
                               "reference": reference,
                               "descriptors": lambda w: respiratory_features(w, cfg.sample_rate),
-                              "transforms": lambda w: transforms(w, cfg.sample_rate)},
+                              "transforms": lambda w: transforms(w, cfg.sample_rate),
+                              "half_rate": lambda w: half_rate_features(w, cfg.sample_rate)},
                              windows, args.repeats)
     result = {"created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": args.machine,
               "environment": env, "timing": {**summary(times), "repeats": args.repeats,
                                              "windows": min(len(windows), args.repeats), "source": source,
                                              "samples_ms": times}}
     if args.data:
-        result["check"] = {"cycles": compare(real_cycles(db, cfg), reference, cfg.sample_rate),
+        cycles = real_cycles(db, cfg)
+        result["check"] = {"cycles": compare(cycles, reference, cfg.sample_rate),
                            "windows": compare(windows, reference, cfg.sample_rate)}
+        result["half_rate"] = {"cycles": compare(cycles, reference, cfg.sample_rate, half_rate_features)}
+        if args.run:
+            result["half_rate"]["decisions"] = decisions(args.run, args.data, half_rate_features)
     text = markdown(result)
     print(text)
     if args.json:
