@@ -5,16 +5,33 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from edge_lung import respiratory
 from edge_lung.config import RESPIRATORY_DESCRIPTORS, FeatureConfig
 from edge_lung.data.devices import assign_device_validation, scan_for_run
 from edge_lung.data.icbhi import Database
 from edge_lung.features import cycle_features, window_features
-from edge_lung.respiratory import NAMES, STFT_SIZE, butterworth_band, respiratory_features
+from edge_lung.respiratory import (
+    CRACKLE_BANDS_HZ,
+    MIN_TRACK_FRAMES,
+    NAMES,
+    OUTLIER_SIGMAS,
+    PEAK_NEIGHBOURHOOD,
+    PEAK_THRESHOLDS_DB,
+    STFT_HOP,
+    STFT_SIZE,
+    TRANSIENT_SAMPLES,
+    WHEEZE_BAND_HZ,
+    butterworth_band,
+    respiratory_features,
+)
 
 RATE = 16000
 RESP = FeatureConfig(front_end="respiratory", num_mel_bins=RESPIRATORY_DESCRIPTORS)
@@ -30,6 +47,138 @@ def _breath(seconds: float = 4.0, seed: int = 0) -> np.ndarray:
 
 def _feature(x: np.ndarray, name: str) -> float:
     return float(respiratory_features(x, RATE)[NAMES.index(name)])
+
+
+# --- the straightforward reference: the module as it was before issue #30 (np.median per sliding window, a
+# full power spectrogram, one array per step), which the fast path must reproduce; benchmarks/bench_descriptors.py
+# times it as "before"
+
+
+def _reference_power_db(x: np.ndarray) -> np.ndarray:
+    half = STFT_SIZE // 2
+    tail = -(x.size % STFT_HOP) % STFT_HOP
+    hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(STFT_SIZE) / STFT_SIZE)
+    frames = np.lib.stride_tricks.sliding_window_view(np.pad(x, (half, half + tail)), STFT_SIZE)[::STFT_HOP] * hann
+    spec = np.fft.rfft(frames, axis=1)
+    power = spec.real**2 + spec.imag**2
+    return 10.0 * np.log10(power + 1e-10 * power.mean() + 1e-30)
+
+
+def _reference_runs(mask: np.ndarray) -> tuple[int, int]:
+    edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    lengths = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    if lengths.size == 0:
+        return 0, 0
+    return int(lengths.max()), int((lengths >= MIN_TRACK_FRAMES).sum())
+
+
+def _reference_wheeze(x: np.ndarray, duration_s: float) -> list[float]:
+    freqs = np.fft.rfftfreq(STFT_SIZE, 1.0 / RATE)
+    p = _reference_power_db(x)[:, (freqs >= WHEEZE_BAND_HZ[0]) & (freqs <= WHEEZE_BAND_HZ[1])]
+    half = PEAK_NEIGHBOURHOOD // 2
+    padded = np.pad(p, ((0, 0), (half, half)), mode="edge")
+    local = np.median(np.lib.stride_tricks.sliding_window_view(padded, PEAK_NEIGHBOURHOOD, axis=1), axis=2)
+    prominence = p - local
+    peak, where = prominence.max(axis=1), prominence.argmax(axis=1)
+    out = [peak.mean(), np.percentile(peak, 90), peak.max()]
+    for threshold in PEAK_THRESHOLDS_DB:
+        above = peak > threshold
+        longest, tracks = _reference_runs(above & np.r_[False, np.abs(np.diff(where)) <= 2])
+        out += [above.mean(), longest, tracks / duration_s]
+    whitened = 10.0 ** ((p - np.median(p, axis=0, keepdims=True)) / 10.0)
+    flatness = np.exp(np.log(whitened + 1e-12).mean(axis=1)) / (whitened.mean(axis=1) + 1e-12)
+    return out + [np.percentile(flatness, 10), flatness.mean()]
+
+
+def _reference_kurtosis(x: np.ndarray) -> float:
+    centred = x - x.mean()
+    squared = centred * centred
+    m2 = squared.mean()
+    return float(np.mean(squared * squared) / (m2 * m2) - 3.0) if m2 > 0 else 0.0
+
+
+@lru_cache(maxsize=8)
+def _reference_masks(n: int) -> tuple[np.ndarray, ...]:
+    freqs = np.fft.rfftfreq(n, 1.0 / RATE)
+    return tuple(butterworth_band(freqs, band, RATE) for band in CRACKLE_BANDS_HZ)
+
+
+def _reference_crackle(x: np.ndarray, duration_s: float) -> list[float]:
+    spectrum = np.fft.rfft(x)
+    out: list[float] = []
+    for mask in _reference_masks(x.size):
+        y = np.fft.irfft(spectrum * mask, n=x.size)
+        z = y / (float(np.median(np.abs(y)) / 0.6745) + 1e-12)
+        energy = np.square(y[: y.size // TRANSIENT_SAMPLES * TRANSIENT_SAMPLES]).reshape(-1, TRANSIENT_SAMPLES).mean(1)
+        median_energy = np.median(energy) + 1e-20
+        out += [
+            np.log1p(max(_reference_kurtosis(z), -0.99) + 1.0),
+            np.log1p(np.mean(np.abs(z) > OUTLIER_SIGMAS) * 1e3),
+            np.log1p(max(_reference_kurtosis(np.diff(y)), -0.99) + 1.0),
+            np.log1p(np.sum(energy > 10.0 * median_energy) / duration_s),
+            np.log1p(np.sum(energy > 30.0 * median_energy) / duration_s),
+        ]
+    return out
+
+
+def reference_features(window: np.ndarray) -> np.ndarray:
+    """The descriptors of a 16 kHz window, computed the straightforward way."""
+    x = window.astype(np.float64)
+    x = x - x.mean()
+    duration_s = x.size / RATE
+    return np.asarray(_reference_wheeze(x, duration_s) + _reference_crackle(x, duration_s), dtype=np.float32)
+
+
+@st.composite
+def _signals(draw: st.DrawFn) -> np.ndarray:
+    """Noise, a random walk, a held tone over noise or clicks, at any gain; some quantised to a few levels,
+    so that medians see ties, and some with a stretch of digital silence."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n = draw(st.integers(STFT_SIZE, 3 * RATE))
+    kind = draw(st.sampled_from(["noise", "walk", "tone", "clicks"]))
+    x = rng.standard_normal(n)
+    if kind == "walk":
+        x = np.cumsum(x)
+    elif kind == "tone":
+        x += 5.0 * np.sin(2 * np.pi * rng.uniform(150, 1400) * np.arange(n) / RATE)
+    elif kind == "clicks":
+        x[rng.integers(0, n, size=max(1, n // 800))] += 40.0
+    if draw(st.booleans()):
+        x = np.round(x * draw(st.sampled_from([0.5, 2.0, 20.0])))
+    if draw(st.booleans()):
+        start = draw(st.integers(0, n - 1))
+        x[start : start + draw(st.integers(1, n))] = 0.0
+    return (x * 10.0 ** draw(st.floats(-4.0, 1.0))).astype(np.float32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_signals())
+def test_fast_descriptors_match_the_straightforward_reference(x: np.ndarray):
+    """The fast path is the reference up to float64 rounding, seen through float32: sums taken in another
+    order (BLAS dot products, Parseval for the spectrogram's floor, the Hann window applied as three taps in
+    frequency) move a descriptor by a few float32 ulps at most."""
+    np.testing.assert_allclose(respiratory_features(x, RATE), reference_features(x), rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(0, 140), st.sampled_from([1, 3, 17]), st.integers(0, 2**32 - 1),
+       st.booleans())
+def test_sliding_median_is_np_median_bit_for_bit(rows: int, n: int, width: int, seed: int, ties: bool):
+    rng = np.random.default_rng(seed)
+    p = rng.standard_normal((rows, n + width))
+    if ties:  # a few levels: many equal values in every window
+        p = np.round(p * 2.0)
+    expected = np.median(np.lib.stride_tricks.sliding_window_view(p, width, axis=1), axis=2)
+    np.testing.assert_array_equal(respiratory._sliding_median(p, width), expected)
+
+
+@given(st.integers(1, 200), st.integers(1, 5), st.integers(0, 2**32 - 1))
+def test_median_is_np_median_bit_for_bit(n: int, rows: int, seed: int):
+    x = np.round(np.random.default_rng(seed).standard_normal((rows, n)) * 3.0) / 7.0
+    np.testing.assert_array_equal(respiratory._median(x, axis=1), np.median(x, axis=1))
+    np.testing.assert_array_equal(respiratory._median(x.T, axis=0), np.median(x.T, axis=0))
+    flat = x.ravel().copy()
+    np.testing.assert_array_equal(respiratory._median(flat, overwrite=True), np.median(x))
 
 
 def test_names_match_the_front_end_width_and_values_are_finite():
