@@ -4,7 +4,7 @@
     OMP_NUM_THREADS=1 python benchmarks/bench_descriptors.py [--data DB] [--repeats 30] [--json PATH.json]
 
 Timing: fbank (`log_mel` + `normalize`, the default FeatureConfig: 128 bins), the reference descriptors
-(the straightforward implementation kept in tests/test_descriptors.py, as the module was before #30) and
+(the straightforward implementation kept in tests/test_respiratory.py, as the module was before #30) and
 `respiratory_features`, interleaved window by window so that machine noise hits all alike; the median ms
 per window of each, in wall time and in the thread's CPU time, and the ratio descriptors / fbank (the
 acceptance: at most 1.5, read on CPU time, which a shared machine's queue for its cores does not inflate).
@@ -58,8 +58,8 @@ SPLITS = ("train", "val", "test")
 
 
 def reference_module() -> ModuleType:
-    """tests/test_descriptors.py, whose `reference_features` is the straightforward implementation."""
-    spec = importlib.util.spec_from_file_location("test_descriptors", ROOT / "tests" / "test_descriptors.py")
+    """tests/test_respiratory.py, whose `reference_features` is the straightforward implementation."""
+    spec = importlib.util.spec_from_file_location("test_descriptors", ROOT / "tests" / "test_respiratory.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

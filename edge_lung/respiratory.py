@@ -26,12 +26,12 @@ filter's squared magnitude (what `sosfiltfilt` applies, edges aside): a brick-wa
 around each crackle and moved the leave-one-device-out Score by several points.
 
 Speed (issue #30): the same numbers as the straightforward implementation (kept as the reference in
-tests/test_descriptors.py), about 3x faster. The medians are exact without a sort per window (ranks counted
+tests/test_respiratory.py), about 3x faster. The medians are exact without a sort per window (ranks counted
 from shared comparisons, `_sliding_median`; one np.partition elsewhere), the Hann window is applied as three
 taps on the wheeze band's bins only, the spectrogram's floor comes from Parseval, and the crackle bands reuse
 scratch buffers and BLAS dot products. Tolerance: only the order of some float64 sums changed, so the float32
 descriptors are equal to the reference's (bit for bit on all 516 annotated cycles and 177 8 s windows of the
-real subset) or within rtol 1e-5 / atol 1e-6, which tests/test_descriptors.py asserts over random signals. What
+real subset) or within rtol 1e-5 / atol 1e-6, which tests/test_respiratory.py asserts over random signals. What
 is left is mostly the four full-length Fourier transforms that define the descriptors: `python
 benchmarks/bench_descriptors.py` times them beside the fbank.
 """
