@@ -293,7 +293,7 @@ class _Exam:
         self.web.event({
             "type": "exam", "patient": self.opts.patient, "current": current, "prompt": prompt,
             "progress": f"{min(done + 1, len(self.result.sites))}/{len(self.result.sites)}",
-            "sites": [{"site": s.site, "name": s.name, "status": status.get(s.site, s.status)}
+            "sites": [{"site": s.site, "name": s.name, "status": status.get(s.site, _chip(s))}
                       for s in self.result.sites],
         })
 
@@ -366,6 +366,11 @@ class _Exam:
         p_abn = float(mean[self.clf.model.info.abnormal_indices].sum())
         site.label = self.clf.labels[int(np.argmax(mean))]
         site.p_abnormal, site.abnormal = round(p_abn, 4), p_abn >= self.clf.cfg.threshold
+
+
+def _chip(s: SiteResult) -> str:
+    """A site's word on the phone page: its status, or `abnormal` for an examined site that is."""
+    return "abnormal" if s.examined and s.abnormal else s.status
 
 
 def run_exam(
@@ -442,8 +447,9 @@ def summary_lines(result: ExamResult) -> list[str]:
     """The terminal's closing lines: one per site, then the finding and the files."""
     lines = []
     for s in result.sites:
-        figures = (f"{s.ok_s:.1f}/{result.seconds:g} s clear, {s.flagged}/{s.windows} windows flagged, "
-                   f"{s.label} P(abn) {s.p_abnormal:.2f}" if s.examined else s.advice)
+        figures = (f"{s.ok_s:.1f}/{result.seconds:g} s clear, {s.flagged}/{s.windows} windows flagged, class "
+                   f"{s.label}, mean P(abnormal) {s.p_abnormal:.2f}: {'ABNORMAL' if s.abnormal else 'normal'}"
+                   if s.examined else s.advice)
         lines.append(f"{s.site:2} {s.status:11} {figures}")
     lines.append(f"patient {result.patient}: {result.finding.get('result', '?')} ({result.finding.get('text', '')})")
     if result.interrupted:

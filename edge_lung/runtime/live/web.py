@@ -135,8 +135,9 @@ class PageState:
         elif kind == "breath":  # breath mode's events (type "breath", with the rate): shown when present
             self.breath = event
         elif kind == "exam":
-            if self.exam is None or self.exam.get("current") != event.get("current"):
-                self.timeline.clear()  # a new site: its own timeline
+            current = event.get("current")
+            if current and (self.exam is None or self.exam.get("current") != current):
+                self.timeline.clear()  # a new site: its own timeline (the last one stays when the exam ends)
                 self.last, self.quality = None, {"verdict": "", "advice": ""}
             self.exam = event
         elif kind in ("gap", "warning"):
