@@ -3,6 +3,8 @@ page, opened in headless Chromium during a real-time replay, shows every window'
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 import re
 import socket
@@ -53,6 +55,11 @@ def test_a_non_local_bind_refuses_requests_without_the_token():
         assert status_of(f"{base}/state", {"X-Edge-Lung-Token": token}) == 200
         assert status_of(f"{base}/audio.wav?token={token}") == 404  # audio is never served
         assert f"token={token}" in web.url and web.requests_refused == 8
+        printed = io.StringIO()
+        web.announce(printed)
+        assert f":{web.port}/?token={token}" in printed.getvalue()
+        if importlib.util.find_spec("segno") is not None:  # the QR code of the address, in block characters
+            assert printed.getvalue().count("\u2588") > 100
     with LiveWeb(WebConfig.parse("127.0.0.1:0")) as web:  # loopback: no token
         assert status_of(f"http://127.0.0.1:{web.port}/state") == 200 and "token" not in web.url
 
