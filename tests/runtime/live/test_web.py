@@ -155,3 +155,24 @@ def test_live_page_in_a_headless_browser_during_a_realtime_replay(classifier, tm
     pixels = mpimg.imread(str(shot))[..., :3]
     assert pixels.shape[:2] == (740, 360)
     assert pixels.std() > 0.05 and (pixels.mean(axis=2) < 0.6).mean() > 0.01  # text and a plot, not blank
+
+
+def test_exam_events_give_each_site_its_own_timeline_and_keep_the_last_one_at_the_end():
+    from edge_lung.runtime.live.web import PageState
+
+    state = PageState("exam 101", timeline=10)
+
+    def exam(current):
+        return {"type": "exam", "patient": "101", "current": current, "prompt": "", "progress": "1/2", "sites": []}
+
+    def window(k):
+        return {"type": "window", "index": k, "end_s": float(k), "p_abnormal": 0.5, "verdict": "ok"}
+
+    for event in (exam("Tc"), window(0), window(1), exam("Tc"), window(2)):
+        state.apply(event)
+    assert len(state.timeline) == 3  # the same site's prompt again (a redo) does not wipe it
+    state.apply(exam("Al"))
+    assert len(state.timeline) == 0 and state.last is None
+    state.apply(window(0))
+    state.apply(exam(None))  # the exam's end: the finding, the last site's timeline stays
+    assert len(state.timeline) == 1 and state.snapshot(1, True)["exam"]["current"] is None
