@@ -36,15 +36,29 @@ def test_report_and_calibrate_defaults_come_from_their_configs():
     assert _params("calibrate")["min_audio"].default == MIN_AUDIO_S
 
 
+def test_exam_defaults_come_from_exam_options():
+    from edge_lung.runtime.commands.exam import ExamOptions
+
+    params = _params("exam")
+    assert params["sites"].default == ",".join(ExamOptions.sites)
+    for name in ("seconds", "max_seconds", "session", "device_tag", "device", "replay_dir", "realtime", "redo",
+                 "attempts"):
+        assert params[name].default == getattr(ExamOptions, name), name
+    assert params["threshold"].default == StreamConfig.threshold
+
+
 RUNTIME_SIGNATURES = {
     "stream": ["model_dir", "device", "hop", "min_audio", "smooth", "threshold", "threads", "graph", "jsonl", "record",
-               "replay", "realtime", "serial", "overwrite", "duration", "quiet", "quality", "quality_set", "report"],
+               "replay", "realtime", "serial", "overwrite", "duration", "quiet", "quality", "quality_set", "report",
+               "web"],
     "classify": ["model_dir", "files", "hop", "min_audio", "smooth", "threshold", "threads", "graph", "jsonl",
                  "quality", "quality_set", "overwrite"],
     "report": ["model_dir", "files", "out", "hop", "min_audio", "smooth", "threshold", "threads", "patch_frames",
                "patch_bins", "overwrite"],
     "verify": ["model_dir", "threads", "json_path", "overwrite"],
     "calibrate": ["model_dir", "recordings", "out", "overwrite", "reference", "min_audio"],
+    "exam": ["model_dir", "patient", "out", "sites", "seconds", "max_seconds", "session", "device_tag", "device",
+             "replay_dir", "realtime", "redo", "attempts", "web", "threshold", "threads", "quality_set", "quiet"],
 }
 
 

@@ -91,6 +91,9 @@ def stream(
     quality_set: list[str] = _QUALITY_SET,
     report: Path = typer.Option(None, "--report", help="When the session ends, write its clinician report "
                                 "(HTML: spectrogram, window timeline, saliency of flagged windows) to DIR."),
+    web: str = typer.Option(None, "--web", help="Serve the live phone page (label, P(abnormal) timeline, "
+                            "quality advice; never audio) on HOST:PORT: 127.0.0.1 by default, any other address "
+                            "prints a token and its QR code, required on every request."),
 ) -> None:
     """Stream from a USB stethoscope (or --replay FILE, or --serial PORT) and print a decision every hop."""
     from rich.console import Console
@@ -107,7 +110,7 @@ def stream(
     try:
         opts = StreamOptions(
             device, replay, realtime, serial, jsonl, record, duration, display=not quiet, overwrite=overwrite,
-            report=report
+            report=report, web=web
         )
         check_stream_outputs(opts, (model_dir,))
         classifier = load_classifier(

@@ -24,6 +24,7 @@ from edge_lung.runtime.live.recorder import check_record_path
 from edge_lung.runtime.live.runner import LiveSummary, run_live
 from edge_lung.runtime.live.sources import ReplaySource, SerialSource, Source
 from edge_lung.runtime.live.stream import StreamConfig, StreamingClassifier
+from edge_lung.runtime.live.web import LiveWeb, WebConfig
 from edge_lung.runtime.offline.classify import FileResult, classify_files, overall_agreement
 
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -66,6 +67,7 @@ class StreamOptions:
     display: bool = True
     overwrite: bool = False  # --record may replace an existing file (otherwise NAME-2.flac, ...)
     report: Path | None = None  # write the clinician report of the session here when it ends
+    web: str | None = None  # HOST:PORT of the live phone page (`edge_lung.runtime.live.web`)
 
     def __post_init__(self) -> None:
         chosen = [name for name, v in (("--device", self.device), ("--replay", self.replay), ("--serial", self.serial))
@@ -109,16 +111,18 @@ def stream_session(
     opts: StreamOptions,
     stop: threading.Event | None = None,
     source: Source | None = None,
+    on_decision: Sequence[Callable] = (),
+    on_event: Sequence[Callable] = (),
 ) -> LiveSummary:
-    """`edge-lung stream`: run the live path with the display, JSON lines and recorder the options ask for."""
+    """`edge-lung stream`: run the live path with the display, JSON lines, recorder and phone page the options ask
+    for; `on_decision` / `on_event` are extra sinks for decisions and for gap and summary events (the exam's)."""
     from contextlib import ExitStack
 
     check_stream_outputs(opts)  # before the session starts: a refused output is said now, not at the end
     source = source or make_source(opts, classifier.model.info.features.sample_rate)
     source.start()  # fail on a wrong port or device before drawing the live table
-    on_decision: list[Callable] = []
-    on_audio: list[Callable] = []
-    on_gap: list[Callable] = []
+    on_decision, on_audio, on_gap = list(on_decision), [], list(on_event)
+    to_summary = list(on_event)  # event sinks that also get the closing summary (JSON lines writes its own)
     with ExitStack() as stack:
         stack.callback(source.stop)
         jsonl = (stack.enter_context(JsonlWriter(opts.jsonl, opts.overwrite, (opts.replay,)))
@@ -131,6 +135,11 @@ def stream_session(
             recorder = _LazyRecorder(opts.record, stack, opts.overwrite, jsonl.write if jsonl is not None else None)
             on_audio.append(recorder)
         collector = _report_collector(opts, on_decision, on_audio)
+        web = _web_page(opts, stack, source.name)
+        if web is not None:
+            on_decision.append(web)
+            on_gap.append(web.event)
+            to_summary.append(web.event)
         if opts.display:
             title = f"edge-lung stream  {source.name}  (threshold {classifier.cfg.threshold:.2f}, Ctrl-C stops)"
             on_decision.append(stack.enter_context(LiveDisplay(title)))
@@ -142,10 +151,21 @@ def stream_session(
             summary.recordings, summary.warnings = [str(p) for p in recorder.paths], recorder.warnings
         if jsonl is not None:
             jsonl.write(summary.as_dict())
+        for sink in to_summary:
+            sink(summary.as_dict())
     if collector is not None:
         page = collector.write(classifier, opts.report, source.name)
         log.info("--report: wrote %s", page)
     return summary
+
+
+def _web_page(opts: StreamOptions, stack, title: str) -> LiveWeb | None:
+    """With `--web HOST:PORT`: the phone page, started (its address printed) and closed with the session."""
+    if opts.web is None:
+        return None
+    web = stack.enter_context(LiveWeb(WebConfig.parse(opts.web), title=title))
+    web.announce()
+    return web
 
 
 def _report_collector(opts: StreamOptions, on_decision: list[Callable], on_audio: list[Callable]):
