@@ -7,8 +7,7 @@ from the audio the model would see, before the model runs:
 - `invalid`: NaN or inf samples arrived (counted on the input; they are replaced by zeros
   before resampling, so they never reach the resampler state or the model);
 - `no_signal`: level below a floor (digital silence); nothing in the respiratory band (a constant
-  DC level, a slow drift: issue 26); a steady envelope (a test tone, a stuck square wave: breath
-  and heart sounds always move it); or a flat spectrum with no breathing envelope (stationary hiss);
+  DC level, a slow drift: issue 26); or a flat spectrum with no breathing envelope (stationary hiss);
 - `clipping`: share of input samples at or near full scale;
 - `too_loud` / `too_quiet`: RMS level outside the usable range;
 - `noise`: a broadband (flat) spectrum dominating the respiratory band;
@@ -74,9 +73,6 @@ class QualityConfig:
     band_high_hz: float = 1800.0
     noise_flatness: float = 0.6  # flatness in the band at or above: noise, or no_signal (hiss) without envelope
     envelope_db: float = 3.0  # p90 - p10 of 100 ms frame energies; breathing moves it by more
-    # envelope spread below: no_signal whatever the spectrum (a steady tone or a stuck level; issue 26). Real
-    # windows spread by 2.9 dB at p0.5 (benchmarks/results/quality_false_alarms.txt), a steady tone by 0.0.
-    static_db: float = 0.5
     # level in the respiratory band relative to the whole window, below: no_signal (a constant level or a slow
     # drift, loud yet silent where breath sounds live; issue 26). Real windows: -46 dB at p0.5, -23 dB median.
     band_share_db: float = -60.0
@@ -98,10 +94,8 @@ class QualityConfig:
         if not 0.0 < self.band_low_hz < self.band_high_hz:
             raise ValueError(f"band_low_hz < band_high_hz: expected 0 < low < high, got {self.band_low_hz}, "
                              f"{self.band_high_hz}")
-        for name in ("envelope_db", "static_db"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name}: expected dB >= 0, got {value}")
+        if not (math.isfinite(self.envelope_db) and self.envelope_db >= 0):
+            raise ValueError(f"envelope_db: expected dB >= 0, got {self.envelope_db}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -258,7 +252,6 @@ CHECKS = {
     "below_floor": "no_signal",
     "clipping": "clipping",
     "empty_band": "no_signal",
-    "static": "no_signal",
     "too_loud": "too_loud",
     "hiss": "no_signal",
     "too_quiet": "too_quiet",
@@ -276,7 +269,6 @@ def checks(stats: QualityStats, cfg: QualityConfig) -> dict[str, bool]:
         "clipping": stats.clipped_share >= cfg.clipped_share,
         # a constant level or a slow drift: loud, yet nothing where breath sounds live (issue 26)
         "empty_band": stats.band_db - stats.rms_db < cfg.band_share_db,
-        "static": stats.envelope_db < cfg.static_db,
         "too_loud": stats.rms_db > cfg.loud_db,
         "hiss": flat >= cfg.noise_flatness and stats.envelope_db < cfg.envelope_db,
         "too_quiet": stats.rms_db < cfg.quiet_db,

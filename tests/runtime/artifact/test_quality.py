@@ -147,7 +147,6 @@ def test_each_check_fires_on_its_own_measurement():
         "below_floor": {"rms_db": -math.inf},
         "clipping": {"clipped_share": 0.9},
         "empty_band": {"band_db": -90.0},
-        "static": {"envelope_db": 0.1},
         "too_loud": {"rms_db": -1.0},
         "hiss": {"flatness": 0.9, "envelope_db": 0.5},
         "too_quiet": {"rms_db": -60.0},
@@ -286,15 +285,13 @@ def test_constant_level_is_no_signal(level):
     assert share(assessed(np.full(20 * 16000, level, np.float32), 16000), "no_signal") == 1.0
 
 
-def test_degenerate_signals_are_no_signal():
-    """A slow drift (0.3 Hz, under the respiratory band) and a steady tone (no envelope at all) are not a chest."""
+def test_slow_drift_is_no_signal():
+    """A level drifting at 0.3 or 2 Hz (a cable, a loose electrode) has nothing in the respiratory band."""
     rate = 16000
     t = np.arange(20 * rate) / rate
-    drift = (0.2 + 0.1 * np.sin(2 * np.pi * 0.3 * t)).astype(np.float32)
-    tone = (0.1 * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32)
-    square = np.where(np.sin(2 * np.pi * 0.5 * t) > 0, 0.3, -0.3).astype(np.float32)
-    for name, x in (("drift", drift), ("tone", tone), ("square", square)):
-        assert share(assessed(x, rate), "no_signal") == 1.0, (name, {q.verdict for q in assessed(x, rate)})
+    for hz in (0.3, 2.0):
+        drift = (0.2 + 0.1 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+        assert share(assessed(drift, rate), "no_signal") == 1.0, (hz, {q.verdict for q in assessed(drift, rate)})
 
 
 def test_dc_offset_on_a_real_recording_still_passes(recordings):
