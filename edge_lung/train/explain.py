@@ -95,6 +95,8 @@ def explain_recording(
     from edge_lung.train.model import load_run, model_kind
 
     out_png = Path(out_png)
+    if not 1 <= max_windows <= 1000:
+        raise ValueError(f"--max-windows: expected a count in [1, 1000], got {max_windows}")
     if out_png.suffix.lower() != ".png" or not out_png.parent.is_dir():
         raise ValueError(f"--out {out_png}: expected a .png path in an existing folder")
     wrapped, cfg = load_run(run_dir)

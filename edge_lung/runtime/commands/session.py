@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
@@ -21,7 +20,7 @@ from edge_lung.runtime.explain.saliency import OcclusionConfig
 from edge_lung.runtime.live.events import JsonlWriter, LiveDisplay
 from edge_lung.runtime.live.runner import LiveSummary, run_live
 from edge_lung.runtime.live.sources import ReplaySource, SerialSource, Source
-from edge_lung.runtime.live.stream import StreamConfig, StreamingClassifier
+from edge_lung.runtime.live.stream import StreamConfig, StreamingClassifier, check_seconds
 from edge_lung.runtime.offline.classify import FileResult, classify_files, overall_agreement
 
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -72,8 +71,8 @@ class StreamOptions:
             raise ValueError(f"expected one audio source, got {' and '.join(chosen)}")
         if self.realtime and self.replay is None:
             raise ValueError("--realtime: expected together with --replay FILE")
-        if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
-            raise ValueError(f"--duration: expected a finite number of seconds > 0, got {self.duration_s}")
+        if self.duration_s is not None:
+            check_seconds(self.duration_s, "--duration")
         if self.record is not None and Path(self.record).suffix.lower() != ".flac":
             raise ValueError(f"--record {self.record}: expected a path ending in .flac")
 
@@ -115,7 +114,7 @@ def stream_session(
         if opts.record is not None:
             recorder = _LazyRecorder(opts.record, stack, opts.overwrite, jsonl.write if jsonl is not None else None)
             on_audio.append(recorder)
-        collector = _report_collector(opts, on_decision, on_audio)
+        collector = _report_collector(opts, classifier.features, on_decision, on_audio)
         if opts.display:
             title = f"edge-lung stream  {source.name}  (threshold {classifier.cfg.threshold:.2f}, Ctrl-C stops)"
             on_decision.append(stack.enter_context(LiveDisplay(title)))
@@ -133,11 +132,11 @@ def stream_session(
     return summary
 
 
-def _report_collector(opts: StreamOptions, on_decision: list[Callable], on_audio: list[Callable]):
+def _report_collector(opts: StreamOptions, features, on_decision: list[Callable], on_audio: list[Callable]):
     """With `--report DIR`: a `SessionCollector` fed every decision and captured block, else None."""
     if opts.report is None:
         return None
-    collector = SessionCollector()
+    collector = SessionCollector(features)
     on_decision.append(collector.decision)
     on_audio.append(collector.audio)
     return collector

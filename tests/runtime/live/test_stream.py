@@ -165,7 +165,7 @@ def test_decider_smooths_last_n_and_applies_threshold():
 
 
 def test_config_errors_say_what_was_expected():
-    with pytest.raises(ValueError, match=r"hop_s \(--hop\): expected seconds > 0, got 0"):
+    with pytest.raises(ValueError, match=r"hop_s \(--hop\): expected seconds in \(0, 604800\] \(a week\), got 0"):
         StreamConfig(hop_s=0)
     with pytest.raises(ValueError, match=r"threshold.*expected a probability in \[0, 1\], got 1.5"):
         StreamConfig(threshold=1.5)
@@ -293,3 +293,32 @@ def test_realtime_replay_is_paced(model_4s, tmp_path):
     summary = run_live(classifier, ReplaySource(path, realtime=True))
     assert summary.wall_s >= 1.5 and summary.windows == 2  # at 1.0 s and 1.5 s
     assert summary.counters.lost_samples == 0
+
+
+BAD_NUMBERS = ("1e308", "inf", "nan", "-1", "0")
+
+
+@pytest.mark.parametrize("value", BAD_NUMBERS)
+@pytest.mark.parametrize(("command", "option"), [
+    ("stream", "--duration"), ("stream", "--hop"), ("stream", "--min-audio"), ("classify", "--hop"),
+    ("classify", "--min-audio"), ("report", "--hop"), ("report", "--min-audio"), ("calibrate", "--min-audio"),
+])
+def test_number_options_out_of_range_name_the_option_and_the_range(command, option, value, tmp_path, model_dir_8s):
+    """1e308 s overflowed to an OverflowError traceback (issue 26); every time option names its range instead."""
+    wav = tmp_path / "a.wav"
+    write_signal(wav, 3.0, 16000)
+    model = str(model_dir_8s)
+    args = {"stream": ["stream", model, "--replay", str(wav), "--quiet"],
+            "classify": ["classify", model, str(wav)],
+            "report": ["report", model, str(wav), "--out", str(tmp_path / "r")],
+            "calibrate": ["calibrate", model, "--recordings", str(tmp_path), "--out", str(tmp_path / "cal")]}[command]
+    res = CliRunner().invoke(app, [*args, option, value])
+    assert res.exit_code == 2 and res.exception is None or isinstance(res.exception, SystemExit), res.output
+    assert "Traceback" not in res.output and "OverflowError" not in res.output
+    assert option in res.output and "(0, 604800] (a week)" in res.output, res.output
+
+
+@pytest.mark.parametrize("smooth", [0, 10**30])
+def test_smooth_is_bounded(smooth):
+    with pytest.raises(ValueError, match=r"smooth \(--smooth\): expected a whole number of windows in \[1, 3600\]"):
+        StreamConfig(smooth=smooth)
