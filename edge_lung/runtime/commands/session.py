@@ -20,7 +20,7 @@ from edge_lung.runtime.explain.saliency import OcclusionConfig
 from edge_lung.runtime.live.events import JsonlWriter, LiveDisplay
 from edge_lung.runtime.live.runner import LiveSummary, run_live
 from edge_lung.runtime.live.sources import ReplaySource, SerialSource, Source
-from edge_lung.runtime.live.stream import StreamConfig, StreamingClassifier, check_seconds
+from edge_lung.runtime.live.stream import StreamConfig, StreamingClassifier, check_seconds, no_window_reason
 from edge_lung.runtime.offline.classify import FileResult, classify_files, overall_agreement
 
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -124,6 +124,8 @@ def stream_session(
         )
         if recorder is not None:
             summary.recordings, summary.warnings = [str(p) for p in recorder.paths], recorder.warnings
+        if summary.windows == 0 and summary.input_samples:
+            summary.warnings.append(no_window_reason(classifier.cfg, summary.seconds))
         if jsonl is not None:
             jsonl.write(summary.as_dict())
     if collector is not None:

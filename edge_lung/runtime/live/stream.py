@@ -69,6 +69,16 @@ class StreamConfig:
         check_seconds(self.fill_gap_s, "fill_gap_s", allow_zero=True)
 
 
+def no_window_reason(cfg: StreamConfig, audio_s: float) -> str:
+    """Why `audio_s` seconds of audio gave no window under `cfg` (the true reason, issue 26): less audio than
+    --min-audio, or a hop so long that no hop boundary (nor half a hop for the closing window) falls in it."""
+    if audio_s < cfg.min_audio_s:
+        return f"too short for a decision ({audio_s:.2f} s < --min-audio {cfg.min_audio_s:g} s)"
+    first = math.ceil(cfg.min_audio_s / cfg.hop_s) * cfg.hop_s
+    return (f"no window: --hop {cfg.hop_s:g} s is too long for {audio_s:.2f} s of audio (windows end every hop, "
+            f"the first at {first:g} s; the closing one needs half a hop after the last); lower --hop")
+
+
 @dataclass(frozen=True)
 class Window:
     """One model window: absolute sample range at the model's rate, and its padded audio."""

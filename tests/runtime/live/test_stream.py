@@ -322,3 +322,24 @@ def test_number_options_out_of_range_name_the_option_and_the_range(command, opti
 def test_smooth_is_bounded(smooth):
     with pytest.raises(ValueError, match=r"smooth \(--smooth\): expected a whole number of windows in \[1, 3600\]"):
         StreamConfig(smooth=smooth)
+
+
+def test_a_hop_longer_than_the_recording_is_the_reason_given(model_dir_8s, tmp_path):
+    """`--hop 100` on 20 s: no window, and `classify` and `stream` both say it is the hop (issue 26: classify
+    blamed --min-audio, stream said nothing)."""
+    wav = tmp_path / "a.wav"
+    write_signal(wav, 20.0, 16000)
+    out = tmp_path / "c.jsonl"
+    res = CliRunner().invoke(app, ["classify", str(model_dir_8s), str(wav), "--hop", "100", "--jsonl", str(out)])
+    (record,) = [json.loads(line) for line in out.read_text().splitlines() if '"file"' in line]
+    assert record["windows"] == 0 and "--hop 100 s is too long for 20.00 s of audio" in record["note"], res.output
+    assert "--min-audio" not in record["note"]
+    out = tmp_path / "s.jsonl"
+    res = CliRunner().invoke(app, ["stream", str(model_dir_8s), "--replay", str(wav), "--quiet", "--hop", "100",
+                                   "--jsonl", str(out)])
+    summary = json.loads(out.read_text().splitlines()[-1])
+    assert summary["windows"] == 0 and any("--hop 100 s is too long" in w for w in summary["warnings"]), res.output
+    assert "--hop 100 s is too long" in res.output
+    res = CliRunner().invoke(app, ["classify", str(model_dir_8s), str(wav), "--min-audio", "30", "--jsonl", str(out)])
+    (record,) = [json.loads(line) for line in out.read_text().splitlines() if '"file"' in line]
+    assert "too short for a decision (20.00 s < --min-audio 30 s)" in record["note"]
