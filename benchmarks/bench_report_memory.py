@@ -34,12 +34,17 @@ CHILD = textwrap.dedent(
     import sys
     from edge_lung.cli import app
     try:
-        app(["report", sys.argv[1], sys.argv[2], "--out", sys.argv[3], "--threads", "1"], standalone_mode=False)
+        code = app(["report", sys.argv[1], sys.argv[2], "--out", sys.argv[3], "--threads", "1"],
+                   standalone_mode=False)
     finally:
         status = open("/proc/self/status").read()
         print([line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")][0])
+    sys.exit(code or 0)
     """
 )
+
+BUILD = "import sys; from edge_lung.testing import build_tiny_model; build_tiny_model(sys.argv[1])"
+"""Each checkout builds its own tiny model: a runtime refuses quality settings it does not know."""
 
 
 def write_long_file(path: Path, seconds: float, rate: int) -> None:
@@ -54,12 +59,22 @@ def write_long_file(path: Path, seconds: float, rate: int) -> None:
             total, minute = total + n, minute + 1
 
 
+def _env(code: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1"}
+
+
+def build_model(code: Path, model: Path) -> Path:
+    """The tiny test model, written by the package at `code`."""
+    subprocess.run([sys.executable, "-c", BUILD, str(model)], check=True, env=_env(code), cwd=model.parent)
+    return model
+
+
 def peak_rss_mb(code: Path, model: Path, wav: Path, out: Path) -> tuple[float, float]:
     """(peak RSS in MB, wall seconds) of a fresh process running `report` on `wav` with the package at `code`."""
-    env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
+    # cwd: the temp folder, so sys.path[0] does not put this checkout ahead of `code`
     done = subprocess.run([sys.executable, "-c", CHILD, str(model), str(wav), str(out)], capture_output=True,
-                          text=True, check=False, env=env, cwd=out.parent)  # not this checkout via sys.path[0]
+                          text=True, check=False, env=_env(code), cwd=out.parent)
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         raise RuntimeError(f"report {wav} with {code} failed ({done.returncode}):\n{done.stderr[-2000:]}")
@@ -94,18 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     codes = args.code or [Path(__file__).resolve().parents[1]]
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        model = args.model
-        if model is None:
-            from edge_lung.testing import build_tiny_model
-
-            model = build_tiny_model(tmp_path / "model")
+        models = {code: args.model or build_model(code.resolve(), tmp_path / f"model-{i}")
+                  for i, code in enumerate(codes)}
         record = {"date": time.strftime("%Y-%m-%d"), "machine": args.machine, "platform": platform.platform(),
                   "rate": args.rate, "minutes": args.minutes, "runs": {}}
         for minutes in args.minutes:
             wav = tmp_path / f"rec-{minutes:g}min.wav"
             write_long_file(wav, 60.0 * minutes, args.rate)
             for code in codes:
-                peak, seconds = peak_rss_mb(code.resolve(), model, wav, tmp_path / f"out-{code.name}-{minutes:g}")
+                out = tmp_path / f"out-{codes.index(code)}-{minutes:g}"
+                peak, seconds = peak_rss_mb(code.resolve(), models[code], wav, out)
                 record["runs"].setdefault(str(code), []).append(
                     {"minutes": minutes, "peak_mb": round(peak, 1), "seconds": round(seconds, 1)})
                 print(f"{code}: {minutes:g} min: peak {peak:.0f} MB, {seconds:.0f} s", flush=True)
