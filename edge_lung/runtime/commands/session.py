@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,26 @@ def load_classifier(
     model = load_model(model_dir, graph, threads=threads or None)
     gate = model.info.quality.with_overrides(list(quality_set))
     return StreamingClassifier(model, cfg, quality=gate, gate=quality == "on")
+
+
+@contextmanager
+def sigterm_as_sigint() -> Iterator[None]:
+    """SIGTERM (what systemd and `kill` send) handled as Ctrl-C while the block runs: the command finalises its
+    recording, JSON lines and closing line instead of dying mid-write (issue 26). A second SIGTERM during that
+    finalisation kills as before. Signals reach only the main thread, so elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass(frozen=True)
@@ -96,7 +118,15 @@ def stream_session(
     stop: threading.Event | None = None,
     source: Source | None = None,
 ) -> LiveSummary:
-    """`edge-lung stream`: run the live path with the display, JSON lines and recorder the options ask for."""
+    """`edge-lung stream`: run the live path with the display, JSON lines and recorder the options ask for.
+    SIGTERM stops it as Ctrl-C does (`sigterm_as_sigint`)."""
+    with sigterm_as_sigint():
+        return _stream_session(classifier, opts, stop, source)
+
+
+def _stream_session(
+    classifier: StreamingClassifier, opts: StreamOptions, stop: threading.Event | None, source: Source | None
+) -> LiveSummary:
     from contextlib import ExitStack
 
     source = source or make_source(opts, classifier.model.info.features.sample_rate)
@@ -248,7 +278,8 @@ def classify_session(
             writer.write({"type": "file", **result.summary(classifier.labels)})
 
     try:
-        results = classify_files(classifier, files, on_decision=writer, on_file=on_file)
+        with sigterm_as_sigint():  # SIGTERM: the finished files are reported, as on Ctrl-C
+            results = classify_files(classifier, files, on_decision=writer, on_file=on_file)
         pooled = overall_agreement(results, classifier.labels)
         if writer is not None and pooled is not None:
             writer.write({"type": "annotated_total", **pooled})
