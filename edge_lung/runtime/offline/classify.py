@@ -214,7 +214,10 @@ def classify_file(
     if invalid.count:
         result.note = "; ".join(filter(None, [invalid.note(), result.note]))  # first: `classify` exits 1 on "error"
     if txt is not None:
-        result.cycles = acc.matches()
+        # read again now that the audio's length is known: a cycle past its end is named with its line (as
+        # `data summary` names it) and left out, not counted as a cycle no window overlapped (issue 26)
+        _, problems = parse_annotation(txt, result.duration_s)
+        result.cycles = [m for m in acc.matches() if m.cycle.start_s < result.duration_s]
         notes = [f"{Path(p.file).name}: {p.reason}" for p in problems if p.kind == "error"]
         result.note = "; ".join([result.note, *notes] if result.note else notes)
     return result
