@@ -8,8 +8,7 @@ and `stream` decide (`classify_file`), the predicted vs true label of every anno
 their confusion, and an occlusion saliency map over each flagged window (the `MAX_EXPLAINED` with
 the highest P(abnormal); `edge_lung.runtime.explain.saliency`), its cost stated. A file that stops
 decoding part-way is reported as far as it decodes, as `classify` decides it. Pages work offline:
-pictures are inline PNG
-(base64), no script, no external stylesheet. A recording that cannot be reported (unreadable,
+pictures are inline PNG (base64), no script, no external stylesheet. A recording that cannot be reported (unreadable,
 empty, a sample rate too low to hold the sounds) is listed in the index with its reason and
 the others are still written. Torch-free: it runs on the device.
 """
