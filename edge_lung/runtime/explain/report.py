@@ -178,7 +178,7 @@ class SessionCollector:
         self.decisions: list[Decision] = []
         self.features = features
         self.overview = MelOverview(features) if features is not None else None
-        self._fed: int | None = None  # model-rate sample up to which the overview has audio
+        self._fed = 0  # model-rate sample up to which the overview has audio (before a first window: a gap)
         self._explained: list[tuple[float, int]] = []  # heap of (P(abnormal), index) of the windows kept
         self.flagged = 0
         self.rate: int | None = None  # a live session's first input rate (the page states it)
@@ -210,8 +210,6 @@ class SessionCollector:
         """Give the overview the part of `window`'s real audio it has not seen (a skipped stretch as a gap)."""
         if self.overview is None:
             return
-        if self._fed is None:
-            self._fed = window.start
         if window.start > self._fed:
             self.overview.gap(window.start - self._fed)
             self._fed = window.start
@@ -233,7 +231,7 @@ class SessionCollector:
 
     def session_result(self, source: str, input_rate: int) -> FileResult:
         """A live session's figures, from its decisions."""
-        duration = self._fed / self.features.sample_rate if self._fed and self.features else 0.0
+        duration = self._fed / self.features.sample_rate if self.features else 0.0
         result = FileResult(Path(source), input_rate, duration, decisions=list(self.decisions), note=self.note)
         for d in self.decisions:
             result.add(d)  # the counts the index and summary read
