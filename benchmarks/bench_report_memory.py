@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Peak memory of `edge-lung report` on recordings of 1, 10 and 20 minutes (issue 26).
+"""Peak memory of `edge-lung report` (or `stream --report`) on recordings of 1, 10 and 20 minutes (issue 26).
 
 `report` must stream the recording: its peak resident memory on the 20-minute file should be
 within 20% of the 1-minute one's. Each file is reported by the real command in a fresh Python
@@ -34,8 +34,11 @@ CHILD = textwrap.dedent(
     import sys
     from edge_lung.cli import app
     try:
-        code = app(["report", sys.argv[1], sys.argv[2], "--out", sys.argv[3], "--threads", "1"],
-                   standalone_mode=False)
+        if sys.argv[4] == "report":
+            args = ["report", sys.argv[1], sys.argv[2], "--out", sys.argv[3]]
+        else:  # stream --replay FILE --report DIR: the live session's page
+            args = ["stream", sys.argv[1], "--replay", sys.argv[2], "--quiet", "--report", sys.argv[3]]
+        code = app([*args, "--threads", "1"], standalone_mode=False)
     finally:
         status = open("/proc/self/status").read()
         print([line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")][0])
@@ -69,11 +72,12 @@ def build_model(code: Path, model: Path) -> Path:
     return model
 
 
-def peak_rss_mb(code: Path, model: Path, wav: Path, out: Path) -> tuple[float, float]:
-    """(peak RSS in MB, wall seconds) of a fresh process running `report` on `wav` with the package at `code`."""
+def peak_rss_mb(code: Path, model: Path, wav: Path, out: Path, command: str = "report") -> tuple[float, float]:
+    """(peak RSS in MB, wall seconds) of a fresh process running `command` ('report', or 'stream' with --report)
+    on `wav` with the package at `code`."""
     t0 = time.perf_counter()
     # cwd: the temp folder, so sys.path[0] does not put this checkout ahead of `code`
-    done = subprocess.run([sys.executable, "-c", CHILD, str(model), str(wav), str(out)], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", CHILD, str(model), str(wav), str(out), command], capture_output=True,
                           text=True, check=False, env=_env(code), cwd=out.parent)
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
@@ -84,7 +88,8 @@ def peak_rss_mb(code: Path, model: Path, wav: Path, out: Path) -> tuple[float, f
 def markdown(record: dict) -> str:
     """The results as a markdown table: peak MB per duration and code, and the long/short ratio."""
     minutes = record["minutes"]
-    lines = [f"# `edge-lung report` peak memory ({record['date']}, {record['machine']})", "",
+    what = "report" if record.get("command", "report") == "report" else "stream --replay FILE --report DIR"
+    lines = [f"# `edge-lung {what}` peak memory ({record['date']}, {record['machine']})", "",
              f"Tiny test model, `make_signal` at {record['rate']} Hz, PCM16 WAV; peak RSS (VmHWM) of a fresh "
              "process per run.", "",
              "| code | " + " | ".join(f"{m:g} min (MB)" for m in minutes) + " | longest / shortest |",
@@ -102,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                         "default: this one)")
     parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 10.0, 20.0])
     parser.add_argument("--rate", type=int, default=44100)
+    parser.add_argument("--command", choices=("report", "stream"), default="report",
+                        help="report FILE, or stream --replay FILE --report DIR")
     parser.add_argument("--machine", default="2-core AMD EPYC VM, shared with other work")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--md", type=Path, help="also write them as a markdown table here")
@@ -111,14 +118,15 @@ def main(argv: list[str] | None = None) -> int:
         tmp_path = Path(tmp)
         models = {code: args.model or build_model(code.resolve(), tmp_path / f"model-{i}")
                   for i, code in enumerate(codes)}
-        record = {"date": time.strftime("%Y-%m-%d"), "machine": args.machine, "platform": platform.platform(),
+        record = {"command": args.command, "date": time.strftime("%Y-%m-%d"), "machine": args.machine,
+                  "platform": platform.platform(),
                   "rate": args.rate, "minutes": args.minutes, "runs": {}}
         for minutes in args.minutes:
             wav = tmp_path / f"rec-{minutes:g}min.wav"
             write_long_file(wav, 60.0 * minutes, args.rate)
             for code in codes:
                 out = tmp_path / f"out-{codes.index(code)}-{minutes:g}"
-                peak, seconds = peak_rss_mb(code.resolve(), models[code], wav, out)
+                peak, seconds = peak_rss_mb(code.resolve(), models[code], wav, out, args.command)
                 record["runs"].setdefault(str(code), []).append(
                     {"minutes": minutes, "peak_mb": round(peak, 1), "seconds": round(seconds, 1)})
                 print(f"{code}: {minutes:g} min: peak {peak:.0f} MB, {seconds:.0f} s", flush=True)
