@@ -6,8 +6,9 @@ default 8 s window and 1 s hop) and every window is measured by `edge_lung.runti
 1. **clean**: each check on its own, on every window of every recording as recorded; a check
    that fires there is a false alarm (aim: <= 1% each). Percentiles of each feature show the
    margin to its threshold.
-2. **degraded** copies of every recording: zeroed, overdriven (peak 6/12/18 dB over full scale,
-   then clipped), white noise at 20/10/0/-10 dB SNR, friction (white-noise bursts of 0.1-0.5 s
+2. **degraded** copies of every recording: zeroed, a constant level (issue 26), overdriven
+   (peak 6/12/18 dB over full scale, then clipped), white noise at 20/10/0/-10 dB SNR, friction
+   (white-noise bursts of 0.1-0.5 s
    over half the time) at 10/0/-10 dB SNR, and a 0.1 s NaN run; the table gives the
    share of windows whose verdict is the expected one (and, for the NaN run, of the windows
    that cover it).
@@ -42,6 +43,8 @@ def degradations() -> dict[str, tuple[str, Callable[[np.ndarray, int], np.ndarra
     """name -> (expected verdicts, function(audio, rate) -> degraded audio)."""
     out: dict[str, tuple[str, Callable[[np.ndarray, int], np.ndarray]]] = {
         "zeroed": ("no_signal", lambda x, r: np.zeros_like(x)),
+        "constant 0.5": ("no_signal", lambda x, r: np.full_like(x, 0.5)),
+        "constant 0.01": ("no_signal", lambda x, r: np.full_like(x, 0.01)),
     }
     for db in (6, 12, 18, 24):
         out[f"overdrive +{db} dB"] = ("clipping", lambda x, r, db=db: overdrive(x, db))
@@ -81,8 +84,8 @@ def clean_table(rows: list[tuple[str, QualityStats]], cfg: QualityConfig) -> lis
     verdicts = [verdict(s, cfg) for _, s in rows]
     lines.append("verdicts: " + ", ".join(f"{v} {verdicts.count(v)}" for v in sorted(set(verdicts))))
     lines.append("feature percentiles (p0.5 / p1 / p50 / p99 / p99.5 / max) over clean windows:")
-    for feat in ("rms_db", "clipped_share", "flatness", "envelope_db"):
-        vals = np.array([getattr(s, feat) for _, s in rows])
+    for feat in ("rms_db", "clipped_share", "flatness", "envelope_db", "band_share_db"):
+        vals = np.array([s.band_db - s.rms_db if feat == "band_share_db" else getattr(s, feat) for _, s in rows])
         pct = np.percentile(vals, [0.5, 1, 50, 99, 99.5, 100])
         lines.append(f"  {feat:<14}" + " ".join(f"{v:>9.4f}" for v in pct))
     return lines

@@ -154,3 +154,12 @@ def test_saliency_points_at_drawn_events_and_shuffled_weights_do_not(tmp_path: P
                               held_out)
     assert real.passes(), f"demo model: {real.hits}/{real.windows} saliency peaks inside a drawn event"
     assert not shuffled.passes(), f"shuffled weights: {shuffled.hits}/{shuffled.windows} peaks inside a drawn event"
+
+
+@pytest.mark.parametrize("value", [0, 10**23, float("nan"), 2.5])
+def test_occlusion_sizes_are_bounded(value):
+    """`report --patch-frames 99999999999999999999999` crashed inside numpy (issue 26): a message names the range."""
+    from edge_lung.runtime.explain.saliency import OcclusionConfig
+
+    with pytest.raises(ValueError, match=r"--patch-frames\): expected a whole number in \[1, 100000\]"):
+        OcclusionConfig(patch_frames=value)

@@ -21,6 +21,7 @@ from edge_lung.train.config import (
     STUDENT_MEL_BINS,
     DistillConfig,
     TrainConfig,
+    check_num_threads,
     student_features,
 )
 
@@ -118,6 +119,7 @@ def distill_command(
         if num_mel_bins is not None:  # explicit: over a recipe's front end too
             options["features"] = {**options["features"], "num_mel_bins": num_mel_bins}
         cfg = TrainConfig(**options)
+        check_num_threads(cfg.num_threads)
         dcfg = DistillConfig(str(teacher), temperature, alpha, tuple(str(d) for d in unlabeled), unlabeled_hop)
         run = distill(cfg, dcfg)
     except ValueError as exc:  # TeacherError, TrainError, BackboneError, DataError and config validation

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from edge_lung.fileio import PLOT_PNG, check_output
-from edge_lung.train.config import TrainConfig  # torch-free: the options' defaults come from it
+from edge_lung.train.config import TrainConfig, check_num_threads  # torch-free: the options' defaults come from it
 
 _MULTI_GPU = (
     "Multi-GPU: run the same command under accelerate or torchrun, e.g. "
@@ -127,6 +127,7 @@ def train_command(
     seed_list = _parse_seeds(seeds)
     try:
         cfg = TrainConfig(**apply_recipe(options, explicit), seed=seed_list[0])
+        check_num_threads(cfg.num_threads)
         if len(seed_list) == 1:
             train_recipe(cfg)
             return

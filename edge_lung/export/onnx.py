@@ -241,9 +241,31 @@ def load_trained(run_dir: Path) -> tuple[Any, dict]:
     if not run_dir.is_dir():
         raise ExportError(f"RUN_DIR {run_dir}: no such directory; expected a run written by `edge-lung train`")
     try:
+        check_run_names(run_dir, model_lib.read_run_config(run_dir))
         return model_lib.load_run(run_dir, device="cpu")
+    except ExportError:
+        raise
     except (OSError, ValueError) as exc:
         raise ExportError(f"RUN_DIR {run_dir}: cannot load the trained model: {exc}") from exc
+
+
+def check_run_names(run_dir: Path, run_config: dict) -> None:
+    """`ExportError` for an adapter or backbone in config.json that training could not have written (an edited
+    "banana" was loaded and recorded in the manifest, issue 26): the adapter one of `ADAPTERS`, the backbone a
+    named size, a path or hub id (it has a '/'), or a directory here."""
+    from edge_lung.train.model import ADAPTERS, named_sizes
+
+    config = run_dir / "config.json"
+    adapter, backbone = run_config.get("adapter"), run_config.get("backbone")
+    if adapter not in ADAPTERS:
+        raise ExportError(f"{config}: adapter {adapter!r}: expected one of {list(ADAPTERS)} (what training writes); "
+                          "the file was edited or is not from this edge-lung version")
+    if backbone is None:
+        return  # runs from before the backbone was recorded: the weights in the run are what is exported
+    if not isinstance(backbone, str) or not (backbone in named_sizes() or "/" in backbone
+                                             or Path(backbone).expanduser().is_dir()):
+        raise ExportError(f"{config}: backbone {backbone!r}: expected one of {named_sizes()}, a directory or a "
+                          "hub id (ORG/NAME); the file was edited or is not from this edge-lung version")
 
 
 def _load_split_cycles(run_config: dict, cfg: ExportConfig, features: FeatureConfig, split: str) -> tuple:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_lung.config import FeatureConfig, dataclass_from_dict
+from edge_lung.runtime.artifact.model_dir import usable_cores
 from edge_lung.runtime.live.stream import StreamConfig
 
 if TYPE_CHECKING:
@@ -263,3 +264,15 @@ def default_run_dir(cfg: TrainConfig, adapter: str) -> Path:
 
     name = cfg.backbone if cfg.backbone in SIZES else Path(cfg.backbone.rstrip("/")).name
     return Path("runs") / f"{name}-{adapter}-{cfg.optimizer}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_num_threads(num_threads: int | None) -> None:
+    """--num-threads: unset (torch decides) or 1 to the cores this process may use, as the runtime bounds --threads
+    (500 threads on 2 cores made an epoch 3.5x slower, issue 26). Checked when a command starts a run, not in
+    `TrainConfig`: a run's config.json is read again on machines with other core counts."""
+    if num_threads is None:
+        return
+    cores = usable_cores()
+    if not 1 <= num_threads <= cores:
+        raise ValueError(f"--num-threads: expected 1 to {cores} (the cores this process may use), or unset to let "
+                         f"torch decide, got {num_threads}; more threads than cores only adds contention")

@@ -5,7 +5,9 @@ layer, the heads' attention averaged, the residual added as 0.5 A + 0.5 I and ro
 the layers multiplied from the input up. The row of the two summary tokens the AST pools
 (CLS and distillation, averaged as the model pools them) over the patch tokens, reshaped to the
 (frequency, time) patch grid, is where the decision's information came from. The windows are
-the runtime's own (`WindowStream`, as `classify` and `stream` cut them). Needs the training
+the runtime's own (`WindowStream`, as `classify` and `stream` cut them), judged by the same
+signal-quality gate first: a window that gate holds back (silence, NaN, a constant level) gets no
+class there, so it gets no rollout here (issue 26). Needs the training
 stack (torch); for any exported model, `edge-lung report` draws occlusion saliency instead.
 """
 
@@ -16,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_lung.config import FeatureConfig
+from edge_lung.runtime.artifact.quality import QualityConfig
+from edge_lung.runtime.live.stream import assess_window
 
 
 def rollout(attentions: list) -> np.ndarray:
@@ -67,6 +71,20 @@ def recording_windows(path: str | Path, features: FeatureConfig, hop_s: float, m
     return windows + stream.finish()
 
 
+def gated_windows(path: str | Path, windows: list, quality: QualityConfig | None = None) -> list:
+    """The windows the runtime's quality gate passes (defaults: the thresholds export writes); ValueError naming
+    the file and the verdicts when none does, or when there is no window at all."""
+    if not windows:
+        raise ValueError(f"{path}: too short for a window")
+    quality = quality or QualityConfig()
+    verdicts = [assess_window(w, quality).verdict for w in windows]
+    passed = [w for w, v in zip(windows, verdicts, strict=True) if v == "ok"]
+    if not passed:
+        counts = ", ".join(f"{verdicts.count(v)} {v}" for v in sorted(set(verdicts)))
+        raise ValueError(f"{path}: no window passes the signal-quality gate ({counts}); nothing to explain")
+    return passed
+
+
 def explain_recording(
     run_dir: str | Path, audio_path: str | Path, out_png: str | Path, hop_s: float = 1.0, min_audio_s: float = 2.0,
     max_windows: int = 12,
@@ -77,6 +95,8 @@ def explain_recording(
     from edge_lung.train.model import load_run, model_kind
 
     out_png = Path(out_png)
+    if not 1 <= max_windows <= 1000:
+        raise ValueError(f"--max-windows: expected a count in [1, 1000], got {max_windows}")
     if out_png.suffix.lower() != ".png" or not out_png.parent.is_dir():
         raise ValueError(f"--out {out_png}: expected a .png path in an existing folder")
     wrapped, cfg = load_run(run_dir)
@@ -87,13 +107,15 @@ def explain_recording(
     model = wrapped.model
     model.set_attn_implementation("eager")
     features = FeatureConfig.from_dict(cfg["features"])
-    windows = recording_windows(audio_path, features, hop_s, min_audio_s)[:max_windows]
-    if not windows:
-        raise ValueError(f"{audio_path}: too short for a window (< {min_audio_s} s)")
+    every = recording_windows(audio_path, features, hop_s, min_audio_s)
+    windows = gated_windows(audio_path, every)
+    title = Path(audio_path).name + (f" ({len(every) - len(windows)} windows held back by the signal-quality gate)"
+                                     if len(windows) < len(every) else "")
+    windows = windows[:max_windows]
     feats = np.stack([window_features(w.audio, features) for w in windows])
     parts = [patch_relevance(model, feats[i : i + 4]) for i in range(0, len(feats), 4)]
     relevance, probs = (np.concatenate(x) for x in zip(*parts, strict=True))
-    _draw(feats, relevance, probs, windows, cfg["labels"], features, out_png, Path(audio_path).name)
+    _draw(feats, relevance, probs, windows, cfg["labels"], features, out_png, title)
     return out_png
 
 

@@ -74,7 +74,9 @@ def load_unlabeled(
 ) -> tuple[list[UnlabeledWindow], list[UnlabeledDir]]:
     """Every kept window of every audio file under each directory (recursively), and a report per directory.
 
-    `ValueError` naming the directory if it does not exist or holds no audio file at all.
+    `ValueError` naming the directory if it does not exist, holds no audio file at all, or gives no usable window
+    (every file unreadable, too short or held back by the quality gate: issue 26, where such a folder ran to the
+    end with `unlabeled_windows: 0` and no word; `calibrate` refuses the same folder).
     """
     cfg = StreamConfig(hop_s=hop_s)
     quality = quality or QualityConfig()
@@ -84,20 +86,39 @@ def load_unlabeled(
         files, others = audio_files(Path(d))
         report = UnlabeledDir(str(Path(d).resolve()), files=len(files), other_files=others)
         for path in files:
-            try:
-                got = recording_windows(path, features, cfg, quality, report.gated)
-            except AudioError as exc:
-                report.skipped.append({"file": str(path), "reason": str(exc)})
-                continue
-            if not got:
-                report.skipped.append({"file": str(path), "reason": f"too short for a window (under "
-                                       f"{cfg.min_audio_s} s) or no window passed the quality gate"})
-                continue
-            report.used_files += 1
-            report.windows += len(got)
-            windows.extend(got)
+            windows.extend(_file_windows(path, features, cfg, quality, report))
+        if not report.windows:
+            raise ValueError(_nothing_usable(d, report))
         reports.append(report)
     return windows, reports
+
+
+def _file_windows(path: Path, features: FeatureConfig, cfg: StreamConfig, quality: QualityConfig,
+                  report: UnlabeledDir) -> list[UnlabeledWindow]:
+    """One file's kept windows, counted in `report` (a file that gives none is skipped with its reason)."""
+    gated: dict[str, int] = {}
+    try:
+        got = recording_windows(path, features, cfg, quality, gated)
+    except AudioError as exc:
+        report.skipped.append({"file": str(path), "reason": str(exc)})
+        return []
+    for verdict, n in gated.items():
+        report.gated[verdict] = report.gated.get(verdict, 0) + n
+    if not got:
+        reason = (f"no window passed the quality gate ({', '.join(f'{n} {v}' for v, n in sorted(gated.items()))})"
+                  if gated else f"too short for a window (under {cfg.min_audio_s:g} s)")
+        report.skipped.append({"file": str(path), "reason": reason})
+        return []
+    report.used_files += 1
+    report.windows += len(got)
+    return got
+
+
+def _nothing_usable(directory: str, report: UnlabeledDir) -> str:
+    first = "; ".join(f"{Path(s['file']).name}: {s['reason']}" for s in report.skipped[:3])
+    return (f"--unlabeled {directory}: no usable window in its {report.files} audio files (every one unreadable, "
+            f"too short or held back by the signal-quality gate; {first}{'; ...' if len(report.skipped) > 3 else ''})"
+            "; expected recordings of chests")
 
 
 def audio_files(directory: Path) -> tuple[list[Path], int]:

@@ -407,6 +407,20 @@ def test_run_dir_without_model(tmp_path: Path, work: Path) -> None:
     assert leftovers(tmp_path, "out") == []
 
 
+@pytest.mark.parametrize(("key", "value"), [("adapter", "banana"), ("backbone", "nonsense-model"),
+                                          ("adapter", None)])
+def test_edited_adapter_or_backbone_names_are_refused(tmp_path: Path, work: Path, key: str, value) -> None:
+    """An edited config.json naming adapter "banana" or backbone "nonsense-model" was exported and the names
+    recorded in the manifest (issue 26): refused, naming the file, the key and what training writes."""
+    run = tmp_path / "run"
+    shutil.copytree(work / "run", run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, key: value}))
+    with pytest.raises(ExportError, match=rf"config.json: {key} {value!r}: expected one of"):
+        export_model(run, tmp_path / "out", **QUIET)
+    assert leftovers(tmp_path, "out") == []
+
+
 @pytest.mark.slow
 def test_empty_calibration_set(tmp_path: Path, work: Path, synth_db: Path) -> None:
     """A database without train cycles cannot calibrate static INT8: clear error, no MODEL_DIR."""

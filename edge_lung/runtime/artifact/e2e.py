@@ -11,6 +11,7 @@ what `edge-lung verify MODEL_DIR` does after a model is copied onto a device. on
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -121,9 +122,18 @@ def load_model(model: str | Path, graph: str = "model", threads: int | None = No
 
 
 def read_vectors(path: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of test_vectors.npz (no pickles)."""
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """The arrays of test_vectors.npz (no pickles); `ArtifactError` naming the file when it is not such an archive
+    (numpy's own message advised loading pickled data unsafely and named no file, issue 26)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"a single {type(data).__name__}, not an archive")
+        with data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        why = "holds pickled objects" if "pickle" in str(exc) else f"{type(exc).__name__}"
+        raise ArtifactError(f"{path}: not a test-vector archive (expected the .npz of numeric arrays `edge-lung "
+                            f"export` writes; {why}): the model directory is damaged, export it again") from None
 
 
 def _check(name: str, got: np.ndarray, want: np.ndarray, limit: float) -> dict[str, Any]:

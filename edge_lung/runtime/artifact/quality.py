@@ -6,8 +6,8 @@ from the audio the model would see, before the model runs:
 
 - `invalid`: NaN or inf samples arrived (counted on the input; they are replaced by zeros
   before resampling, so they never reach the resampler state or the model);
-- `no_signal`: level below a floor (digital silence), or a flat spectrum with no breathing
-  envelope (stationary hiss);
+- `no_signal`: level below a floor (digital silence); nothing in the respiratory band (a constant
+  DC level, a slow drift: issue 26); or a flat spectrum with no breathing envelope (stationary hiss);
 - `clipping`: share of input samples at or near full scale;
 - `too_loud` / `too_quiet`: RMS level outside the usable range;
 - `noise`: a broadband (flat) spectrum dominating the respiratory band;
@@ -73,9 +73,12 @@ class QualityConfig:
     band_high_hz: float = 1800.0
     noise_flatness: float = 0.6  # flatness in the band at or above: noise, or no_signal (hiss) without envelope
     envelope_db: float = 3.0  # p90 - p10 of 100 ms frame energies; breathing moves it by more
+    # level in the respiratory band relative to the whole window, below: no_signal (a constant level or a slow
+    # drift, loud yet silent where breath sounds live; issue 26). Real windows: -46 dB at p0.5, -23 dB median.
+    band_share_db: float = -60.0
 
     def __post_init__(self) -> None:
-        for name in ("floor_db", "quiet_db", "loud_db"):
+        for name in ("floor_db", "quiet_db", "loud_db", "band_share_db"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value <= 0):
                 raise ValueError(f"{name}: expected dBFS <= 0, got {value}")
@@ -127,15 +130,22 @@ class QualityStats:
     invalid: int
     flatness: float
     envelope_db: float
+    band_db: float = math.nan  # level in the respiratory band, dBFS; NaN when not measured (no check fires)
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "rms_db": round(self.rms_db, 2) if math.isfinite(self.rms_db) else None,
+            "rms_db": _round_db(self.rms_db),
             "clipped_share": round(self.clipped_share, 5),
             "invalid": self.invalid,
             "flatness": round(self.flatness, 4),
             "envelope_db": round(self.envelope_db, 2),
+            "band_db": _round_db(self.band_db),
         }
+
+
+def _round_db(value: float) -> float | None:
+    """A level for JSON: rounded, None for -inf or NaN (JSON has neither)."""
+    return round(value, 2) if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -157,23 +167,50 @@ def rms_db(audio: np.ndarray) -> float:
     return 10.0 * math.log10(power) if power > 0 else -math.inf
 
 
+def band_power(audio: np.ndarray, sample_rate: int, low_hz: float, high_hz: float, nfft: int = 512) -> np.ndarray:
+    """Welch power spectrum float64[K] of the bins within [low_hz, high_hz], scaled so that its sum
+    is the mean power per sample in the band (one-sided, Hann); empty when the audio is under `nfft`.
+
+    Every other non-overlapping Hann frame of `nfft` (125 frames per 8 s window are plenty for
+    the average; all 250 cost 2.6 ms instead of 0.2 ms on the 2-core EPYC VM, more than the
+    rest of the gate together).
+    """
+    frames = audio.shape[0] // nfft
+    if frames == 0:
+        return np.zeros(0)
+    x = audio[: frames * nfft].reshape(frames, nfft)[::2] if frames > 1 else audio[:nfft].reshape(1, nfft)
+    x = x.astype(np.float32)
+    x = x - x.mean(axis=1, keepdims=True)  # the Hann leakage of a DC offset is not sound in the band
+    window = _hann(nfft)
+    z = np.fft.rfft(x * window, axis=1)
+    power = np.mean(np.square(z.real) + np.square(z.imag), axis=0).astype(np.float64)
+    freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
+    scale = 2.0 / (nfft * float(np.sum(np.square(window, dtype=np.float64))))
+    return scale * power[(freqs >= low_hz) & (freqs <= high_hz)]
+
+
 def spectral_flatness(audio: np.ndarray, sample_rate: int, low_hz: float, high_hz: float, nfft: int = 512) -> float:
     """Wiener entropy (geometric / arithmetic mean) of the Welch power spectrum within [low_hz, high_hz].
 
     1.0 for white noise, near 0 for a spectrum dominated by a few bands (breath and heart
-    sounds fall steeply above a few hundred Hz). Every other non-overlapping Hann frame of
-    `nfft` (125 frames per 8 s window are plenty for the average; all 250 cost 2.6 ms instead
-    of 0.2 ms on the 2-core EPYC VM, more than the rest of the gate together).
+    sounds fall steeply above a few hundred Hz).
     """
-    frames = audio.shape[0] // nfft
-    if frames == 0:
+    return _flatness(band_power(audio, sample_rate, low_hz, high_hz, nfft))
+
+
+def _flatness(band: np.ndarray) -> float:
+    if band.size == 0:
         return 0.0
-    x = audio[: frames * nfft].reshape(frames, nfft)[::2] if frames > 1 else audio[:nfft].reshape(1, nfft)
-    z = np.fft.rfft(x.astype(np.float32) * _hann(nfft), axis=1)
-    power = np.mean(np.square(z.real) + np.square(z.imag), axis=0)
-    freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
-    band = power[(freqs >= low_hz) & (freqs <= high_hz)].astype(np.float64) + _EPS
+    band = band + _EPS
     return float(np.exp(np.mean(np.log(band))) / np.mean(band))
+
+
+def _band_db(band: np.ndarray) -> float:
+    """dBFS of the band power; -inf for none, NaN when nothing was measured."""
+    if band.size == 0:
+        return math.nan
+    power = float(np.sum(band))
+    return 10.0 * math.log10(power) if power > 0 else -math.inf
 
 
 @lru_cache(maxsize=4)
@@ -199,12 +236,14 @@ def measure(
     """Measure one window: `audio` float32[N] at the model rate (finite), with the input-rate counts
     of samples at full scale (`clipped`) and non-finite (`invalid`) over the `span` input samples it covers."""
     audio = np.asarray(audio, dtype=np.float32)
+    band = band_power(audio, sample_rate, cfg.band_low_hz, cfg.band_high_hz)
     return QualityStats(
         rms_db=rms_db(audio),
         clipped_share=clipped / span if span > 0 else 0.0,
         invalid=int(invalid),
-        flatness=spectral_flatness(audio, sample_rate, cfg.band_low_hz, cfg.band_high_hz),
+        flatness=_flatness(band),
         envelope_db=envelope_spread_db(audio, sample_rate),
+        band_db=_band_db(band),
     )
 
 
@@ -212,6 +251,7 @@ CHECKS = {
     "invalid": "invalid",
     "below_floor": "no_signal",
     "clipping": "clipping",
+    "empty_band": "no_signal",
     "too_loud": "too_loud",
     "hiss": "no_signal",
     "too_quiet": "too_quiet",
@@ -227,6 +267,8 @@ def checks(stats: QualityStats, cfg: QualityConfig) -> dict[str, bool]:
         "invalid": stats.invalid > 0,
         "below_floor": stats.rms_db < cfg.floor_db,
         "clipping": stats.clipped_share >= cfg.clipped_share,
+        # a constant level or a slow drift: loud, yet nothing where breath sounds live (issue 26)
+        "empty_band": stats.band_db - stats.rms_db < cfg.band_share_db,
         "too_loud": stats.rms_db > cfg.loud_db,
         "hiss": flat >= cfg.noise_flatness and stats.envelope_db < cfg.envelope_db,
         "too_quiet": stats.rms_db < cfg.quiet_db,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from edge_lung.runtime.live.events import JsonlWriter, LiveDisplay
 from edge_lung.runtime.live.recorder import check_record_path
 from edge_lung.runtime.live.runner import LiveSummary, run_live
 from edge_lung.runtime.live.sources import ReplaySource, SerialSource, Source
-from edge_lung.runtime.live.stream import StreamConfig, StreamingClassifier
+from edge_lung.runtime.live.stream import StreamConfig, StreamingClassifier, check_seconds, no_window_reason
 from edge_lung.runtime.live.web import LiveWeb, WebConfig
 from edge_lung.runtime.offline.classify import FileResult, classify_files, overall_agreement
 
@@ -53,6 +54,26 @@ def load_classifier(
     return StreamingClassifier(model, cfg, quality=gate, gate=quality == "on")
 
 
+@contextmanager
+def sigterm_as_sigint() -> Iterator[None]:
+    """SIGTERM (what systemd and `kill` send) handled as Ctrl-C while the block runs: the command finalises its
+    recording, JSON lines and closing line instead of dying mid-write (issue 26). A second SIGTERM during that
+    finalisation kills as before. Signals reach only the main thread, so elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @dataclass(frozen=True)
 class StreamOptions:
     """Where `edge-lung stream` gets audio and where its events go."""
@@ -76,8 +97,8 @@ class StreamOptions:
             raise ValueError(f"expected one audio source, got {' and '.join(chosen)}")
         if self.realtime and self.replay is None:
             raise ValueError("--realtime: expected together with --replay FILE")
-        if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
-            raise ValueError(f"--duration: expected a finite number of seconds > 0, got {self.duration_s}")
+        if self.duration_s is not None:
+            check_seconds(self.duration_s, "--duration")
         if self.record is not None and Path(self.record).suffix.lower() != ".flac":
             raise ValueError(f"--record {self.record}: expected a path ending in .flac")
 
@@ -115,7 +136,20 @@ def stream_session(
     on_event: Sequence[Callable] = (),
 ) -> LiveSummary:
     """`edge-lung stream`: run the live path with the display, JSON lines, recorder and phone page the options ask
-    for; `on_decision` / `on_event` are extra sinks for decisions and for gap and summary events (the exam's)."""
+    for; `on_decision` / `on_event` are extra sinks for decisions and for gap and summary events (the exam's).
+    SIGTERM stops it as Ctrl-C does (`sigterm_as_sigint`)."""
+    with sigterm_as_sigint():
+        return _stream_session(classifier, opts, stop, source, on_decision, on_event)
+
+
+def _stream_session(
+    classifier: StreamingClassifier,
+    opts: StreamOptions,
+    stop: threading.Event | None,
+    source: Source | None,
+    on_decision: Sequence[Callable],
+    on_event: Sequence[Callable],
+) -> LiveSummary:
     from contextlib import ExitStack
 
     check_stream_outputs(opts)  # before the session starts: a refused output is said now, not at the end
@@ -134,7 +168,7 @@ def stream_session(
         if opts.record is not None:
             recorder = _LazyRecorder(opts.record, stack, opts.overwrite, jsonl.write if jsonl is not None else None)
             on_audio.append(recorder)
-        collector = _report_collector(opts, on_decision, on_audio)
+        collector = _report_collector(opts, classifier.features, on_decision, on_audio)
         web = _web_page(opts, stack, source.name)
         if web is not None:
             on_decision.append(web)
@@ -149,6 +183,8 @@ def stream_session(
         )
         if recorder is not None:
             summary.recordings, summary.warnings = [str(p) for p in recorder.paths], recorder.warnings
+        if summary.windows == 0 and summary.input_samples:
+            summary.warnings.append(no_window_reason(classifier.cfg, summary.seconds))
         if jsonl is not None:
             jsonl.write(summary.as_dict())
         for sink in to_summary:
@@ -168,11 +204,11 @@ def _web_page(opts: StreamOptions, stack, title: str) -> LiveWeb | None:
     return web
 
 
-def _report_collector(opts: StreamOptions, on_decision: list[Callable], on_audio: list[Callable]):
+def _report_collector(opts: StreamOptions, features, on_decision: list[Callable], on_audio: list[Callable]):
     """With `--report DIR`: a `SessionCollector` fed every decision and captured block, else None."""
     if opts.report is None:
         return None
-    collector = SessionCollector()
+    collector = SessionCollector(features)
     on_decision.append(collector.decision)
     on_audio.append(collector.audio)
     return collector
@@ -282,7 +318,8 @@ def classify_session(
             writer.write({"type": "file", **result.summary(classifier.labels)})
 
     try:
-        results = classify_files(classifier, files, on_decision=writer, on_file=on_file)
+        with sigterm_as_sigint():  # SIGTERM: the finished files are reported, as on Ctrl-C
+            results = classify_files(classifier, files, on_decision=writer, on_file=on_file)
         pooled = overall_agreement(results, classifier.labels)
         if writer is not None and pooled is not None:
             writer.write({"type": "annotated_total", **pooled})

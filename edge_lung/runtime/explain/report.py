@@ -1,11 +1,14 @@
 """`edge-lung report`: what the model heard, as one self-contained HTML page per recording plus an index.
 
 A page shows the log-mel of the whole recording (annotated cycles drawn when `<stem>.txt` is
-beside it), the per-window timeline of P(abnormal) and the class probabilities from the very
-windows `classify` and `stream` decide (`classify_file`), the predicted vs true label of every
-annotated cycle with their confusion, and an occlusion saliency map over each flagged window
-(`edge_lung.runtime.explain.saliency`), its cost stated. Pages work offline: pictures are inline PNG
-(base64), no script, no external stylesheet. A recording that cannot be reported (unreadable,
+beside it; built block by block from the windows as they are decided, its frames averaged into at
+most a few thousand columns, so memory does not grow with the recording: issue 26), the
+per-window timeline of P(abnormal) and the class probabilities from the very windows `classify`
+and `stream` decide (`classify_file`), the predicted vs true label of every annotated cycle with
+their confusion, and an occlusion saliency map over each flagged window (the `MAX_EXPLAINED` with
+the highest P(abnormal); `edge_lung.runtime.explain.saliency`), its cost stated. A file that stops
+decoding part-way is reported as far as it decodes, as `classify` decides it. Pages work offline:
+pictures are inline PNG (base64), no script, no external stylesheet. A recording that cannot be reported (unreadable,
 empty, a sample rate too low to hold the sounds) is listed in the index with its reason and
 the others are still written. Torch-free: it runs on the device.
 """
@@ -13,6 +16,7 @@ the others are still written. Torch-free: it runs on the device.
 from __future__ import annotations
 
 import base64
+import heapq
 import html
 import re
 import zlib
@@ -22,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_lung.audio import AudioError, audio_info, resample
+from edge_lung.audio import AudioError, audio_info
+from edge_lung.config import FeatureConfig, num_frames_for
 from edge_lung.features import log_mel, window_features
 from edge_lung.fileio import atomic_write_text, marked_folder, write_marker
 from edge_lung.runtime.explain.saliency import OcclusionConfig, WindowSaliency, decided_classes, window_saliency
@@ -31,6 +36,14 @@ from edge_lung.runtime.offline.classify import FileResult, classify_file
 
 REPORT_FOLDER = marked_folder("an edge-lung report folder (index.html, one page per recording)", "report")
 """The writing policy's kind for `report --out` and `stream --report` (`edge_lung.fileio.check_output`)."""
+
+MAX_EXPLAINED = 16
+"""Flagged windows explained per recording, those with the highest P(abnormal): each keeps its 8 s of audio until
+the page is drawn and costs a few hundred model calls, so a long recording's page stays bounded (issue 26)."""
+
+OVERVIEW_COLUMNS = 2048
+"""The whole-recording spectrogram keeps between this many and twice this many columns (more than the page's
+pixels): longer recordings average more 10 ms frames into each column."""
 
 MIN_INPUT_RATE = 4000
 """Lowest input rate reported: ICBHI's slowest stethoscopes record at 4 kHz, and crackles and wheezes reach
@@ -48,6 +61,7 @@ class RecordingReport:
 
     result: FileResult
     mel: np.ndarray | None = None
+    mel_seconds: float | None = None  # time the columns of `mel` span (None: one column per feature frame)
     saliencies: list[WindowSaliency] = field(default_factory=list)
     window_mels: list[np.ndarray] = field(default_factory=list)
     events: list | None = None  # drawn events of a synthetic recording (`edge_lung.data.synth`)
@@ -68,7 +82,7 @@ def explain_decisions(
     abnormal = list(classifier.model.info.abnormal_indices)
     saliencies, mels = [], []
     for d in decisions:
-        if not d.flag:
+        if not d.flag or d.window.audio.size == 0:  # a flagged window past MAX_EXPLAINED kept no audio
             continue
         feats = window_features(d.window.audio, classifier.features)
         target = decided_classes(d.probabilities, abnormal)
@@ -88,74 +102,147 @@ def analyse_recording(
         info = audio_info(path)
         if info.sample_rate < MIN_INPUT_RATE:
             raise AudioError(f"{path}: sample rate {info.sample_rate} Hz, expected >= {MIN_INPUT_RATE} Hz")
-        kept = SessionCollector()  # every decision, but window audio only for the flagged ones
+        kept = SessionCollector(classifier.features)  # every decision, window audio only for the explained ones
         result = classify_file(classifier, path, on_decision=kept.decision)
         result.decisions = kept.decisions
-        audio = _load_model_rate(path, classifier.features.sample_rate)
-        report = RecordingReport(result, mel=_recording_mel(audio, classifier))
-        report.saliencies, report.window_mels = explain_decisions(classifier, result.decisions, occlusion)
+        report = kept.report(result, classifier, occlusion)
         report.events = read_events(path)
     except (AudioError, ValueError) as exc:
         return RecordingReport(FileResult(path, 0, 0.0, note=f"error: {exc}"), error=str(exc))
     return report
 
 
-def _load_model_rate(path: Path, rate: int) -> np.ndarray:
-    from edge_lung.audio import load_audio
-
-    return load_audio(path, target_rate=rate)[0]
+def _without_audio(decision: Decision) -> Decision:
+    return replace(decision, window=replace(decision.window, audio=np.zeros(0, dtype=np.float32)))
 
 
-def _recording_mel(audio: np.ndarray, classifier: StreamingClassifier) -> np.ndarray | None:
-    cfg = classifier.features
-    return log_mel(audio, cfg) if audio.shape[0] >= cfg.frame_length else None
+class MelOverview:
+    """The log-mel of a whole recording at bounded memory: fed its model-rate audio in order, a block at a time,
+    each column the mean of `pool` 10 ms frames; when the columns reach twice `max_columns`, neighbours are
+    merged and `pool` doubles. Frames are cut as `log_mel` cuts them (Kaldi frames are independent), so with
+    `pool` 1 the image is the recording's `log_mel`."""
 
+    def __init__(self, cfg: FeatureConfig, max_columns: int = OVERVIEW_COLUMNS) -> None:
+        self.cfg, self.max_columns = cfg, max_columns
+        self.pool, self.frames = 1, 0
+        self._columns: list[np.ndarray] = []
+        self._sum = np.zeros(cfg.num_mel_bins, dtype=np.float64)
+        self._count = 0
+        self._tail = np.zeros(0, dtype=np.float32)  # samples not yet in a whole frame
 
-def session_report(
-    classifier: StreamingClassifier,
-    decisions: Sequence[Decision],
-    blocks: Sequence[np.ndarray],
-    input_rate: int,
-    source: str,
-    occlusion: OcclusionConfig = OcclusionConfig(),
-) -> RecordingReport:
-    """The page of a live `stream` session: its decisions and the captured audio (blocks at `input_rate`)."""
-    audio = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
-    model_rate = classifier.features.sample_rate
-    if audio.size and input_rate != model_rate:
-        audio = resample(audio, input_rate, model_rate)
-    result = FileResult(Path(source), input_rate, audio.shape[0] / model_rate, decisions=list(decisions))
-    for d in decisions:
-        result.add(d)  # the counts the index and summary read
-    report = RecordingReport(result, mel=_recording_mel(audio, classifier))
-    report.saliencies, report.window_mels = explain_decisions(classifier, result.decisions, occlusion)
-    return report
+    def add(self, audio: np.ndarray) -> None:
+        """The next model-rate samples (float32[N]) of the recording."""
+        x = np.concatenate([self._tail, np.asarray(audio, dtype=np.float32)])
+        length, shift = self.cfg.frame_length, self.cfg.frame_shift
+        n = num_frames_for(x.shape[0], length, shift)
+        if n:
+            self._fold(log_mel(x[: (n - 1) * shift + length], self.cfg))
+            x = x[n * shift :]
+        self._tail = x.copy()
+
+    def gap(self, samples: int) -> None:
+        """`samples` with no audio (windows never decided): drawn at the log floor, never held as samples."""
+        self._tail = np.zeros(0, dtype=np.float32)
+        floor = np.full((4096, self.cfg.num_mel_bins), np.log(self.cfg.log_floor), dtype=np.float32)
+        frames = samples // self.cfg.frame_shift
+        for a in range(0, frames, floor.shape[0]):
+            self._fold(floor[: min(floor.shape[0], frames - a)])
+
+    def _fold(self, mel: np.ndarray) -> None:
+        self.frames += mel.shape[0]
+        i = 0
+        while i < mel.shape[0]:
+            take = min(self.pool - self._count, mel.shape[0] - i)
+            self._sum += mel[i : i + take].sum(axis=0, dtype=np.float64)
+            self._count += take
+            i += take
+            if self._count == self.pool:
+                self._columns.append((self._sum / self.pool).astype(np.float32))
+                self._sum[:], self._count = 0.0, 0
+                if len(self._columns) >= 2 * self.max_columns:
+                    self._merge()
+
+    def _merge(self) -> None:
+        cols = np.stack(self._columns)
+        self._columns = list(0.5 * (cols[0::2] + cols[1::2]))
+        self.pool *= 2
+
+    def image(self) -> tuple[np.ndarray, float] | None:
+        """(float32[C, M] columns, seconds they span), or None before the first whole frame."""
+        cols = self._columns + ([(self._sum / self._count).astype(np.float32)] if self._count else [])
+        if not cols:
+            return None
+        seconds = self.frames * self.cfg.frame_shift_ms / 1000.0
+        return np.stack(cols), seconds
 
 
 class SessionCollector:
-    """Keeps what a live session's page needs: every decision (the audio of flagged windows only, for their
-    saliency) and the captured audio at the first input rate. A rate change mid-session ends the audio kept
-    for the spectrogram (said in the page's note); decisions are still kept."""
+    """Keeps what a page needs as the windows are decided: every decision (window audio only for the
+    `MAX_EXPLAINED` flagged windows with the highest P(abnormal), for their saliency) and the recording's
+    `MelOverview`, fed the new part of each window's audio (so memory stays bounded however long it runs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, features: FeatureConfig | None = None) -> None:
         self.decisions: list[Decision] = []
-        self.blocks: list[np.ndarray] = []
-        self.rate: int | None = None
+        self.features = features
+        self.overview = MelOverview(features) if features is not None else None
+        self._fed = 0  # model-rate sample up to which the overview has audio (before a first window: a gap)
+        self._explained: list[tuple[float, int]] = []  # heap of (P(abnormal), index) of the windows kept
+        self.flagged = 0
+        self.rate: int | None = None  # a live session's first input rate (the page states it)
         self.note = ""
 
     def decision(self, decision: Decision) -> None:
-        if not decision.flag:
-            window = replace(decision.window, audio=np.zeros(0, dtype=np.float32))
-            decision = replace(decision, window=window)
-        self.decisions.append(decision)
+        self._feed(decision.window)
+        self.flagged += int(decision.flag)
+        keep = decision.flag and self._keep(decision.p_abnormal, len(self.decisions))
+        self.decisions.append(decision if keep else _without_audio(decision))
 
     def audio(self, block: np.ndarray, rate: int) -> None:
-        if self.rate is None:
-            self.rate = int(rate)
-        if int(rate) != self.rate:
-            self.note = self.note or f"input rate changed from {self.rate} to {rate} Hz: the spectrogram stops there"
+        """A captured block (`stream`): only its rate is kept; the overview is drawn from the windows."""
+        self.rate = self.rate or int(rate)
+
+    def _keep(self, p_abnormal: float, index: int) -> bool:
+        """Whether a flagged window is among the `MAX_EXPLAINED` highest so far (the one it displaces drops its
+        audio)."""
+        if len(self._explained) < MAX_EXPLAINED:
+            heapq.heappush(self._explained, (p_abnormal, index))
+            return True
+        if p_abnormal <= self._explained[0][0]:
+            return False
+        _, dropped = heapq.heapreplace(self._explained, (p_abnormal, index))
+        self.decisions[dropped] = _without_audio(self.decisions[dropped])
+        return True
+
+    def _feed(self, window) -> None:
+        """Give the overview the part of `window`'s real audio it has not seen (a skipped stretch as a gap)."""
+        if self.overview is None:
             return
-        self.blocks.append(np.array(block, dtype=np.float32).reshape(-1))
+        if window.start > self._fed:
+            self.overview.gap(window.start - self._fed)
+            self._fed = window.start
+        if window.end > self._fed and window.audio.size:
+            self.overview.add(window.audio[self._fed - window.start : window.end - window.start])
+            self._fed = window.end
+
+    def report(self, result: FileResult, classifier: StreamingClassifier, occlusion: OcclusionConfig
+               ) -> RecordingReport:
+        """The page's content: `result` (its decisions these), the overview, the saliency of the kept windows."""
+        image = self.overview.image() if self.overview is not None else None
+        report = RecordingReport(result, mel=None if image is None else image[0],
+                                 mel_seconds=None if image is None else image[1])
+        report.saliencies, report.window_mels = explain_decisions(classifier, result.decisions, occlusion)
+        if self.flagged > len(report.saliencies):
+            result.note = "; ".join(filter(None, [result.note, f"{self.flagged} windows flagged; the "
+                                                  f"{len(report.saliencies)} with the highest P(abnormal) explained"]))
+        return report
+
+    def session_result(self, source: str, input_rate: int) -> FileResult:
+        """A live session's figures, from its decisions."""
+        duration = self._fed / self.features.sample_rate if self.features else 0.0
+        result = FileResult(Path(source), input_rate, duration, decisions=list(self.decisions), note=self.note)
+        for d in self.decisions:
+            result.add(d)  # the counts the index and summary read
+        return result
 
     def write(self, classifier: StreamingClassifier, out_dir: str | Path, source: str,
               occlusion: OcclusionConfig = OcclusionConfig()) -> Path:
@@ -163,8 +250,7 @@ class SessionCollector:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_marker(out_dir, "report")  # ours: --overwrite may replace it (fileio's writing policy)
-        report = session_report(classifier, self.decisions, self.blocks, self.rate or 0, source, occlusion)
-        report.result.note = self.note
+        report = self.report(self.session_result(source, self.rate or 0), classifier, occlusion)
         page = out_dir / report.page_name
         atomic_write_text(page, render_page(report, classifier, occlusion))
         atomic_write_text(out_dir / "index.html", render_index([report], classifier))
@@ -232,7 +318,8 @@ def render_page(report: RecordingReport, classifier: StreamingClassifier, occlus
         parts.append(f'<p class="note">{html.escape(r.note)}</p>')
     cycles = [m.cycle for m in r.cycles] if r.cycles else []
     if report.mel is not None:
-        parts.append(_img(plots.spectrogram_png(report.mel, info.features, cycles, labels), "log-mel spectrogram"))
+        parts.append(_img(plots.spectrogram_png(report.mel, info.features, cycles, labels, report.mel_seconds),
+                          "log-mel spectrogram"))
     if r.decisions:
         parts.append("<h2>Windows</h2>")
         parts.append(_img(plots.timeline_png(r.decisions, labels, classifier.cfg.threshold, r.duration_s),

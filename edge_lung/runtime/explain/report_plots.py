@@ -39,11 +39,13 @@ def colour_of(label: int) -> str:
     return _LABEL_COLOURS[label % len(_LABEL_COLOURS)]
 
 
-def spectrogram_png(mel: np.ndarray, features: FeatureConfig, cycles: Sequence, labels: Sequence[str]) -> bytes:
-    """Log-mel of the whole recording (float32[T, M]) with the annotated cycles (`CycleSpec`) as coloured bands."""
+def spectrogram_png(mel: np.ndarray, features: FeatureConfig, cycles: Sequence, labels: Sequence[str],
+                    seconds: float | None = None) -> bytes:
+    """Log-mel of the whole recording (float32[T, M]: frames, or columns of averaged frames spanning `seconds`)
+    with the annotated cycles (`CycleSpec`) as coloured bands."""
     fig = new_figure(11, 3.2)
     ax = fig.add_subplot()
-    seconds = mel.shape[0] * features.frame_shift_ms / 1000
+    seconds = mel.shape[0] * features.frame_shift_ms / 1000 if seconds is None else seconds
     ax.imshow(mel.T, origin="lower", aspect="auto", extent=(0, seconds, 0, mel.shape[1]), cmap="magma")
     for c in cycles:
         ax.axvspan(c.start_s, c.end_s, ymin=0.93, ymax=1.0, color=colour_of(c.label), alpha=0.9)

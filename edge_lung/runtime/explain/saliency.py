@@ -36,8 +36,10 @@ class OcclusionConfig:
     def __post_init__(self) -> None:
         for name in ("patch_frames", "patch_bins", "batch"):
             value = getattr(self, name)
-            if int(value) != value or value < 1:
-                raise ValueError(f"OcclusionConfig.{name}: expected a whole number >= 1, got {value}")
+            # the range first: NaN fails it, and a number past int64 never reaches numpy (issue 26)
+            if not 1 <= value <= 100_000 or int(value) != value:
+                raise ValueError(f"OcclusionConfig.{name} (--{name.replace('_', '-')}): expected a whole number in "
+                                 f"[1, 100000], got {value}")
 
 
 @dataclass(frozen=True)

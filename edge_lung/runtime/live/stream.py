@@ -31,6 +31,22 @@ from edge_lung.features import window_features
 from edge_lung.runtime.artifact.quality import OK, Quality, QualityConfig, assess, input_marks
 from edge_lung.runtime.live.ring import RingBuffer
 
+MAX_SECONDS = 7 * 24 * 3600.0
+"""Longest span any time option takes (a week): past every session, and small enough that seconds times any
+input rate stays a sample count (1e308 s overflowed to infinity, issue 26)."""
+
+MAX_SMOOTH = 3600
+"""Most windows a smoothed label may average (an hour at the default hop)."""
+
+
+def check_seconds(value: float, option: str, allow_zero: bool = False) -> None:
+    """ValueError naming `option` and the allowed range unless `value` is finite seconds in (0, MAX_SECONDS]
+    (or [0, MAX_SECONDS] with `allow_zero`)."""
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (math.isfinite(value) and low_ok and value <= MAX_SECONDS):
+        low = "[0" if allow_zero else "(0"
+        raise ValueError(f"{option}: expected seconds in {low}, {MAX_SECONDS:g}] (a week), got {value}")
+
 
 @dataclass(frozen=True)
 class StreamConfig:
@@ -43,16 +59,24 @@ class StreamConfig:
     fill_gap_s: float = 0.5  # gaps up to this long are filled with silence; longer ones restart the windowing
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.hop_s) and self.hop_s > 0):
-            raise ValueError(f"hop_s (--hop): expected seconds > 0, got {self.hop_s}")
-        if not (math.isfinite(self.min_audio_s) and self.min_audio_s > 0):
-            raise ValueError(f"min_audio_s (--min-audio): expected seconds > 0, got {self.min_audio_s}")
-        if int(self.smooth) != self.smooth or self.smooth < 1:
-            raise ValueError(f"smooth (--smooth): expected a whole number of windows >= 1, got {self.smooth}")
+        check_seconds(self.hop_s, "hop_s (--hop)")
+        check_seconds(self.min_audio_s, "min_audio_s (--min-audio)")
+        if not (1 <= self.smooth <= MAX_SMOOTH and int(self.smooth) == self.smooth):  # NaN fails the range
+            raise ValueError(f"smooth (--smooth): expected a whole number of windows in [1, {MAX_SMOOTH}], "
+                             f"got {self.smooth}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold (--threshold): expected a probability in [0, 1], got {self.threshold}")
-        if not (math.isfinite(self.fill_gap_s) and self.fill_gap_s >= 0):
-            raise ValueError(f"fill_gap_s: expected seconds >= 0, got {self.fill_gap_s}")
+        check_seconds(self.fill_gap_s, "fill_gap_s", allow_zero=True)
+
+
+def no_window_reason(cfg: StreamConfig, audio_s: float) -> str:
+    """Why `audio_s` seconds of audio gave no window under `cfg` (the true reason, issue 26): less audio than
+    --min-audio, or a hop so long that no hop boundary (nor half a hop for the closing window) falls in it."""
+    if audio_s < cfg.min_audio_s:
+        return f"too short for a decision ({audio_s:.2f} s < --min-audio {cfg.min_audio_s:g} s)"
+    first = math.ceil(cfg.min_audio_s / cfg.hop_s) * cfg.hop_s
+    return (f"no window: --hop {cfg.hop_s:g} s is too long for {audio_s:.2f} s of audio (windows end every hop, "
+            f"the first at {first:g} s; the closing one needs half a hop after the last); lower --hop")
 
 
 @dataclass(frozen=True)

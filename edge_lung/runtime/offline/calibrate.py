@@ -45,7 +45,7 @@ from edge_lung.runtime.artifact.model_dir import (
     reference_stats,
 )
 from edge_lung.runtime.artifact.quality import QualityConfig
-from edge_lung.runtime.live.stream import StreamConfig, Window, WindowStream, assess_window
+from edge_lung.runtime.live.stream import StreamConfig, Window, WindowStream, assess_window, check_seconds
 
 MIN_AUDIO_S = 60.0
 """Default least usable audio (seconds covered by windows that pass the quality gate) a calibration needs."""
@@ -240,8 +240,10 @@ def calibrate_model_dir(model_dir: str | Path, recordings: str | Path, out: str 
         raise ArtifactError(f"--out {out}: {where} MODEL_DIR {model_dir}; calibrate writes a calibrated copy and "
                             "leaves the original untouched: choose a folder outside it")
     check_out_dir(out, overwrite, inputs=(folder, reference_db))  # the recordings and database are not ours
-    if not min_audio_s > 0:
-        raise CalibrationError(f"--min-audio: expected seconds > 0, got {min_audio_s}")
+    try:
+        check_seconds(min_audio_s, "--min-audio")
+    except ValueError as exc:
+        raise CalibrationError(str(exc)) from None
     paths, other = recording_files(folder)
     reference, reference_source = _reference(model_dir, clf, reference_db, cache_dir, log)
     measurement = measure_recordings(paths, clf.info.features, clf.info.quality)

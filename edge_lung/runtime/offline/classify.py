@@ -23,7 +23,7 @@ from edge_lung.data.icbhi import CycleSpec, parse_annotation
 from edge_lung.metrics import score_predictions, screening_curve
 from edge_lung.runtime.artifact.quality import nonfinite_runs
 from edge_lung.runtime.live.classifier import Classifier
-from edge_lung.runtime.live.stream import Decision, StreamingClassifier
+from edge_lung.runtime.live.stream import Decision, StreamConfig, StreamingClassifier, no_window_reason
 
 
 @dataclass(frozen=True)
@@ -210,11 +210,14 @@ def classify_file(
         result.duration_s = stream.input_samples / info.sample_rate
         result.status, result.note = "interrupted", f"interrupted after {result.duration_s:.1f} s of audio"
         raise Interrupted([result]) from None
-    _finish_notes(result, info, damage, classifier.cfg.min_audio_s)
+    _finish_notes(result, info, damage, classifier.cfg)
     if invalid.count:
         result.note = "; ".join(filter(None, [invalid.note(), result.note]))  # first: `classify` exits 1 on "error"
     if txt is not None:
-        result.cycles = acc.matches()
+        # read again now that the audio's length is known: a cycle past its end is named with its line (as
+        # `data summary` names it) and left out, not counted as a cycle no window overlapped (issue 26)
+        _, problems = parse_annotation(txt, result.duration_s)
+        result.cycles = [m for m in acc.matches() if m.cycle.start_s < result.duration_s]
         notes = [f"{Path(p.file).name}: {p.reason}" for p in problems if p.kind == "error"]
         result.note = "; ".join([result.note, *notes] if result.note else notes)
     return result
@@ -261,8 +264,8 @@ class NonfiniteTally:
         return f"error: {self.count} NaN/inf samples (input samples {ranges}{more}), their windows not classified"
 
 
-def _finish_notes(result: FileResult, info: AudioInfo, damage: AudioError | None, min_audio_s: float) -> None:
-    """Say what was not decided: a damaged or short-read file, a truncated WAV, or one too short for a window.
+def _finish_notes(result: FileResult, info: AudioInfo, damage: AudioError | None, cfg: StreamConfig) -> None:
+    """Say what was not decided: a damaged or short-read file, a truncated WAV, or why there is no window.
 
     A WAV whose header declares more frames than it holds (a cut-off copy) keeps status "ok": libsndfile
     reads it whole as far as it goes, so what is there is decided; the note says how much is missing.
@@ -278,8 +281,8 @@ def _finish_notes(result: FileResult, info: AudioInfo, damage: AudioError | None
     elif (cut := info.truncation()) is not None:
         result.note = f"{cut}; classified what is there"
     if not result.windows:
-        short = f"too short for a decision ({result.duration_s:.2f} s < --min-audio {min_audio_s} s)"
-        result.note = f"{result.note}; {short}" if result.note else short
+        why = no_window_reason(cfg, result.duration_s)
+        result.note = f"{result.note}; {why}" if result.note else why
 
 
 def classify_files(

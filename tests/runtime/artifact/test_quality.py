@@ -140,12 +140,13 @@ def test_bursty_broadband_noise_is_noise_not_no_signal():
 
 
 def test_each_check_fires_on_its_own_measurement():
-    base = QualityStats(rms_db=-20.0, clipped_share=0.0, invalid=0, flatness=0.05, envelope_db=10.0)
+    base = QualityStats(rms_db=-20.0, clipped_share=0.0, invalid=0, flatness=0.05, envelope_db=10.0, band_db=-40.0)
     assert verdict(base, CFG) == "ok" and not any(checks(base, CFG).values())
     cases = {
         "invalid": {"invalid": 1},
         "below_floor": {"rms_db": -math.inf},
         "clipping": {"clipped_share": 0.9},
+        "empty_band": {"band_db": -90.0},
         "too_loud": {"rms_db": -1.0},
         "hiss": {"flatness": 0.9, "envelope_db": 0.5},
         "too_quiet": {"rms_db": -60.0},
@@ -277,3 +278,25 @@ def test_stream_summary_counts_windows_per_verdict(model_dir, tmp_path):
     assert summary["type"] == "summary" and sum(summary["verdicts"].values()) == len(windows_seen) == 5
     assert summary["verdicts"] == {v: windows_seen.count(v) for v in set(windows_seen)}
     assert windows_seen[0] == "no_signal"  # the first 2 s are digital silence
+
+
+@pytest.mark.parametrize("level", [0.5, 0.01, -0.3])
+def test_constant_level_is_no_signal(level):
+    """A DC level alone (issue 26): nothing is left once its mean is gone, so nothing reaches the chest band."""
+    assert share(assessed(np.full(20 * 16000, level, np.float32), 16000), "no_signal") == 1.0
+
+
+def test_slow_drift_is_no_signal():
+    """A level drifting at 0.3 or 2 Hz (a cable, a loose electrode) has nothing in the respiratory band."""
+    rate = 16000
+    t = np.arange(20 * rate) / rate
+    for hz in (0.3, 2.0):
+        drift = (0.2 + 0.1 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+        assert share(assessed(drift, rate), "no_signal") == 1.0, (hz, {q.verdict for q in assessed(drift, rate)})
+
+
+def test_dc_offset_on_a_real_recording_still_passes(recordings):
+    """A DC offset under real breath sounds leaves them audible: the new checks do not fire on it."""
+    for stem, audio, rate in recordings:
+        found = {q.verdict for q in assessed(audio + np.float32(0.05), rate)}
+        assert found == {"ok"}, f"{stem}: a clean recording with a DC offset got {found}"

@@ -187,3 +187,58 @@ def test_page_in_a_headless_browser(report_dir, tmp_path):
     res = run_chromium(exe, tmp_path, "--dump-dom", probe.as_uri())
     n = len(_IMG.findall(page.read_text()))
     assert f'data-probe="images={n} broken=0"' in res.stdout, res.stdout[-500:] + res.stderr[-2000:]
+
+
+def test_overview_is_the_recordings_log_mel_and_stays_bounded():
+    """Fed in uneven blocks, the overview equals `log_mel` of the whole recording (one column per frame) until
+    the columns reach twice the bound; past it, neighbours merge: never more than 2x the bound (issue 26)."""
+    from edge_lung.config import FeatureConfig
+    from edge_lung.features import log_mel
+    from edge_lung.runtime.explain.report import MelOverview
+    from edge_lung.testing import make_signal
+
+    cfg = FeatureConfig()
+    x = make_signal(6.0, cfg.sample_rate)
+    whole = log_mel(x, cfg)
+    exact, pooled = MelOverview(cfg, max_columns=10_000), MelOverview(cfg, max_columns=64)
+    for a, b in zip([0, 1000, 17_777, 40_000], [1000, 17_777, 40_000, x.shape[0]], strict=True):
+        exact.add(x[a:b])
+        pooled.add(x[a:b])
+    image, seconds = exact.image()
+    np.testing.assert_allclose(image, whole, atol=1e-4)
+    assert seconds == pytest.approx(whole.shape[0] * cfg.frame_shift_ms / 1000)
+    image, _ = pooled.image()
+    assert 64 <= image.shape[0] < 128 and pooled.pool == 8
+    np.testing.assert_allclose(image[:-1], whole[: (image.shape[0] - 1) * 8].reshape(-1, 8, whole.shape[1]).mean(1),
+                               atol=1e-4)
+
+
+def test_a_long_recording_keeps_few_windows_audio(classifier, tmp_path):
+    """Every window flagged: only the MAX_EXPLAINED highest keep their audio and are explained; the page says so."""
+    from edge_lung.runtime.explain.report import MAX_EXPLAINED, analyse_recording
+    from edge_lung.testing import make_signal
+
+    x = np.concatenate([make_signal(15.0, 16000)] * 4)
+    sf.write(str(tmp_path / "long.wav"), x, 16000, subtype="FLOAT")
+    rep = analyse_recording(classifier, tmp_path / "long.wav")
+    flagged = sum(d.flag for d in rep.result.decisions)
+    assert flagged > MAX_EXPLAINED, "the test needs more flagged windows than are explained"
+    assert sum(d.window.audio.size > 0 for d in rep.result.decisions) == len(rep.saliencies) == MAX_EXPLAINED
+    kept = sorted(d.p_abnormal for d in rep.result.decisions if d.window.audio.size)
+    assert kept[0] >= sorted(d.p_abnormal for d in rep.result.decisions if d.flag)[-MAX_EXPLAINED]
+    assert f"{flagged} windows flagged; the {MAX_EXPLAINED} with the highest P(abnormal) explained" in rep.result.note
+
+
+def test_truncated_flac_is_reported_as_far_as_it_decodes(classifier, tmp_path):
+    """`classify` decides a cut FLAC up to the cut; `report` draws the same part and says it is damaged (issue 26)."""
+    from edge_lung.testing import write_signal
+
+    write_signal(tmp_path / "whole.flac", 20.0, 16000, subtype="PCM_16")
+    data = (tmp_path / "whole.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "r"
+    (rep,) = report_session(classifier, [tmp_path / "cut.flac"], out, progress=False)
+    assert rep.error is None, rep.error
+    assert rep.result.status == "damaged" and "damaged" in rep.result.note
+    assert 3.0 < rep.result.duration_s < 20.0 and rep.mel is not None
+    assert "damaged" in (out / rep.page_name).read_text()

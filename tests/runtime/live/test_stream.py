@@ -165,7 +165,7 @@ def test_decider_smooths_last_n_and_applies_threshold():
 
 
 def test_config_errors_say_what_was_expected():
-    with pytest.raises(ValueError, match=r"hop_s \(--hop\): expected seconds > 0, got 0"):
+    with pytest.raises(ValueError, match=r"hop_s \(--hop\): expected seconds in \(0, 604800\] \(a week\), got 0"):
         StreamConfig(hop_s=0)
     with pytest.raises(ValueError, match=r"threshold.*expected a probability in \[0, 1\], got 1.5"):
         StreamConfig(threshold=1.5)
@@ -293,3 +293,53 @@ def test_realtime_replay_is_paced(model_4s, tmp_path):
     summary = run_live(classifier, ReplaySource(path, realtime=True))
     assert summary.wall_s >= 1.5 and summary.windows == 2  # at 1.0 s and 1.5 s
     assert summary.counters.lost_samples == 0
+
+
+BAD_NUMBERS = ("1e308", "inf", "nan", "-1", "0")
+
+
+@pytest.mark.parametrize("value", BAD_NUMBERS)
+@pytest.mark.parametrize(("command", "option"), [
+    ("stream", "--duration"), ("stream", "--hop"), ("stream", "--min-audio"), ("classify", "--hop"),
+    ("classify", "--min-audio"), ("report", "--hop"), ("report", "--min-audio"), ("calibrate", "--min-audio"),
+])
+def test_number_options_out_of_range_name_the_option_and_the_range(command, option, value, tmp_path, model_dir_8s):
+    """1e308 s overflowed to an OverflowError traceback (issue 26); every time option names its range instead."""
+    wav = tmp_path / "a.wav"
+    write_signal(wav, 3.0, 16000)
+    model = str(model_dir_8s)
+    args = {"stream": ["stream", model, "--replay", str(wav), "--quiet"],
+            "classify": ["classify", model, str(wav)],
+            "report": ["report", model, str(wav), "--out", str(tmp_path / "r")],
+            "calibrate": ["calibrate", model, "--recordings", str(tmp_path), "--out", str(tmp_path / "cal")]}[command]
+    res = CliRunner().invoke(app, [*args, option, value])
+    assert res.exit_code == 2 and res.exception is None or isinstance(res.exception, SystemExit), res.output
+    assert "Traceback" not in res.output and "OverflowError" not in res.output
+    assert option in res.output and "(0, 604800] (a week)" in res.output, res.output
+
+
+@pytest.mark.parametrize("smooth", [0, 10**30])
+def test_smooth_is_bounded(smooth):
+    with pytest.raises(ValueError, match=r"smooth \(--smooth\): expected a whole number of windows in \[1, 3600\]"):
+        StreamConfig(smooth=smooth)
+
+
+def test_a_hop_longer_than_the_recording_is_the_reason_given(model_dir_8s, tmp_path):
+    """`--hop 100` on 20 s: no window, and `classify` and `stream` both say it is the hop (issue 26: classify
+    blamed --min-audio, stream said nothing)."""
+    wav = tmp_path / "a.wav"
+    write_signal(wav, 20.0, 16000)
+    out = tmp_path / "c.jsonl"
+    res = CliRunner().invoke(app, ["classify", str(model_dir_8s), str(wav), "--hop", "100", "--jsonl", str(out)])
+    (record,) = [json.loads(line) for line in out.read_text().splitlines() if '"file"' in line]
+    assert record["windows"] == 0 and "--hop 100 s is too long for 20.00 s of audio" in record["note"], res.output
+    assert "--min-audio" not in record["note"]
+    out = tmp_path / "s.jsonl"
+    res = CliRunner().invoke(app, ["stream", str(model_dir_8s), "--replay", str(wav), "--quiet", "--hop", "100",
+                                   "--jsonl", str(out)])
+    summary = json.loads(out.read_text().splitlines()[-1])
+    assert summary["windows"] == 0 and any("--hop 100 s is too long" in w for w in summary["warnings"]), res.output
+    assert "--hop 100 s is too long" in res.output
+    res = CliRunner().invoke(app, ["classify", str(model_dir_8s), str(wav), "--min-audio", "30", "--jsonl", str(out)])
+    (record,) = [json.loads(line) for line in out.read_text().splitlines() if '"file"' in line]
+    assert "too short for a decision (20.00 s < --min-audio 30 s)" in record["note"]

@@ -311,3 +311,17 @@ def test_cli_calibrate(setup, tmp_path) -> None:
                               str(tmp_path / "out2")])
     assert bad.exit_code == 2 and "no such directory" in bad.output
 
+
+
+def test_a_constant_level_is_refused(setup, tmp_path) -> None:
+    """80 s of a constant DC level was accepted ("128 flat bins") and the calibrated model then flagged every
+    real window (issue 26): the gate now holds every such window back, so calibrate has nothing to measure."""
+    folder = tmp_path / "dc"
+    folder.mkdir()
+    for i, level in enumerate((0.5, 0.01)):
+        sf.write(str(folder / f"dc{i}.wav"), np.full(40 * FEATURES.sample_rate, level, np.float32),
+                 FEATURES.sample_rate, subtype="FLOAT")
+    with pytest.raises(CalibrationError, match=r"0\.0 s of usable audio \(0 windows passed the quality gate, 2 of 2 "
+                       r"files skipped: dc0.wav: no window passed the quality gate \(\{'no_signal': \d+\}\)"):
+        calibrate_model_dir(setup["model"], folder, tmp_path / "out", min_audio_s=30.0, **QUIET)
+    assert not (tmp_path / "out").exists()
