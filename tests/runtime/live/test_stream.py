@@ -305,13 +305,14 @@ BAD_NUMBERS = ("1e308", "inf", "nan", "-1", "0")
 ])
 def test_number_options_out_of_range_name_the_option_and_the_range(command, option, value, tmp_path, model_dir_8s):
     """1e308 s overflowed to an OverflowError traceback (issue 26); every time option names its range instead."""
-    wav = tmp_path / "a.wav"
+    (tmp_path / "recs").mkdir()
+    wav = tmp_path / "recs" / "a.wav"
     write_signal(wav, 3.0, 16000)
     model = str(model_dir_8s)
     args = {"stream": ["stream", model, "--replay", str(wav), "--quiet"],
             "classify": ["classify", model, str(wav)],
             "report": ["report", model, str(wav), "--out", str(tmp_path / "r")],
-            "calibrate": ["calibrate", model, "--recordings", str(tmp_path), "--out", str(tmp_path / "cal")]}[command]
+            "calibrate": ["calibrate", model, "--recordings", str(wav.parent), "--out", str(tmp_path / "cal")]}[command]
     res = CliRunner().invoke(app, [*args, option, value])
     assert res.exit_code == 2 and res.exception is None or isinstance(res.exception, SystemExit), res.output
     assert "Traceback" not in res.output and "OverflowError" not in res.output
@@ -340,6 +341,7 @@ def test_a_hop_longer_than_the_recording_is_the_reason_given(model_dir_8s, tmp_p
     summary = json.loads(out.read_text().splitlines()[-1])
     assert summary["windows"] == 0 and any("--hop 100 s is too long" in w for w in summary["warnings"]), res.output
     assert "--hop 100 s is too long" in res.output
+    out = tmp_path / "c2.jsonl"
     res = CliRunner().invoke(app, ["classify", str(model_dir_8s), str(wav), "--min-audio", "30", "--jsonl", str(out)])
     (record,) = [json.loads(line) for line in out.read_text().splitlines() if '"file"' in line]
     assert "too short for a decision (20.00 s < --min-audio 30 s)" in record["note"]
