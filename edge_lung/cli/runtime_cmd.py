@@ -23,6 +23,11 @@ _THRESHOLD = typer.Option(
     StreamConfig.threshold, "--threshold", help="Flag a window when P(abnormal) >= this. Lower it for sensitivity, "
     "raise it for specificity; `edge-lung evaluate` and `classify` on annotated recordings print the curve."
 )
+_DECIDE = typer.Option(
+    StreamConfig.decide, "--decide", help="window: a decision every hop on the last window; breath: one per "
+    "detected respiratory cycle, padded as training pads a cycle, with the respiratory rate (JSON lines: "
+    "'type': 'breath'). The default measured better on the shared subset (benchmarks/results/breaths/)."
+)
 _THREADS = typer.Option(0, "--threads", help="onnxruntime intra-op threads (0: onnxruntime decides).")
 _QUALITY = typer.Option("on", "--quality", help="Signal-quality gate: 'on' gives windows that cannot be heard "
                         "(no_signal, clipping, too_loud, too_quiet, noise) that verdict instead of a class; 'off' "
@@ -85,6 +90,7 @@ def stream(
     quality_set: list[str] = _QUALITY_SET,
     report: Path = typer.Option(None, "--report", help="When the session ends, write its clinician report "
                                 "(HTML: spectrogram, window timeline, saliency of flagged windows) to DIR."),
+    decide: str = _DECIDE,
 ) -> None:
     """Stream from a USB stethoscope (or --replay FILE, or --serial PORT) and print a decision every hop."""
     from rich.console import Console
@@ -99,7 +105,8 @@ def stream(
             report=report
         )
         classifier = load_classifier(
-            model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads, quality, quality_set or (), graph
+            model_dir, StreamConfig(hop, min_audio, smooth, threshold, decide=decide), threads, quality,
+            quality_set or (), graph
         )
         summary = stream_session(classifier, opts)
     except _USER_ERRORS as exc:
@@ -121,6 +128,7 @@ def classify(
                                "JSON lines to PATH; '-' for stdout."),
     quality: str = _QUALITY,
     quality_set: list[str] = _QUALITY_SET,
+    decide: str = _DECIDE,
 ) -> None:
     """Classify files with the same windowing as `stream` (as fast as the CPU allows) and report per file."""
     from rich.console import Console
@@ -133,7 +141,8 @@ def classify(
     console = Console(stderr=jsonl is not None and str(jsonl) == "-")
     try:
         classifier = load_classifier(
-            model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads, quality, quality_set or (), graph
+            model_dir, StreamConfig(hop, min_audio, smooth, threshold, decide=decide), threads, quality,
+            quality_set or (), graph
         )
         results, pooled = classify_session(classifier, files, jsonl)
     except Interrupted as stop:  # Ctrl-C: report what finished, the cut file marked

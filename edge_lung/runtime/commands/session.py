@@ -100,6 +100,8 @@ def stream_session(
     """`edge-lung stream`: run the live path with the display, JSON lines and recorder the options ask for."""
     from contextlib import ExitStack
 
+    if opts.report is not None and classifier.cfg.decide == "breath":
+        raise ValueError("--report: the session page draws window decisions; use it with --decide window")
     source = source or make_source(opts, classifier.model.info.features.sample_rate)
     source.start()  # fail on a wrong port or device before drawing the live table
     on_decision: list[Callable] = []

@@ -31,6 +31,9 @@ from edge_lung.features import window_features
 from edge_lung.runtime.artifact.quality import OK, Quality, QualityConfig, assess, input_marks
 from edge_lung.runtime.live.ring import RingBuffer
 
+DECIDE_MODES = ("window", "breath")
+"""What the runtime decides on: the last window every hop, or each detected respiratory cycle."""
+
 
 @dataclass(frozen=True)
 class StreamConfig:
@@ -41,6 +44,10 @@ class StreamConfig:
     smooth: int = 5
     threshold: float = 0.5
     fill_gap_s: float = 0.5  # gaps up to this long are filled with silence; longer ones restart the windowing
+    # "window": a decision every hop on the last window; "breath": one per detected respiratory cycle, padded as
+    # training pads a cycle (runtime.live.breaths; issue 28). The default is the mode that measured better on
+    # the shared subset's validation recordings (benchmarks/results/breaths/).
+    decide: str = "window"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.hop_s) and self.hop_s > 0):
@@ -53,6 +60,8 @@ class StreamConfig:
             raise ValueError(f"threshold (--threshold): expected a probability in [0, 1], got {self.threshold}")
         if not (math.isfinite(self.fill_gap_s) and self.fill_gap_s >= 0):
             raise ValueError(f"fill_gap_s: expected seconds >= 0, got {self.fill_gap_s}")
+        if self.decide not in DECIDE_MODES:
+            raise ValueError(f"decide (--decide): expected one of {'|'.join(DECIDE_MODES)}, got {self.decide!r}")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,183 @@
+"""Respiratory-cycle segmentation and per-breath decisions on the real ICBHI subset (issue 28).
+
+    python benchmarks/bench_breaths.py segment --data $EDGE_LUNG_ICBHI_DIR --out benchmarks/results/breaths
+    python benchmarks/bench_breaths.py score --data $EDGE_LUNG_ICBHI_DIR --model M [--model M2] --out ...
+
+`segment`: the `BreathConfig` settings are chosen on a small grid, never on the recordings they are reported
+on: leave-one-device-out (chosen on the other two devices, reported on the held-out one) and patient-grouped
+(chosen on the training patients, reported on the validation patients of the training split, val_fraction 0.2,
+seed 0). Detected cycles are matched to annotated ones (IoU >= 0.5); precision counts the detected breaths
+that lie mostly inside the annotated stretch of a recording (annotators leave its ends unmarked). The
+respiratory rate per recording is 60 / mean cycle length, detected vs annotated; MAE in breaths/min.
+The reported figures run the real `BreathStream` on the input-rate audio. Cost: the segmenter's time per
+second of audio at 1 thread.
+
+`score`: for each model, the device-path Score in breath mode and window mode (`classify_file`) on the
+validation recordings, beside `evaluate`'s Score on the annotated cycles, and always-normal (50).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_lung.audio import load_audio
+from edge_lung.config import FeatureConfig
+from edge_lung.data.icbhi import Database
+from edge_lung.runtime.live.breaths import (
+    BreathConfig,
+    BreathSegmenter,
+    BreathStream,
+    band_energy_db,
+    breaths_per_minute,
+    match_cycles,
+)
+
+MACHINE = "2-core AMD EPYC VM, shared with other work"
+RATE = 16000
+GRID = {
+    "band_low_hz": [100.0, 200.0],
+    "smooth_s": [0.3, 0.5],
+    "period_share": [0.5, 0.7],
+    "depth_db": [0.5, 1.5],
+    "offset_s": [0.0, 0.2, 0.4],
+}
+
+
+def recordings(data: Path) -> list[dict]:
+    """Every annotated recording: path, device, patient, split (train/val by the patient-grouped split)."""
+    db = Database.scan(data)
+    out = []
+    for r in db.recordings:
+        out.append({"path": r.wav, "device": r.device, "patient": r.patient, "split": r.split,
+                    "cycles": [(c.start_s, c.end_s) for c in r.cycles]})
+    return out
+
+
+def frames_of(audio: np.ndarray, cfg: BreathConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Band energy (dB) and bad flags per frame, as `BreathStream` computes them (no input marks)."""
+    n = int(round(cfg.frame_s * RATE))
+    frames = audio[: audio.shape[0] // n * n].reshape(-1, n)
+    rms = 10.0 * np.log10(np.mean(np.square(frames, dtype=np.float64), axis=1) + 1e-12)
+    return band_energy_db(frames, RATE, cfg.band_low_hz, cfg.band_high_hz), rms < cfg.floor_db
+
+
+def segment_frames(energy: np.ndarray, bad: np.ndarray, cfg: BreathConfig) -> list[tuple[float, float]]:
+    seg = BreathSegmenter(cfg)
+    out = []
+    for e, b in zip(energy, bad, strict=True):
+        out += [(s * cfg.frame_s, t * cfg.frame_s) for s, t in seg.push(float(e), bool(b))]
+    return out
+
+
+def counts(detected: list[tuple[float, float]], annotated: list[tuple[float, float]]) -> dict:
+    """Matches, detected breaths inside the annotated stretch, annotated cycles, and both rates."""
+    lo, hi = annotated[0][0], annotated[-1][1]
+    inside = [d for d in detected if min(d[1], hi) - max(d[0], lo) >= 0.5 * (d[1] - d[0])]
+    return {"tp": len(match_cycles(inside, annotated)), "detected": len(inside), "annotated": len(annotated),
+            "rate": breaths_per_minute([b - a for a, b in detected]),
+            "true_rate": breaths_per_minute([b - a for a, b in annotated])}
+
+
+def summarize(rows: list[dict]) -> dict:
+    tp, det, ann = (sum(r[k] for r in rows) for k in ("tp", "detected", "annotated"))
+    p = tp / det if det else 0.0
+    r = tp / ann if ann else 0.0
+    errs = [abs(x["rate"] - x["true_rate"]) for x in rows if x["rate"] is not None]
+    return {"recordings": len(rows), "annotated": ann, "detected": det, "matched": tp,
+            "precision": round(100 * p, 1), "recall": round(100 * r, 1),
+            "f1": round(100 * 2 * p * r / (p + r), 1) if p + r else 0.0,
+            "rate_mae_bpm": round(float(np.mean(errs)), 2) if errs else None,
+            "rate_missing": sum(x["rate"] is None for x in rows)}
+
+
+def tune(recs: list[dict], audio: dict) -> list[tuple[dict, list[dict]]]:
+    """Every grid setting and its per-recording counts (frames computed once per band)."""
+    cache: dict = {}
+    results = []
+    keys = list(GRID)
+    for values in itertools.product(*(GRID[k] for k in keys)):
+        cfg = BreathConfig(**dict(zip(keys, values, strict=True)))
+        rows = []
+        for rec in recs:
+            key = (rec["path"], cfg.band_low_hz)
+            if key not in cache:
+                cache[key] = frames_of(audio[rec["path"]], cfg)
+            rows.append({**counts(segment_frames(*cache[key], cfg), rec["cycles"]), "path": rec["path"]})
+        results.append((dict(zip(keys, values, strict=True)), rows))
+    return results
+
+
+def best(results: list[tuple[dict, list[dict]]], paths: set) -> dict:
+    """The setting with the best F1 on `paths` (ties: lower rate MAE)."""
+    def key(item):
+        s = summarize([r for r in item[1] if r["path"] in paths])
+        return (s["f1"], -(s["rate_mae_bpm"] or 99))
+    return max(results, key=key)[0]
+
+
+def report_stream(recs: list[dict], settings: dict) -> dict:
+    """The real `BreathStream` on each recording's input-rate audio: figures and the segmenter's cost."""
+    cfg = BreathConfig(**settings)
+    rows, audio_s, busy = [], 0.0, 0.0
+    for rec in recs:
+        x, sr = load_audio(rec["path"])
+        stream = BreathStream(FeatureConfig(sample_rate=RATE), cfg, sr)
+        t0 = time.perf_counter()
+        breaths = stream.accept_waveform(x) + stream.finish()
+        busy += time.perf_counter() - t0
+        audio_s += x.shape[0] / sr
+        rows.append(counts([(b.start_s, b.end_s) for b in breaths], rec["cycles"]))
+    return {**summarize(rows), "settings": settings, "ms_per_audio_s": round(1000 * busy / audio_s, 3)}
+
+
+def segment(args) -> dict:
+    recs = recordings(args.data)
+    audio = {r["path"]: load_audio(r["path"], RATE)[0] for r in recs}
+    results = tune(recs, audio)
+    out: dict = {"date": "2026-12-08", "machine": MACHINE, "threads": os.environ.get("OMP_NUM_THREADS"),
+                 "grid": GRID, "defaults": dataclasses.asdict(BreathConfig()), "leave_one_device_out": {},
+                 "decision_delay_s": BreathConfig().decision_delay_s}
+    devices = sorted({r["device"] for r in recs})
+    for dev in devices:
+        chosen = best(results, {r["path"] for r in recs if r["device"] != dev})
+        out["leave_one_device_out"][dev] = report_stream([r for r in recs if r["device"] == dev], chosen)
+    chosen = best(results, {r["path"] for r in recs if r["split"] == "train"})
+    val = [r for r in recs if r["split"] == "val"]
+    out["patient_grouped_val"] = report_stream(val, chosen)
+    out["patient_grouped_val_by_device"] = {
+        dev: report_stream([r for r in val if r["device"] == dev], chosen)
+        for dev in devices if any(r["device"] == dev for r in val)}
+    out["defaults_on_all"] = report_stream(recs, {})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["segment", "score"])
+    parser.add_argument("--data", type=Path, default=os.environ.get("EDGE_LUNG_ICBHI_DIR"))
+    parser.add_argument("--model", type=Path, action="append", default=[])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/breaths"))
+    args = parser.parse_args()
+    result = segment(args) if args.what == "segment" else score(args)
+    result["python"] = platform.python_version()
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"2026-12-08-{args.what}.json"
+    path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print(json.dumps(result, indent=1, default=str))
+
+
+def score(args) -> dict:  # filled in below
+    raise NotImplementedError
+
+
+if __name__ == "__main__":
+    main()
