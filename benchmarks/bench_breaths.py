@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import numpy as np
 from edge_lung.audio import load_audio
 from edge_lung.config import FeatureConfig
 from edge_lung.data.icbhi import Database
+from edge_lung.runtime.artifact.model_dir import OnnxClassifier
 from edge_lung.runtime.live.breaths import (
     BreathConfig,
     BreathSegmenter,
@@ -40,6 +42,8 @@ from edge_lung.runtime.live.breaths import (
     breaths_per_minute,
     match_cycles,
 )
+from edge_lung.runtime.live.stream import StreamConfig, StreamingClassifier
+from edge_lung.runtime.offline.classify import breath_agreement, classify_file, cycle_agreement
 
 MACHINE = "2-core AMD EPYC VM, shared with other work"
 RATE = 16000
@@ -175,8 +179,60 @@ def main() -> None:
     print(json.dumps(result, indent=1, default=str))
 
 
-def score(args) -> dict:  # filled in below
-    raise NotImplementedError
+def score(args) -> dict:
+    """Per model: breath mode and window mode through `classify_file` on the validation recordings, `evaluate`."""
+    val = [r for r in recordings(args.data) if r["split"] == "val"]
+    out: dict = {"date": "2026-12-08", "machine": MACHINE, "threads": 1, "always_normal_score": 50.0,
+                 "recordings": [r["path"].name for r in val], "models": {}}
+    for model in args.model:
+        out["models"][str(model)] = score_model(model, val, args.data)
+    return out
+
+
+def score_model(model: Path, val: list[dict], data: Path) -> dict:
+    engine = StreamingClassifier(OnnxClassifier(model, threads=1), StreamConfig(decide="breath"))
+    labels = engine.labels
+    results, busy, audio_s = [], {"breath": 0.0, "window": 0.0}, 0.0
+    for rec in val:
+        results.append(classify_file(engine, rec["path"]))
+        audio_s += results[-1].duration_s
+    for mode in busy:  # model + features time per second of audio, each mode on its own
+        clf_engine = StreamingClassifier(OnnxClassifier(model, threads=1), StreamConfig(decide=mode))
+        t0 = time.perf_counter()
+        for rec in val:
+            classify_file(clf_engine, rec["path"])
+        busy[mode] = 1000 * (time.perf_counter() - t0) / audio_s
+    window_all = cycle_agreement([m for r in results for m in r.cycles], labels)
+    matched = [r.cycles[j] for r in results for j in r.breaths.cycle_indices]
+    window_matched = cycle_agreement(matched, labels)
+    breath = breath_agreement([r.breaths for r in results], labels)
+    by_device = {}
+    for dev in sorted({r["device"] for r in val}):
+        picked = [res for res, rec in zip(results, val, strict=True) if rec["device"] == dev]
+        by_device[dev] = {
+            "breath": _brief(breath_agreement([r.breaths for r in picked], labels)),
+            "window_all_cycles": _brief(cycle_agreement([m for r in picked for m in r.cycles], labels)),
+        }
+    return {
+        "breath": _brief(breath), "window_all_cycles": _brief(window_all),
+        "window_on_breath_matched_cycles": _brief(window_matched),
+        "evaluate_annotated_cycles": evaluate(model, data), "by_device": by_device,
+        "ms_per_audio_s_classify_1_thread": {k: round(v, 2) for k, v in busy.items()},
+    }
+
+
+def _brief(d: dict) -> dict:
+    return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in d.items() if k != "screening_curve"}
+
+
+def evaluate(model: Path, data: Path) -> dict | None:
+    """`edge-lung evaluate MODEL --split val --json`: the Score on the annotated validation cycles."""
+    cmd = ["edge-lung", "evaluate", str(model), "--data", str(data), "--split", "val", "--json", "--threads", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"error": done.stderr[-500:]}
+    report = json.loads(done.stdout[done.stdout.index("{"):])
+    return {k: report.get(k) for k in ("score", "se", "sp", "accuracy", "n", "cycles") if k in report} or report
 
 
 if __name__ == "__main__":

@@ -61,6 +61,9 @@ def classify_table(results: list[FileResult], labels: tuple[str, ...], threshold
                      "signal-quality verdict (only 'ok' windows get a class)")
     if annotated:
         table.caption += "; agree/Se/Sp: annotated cycles vs overlapping windows"
+    if any(r.decide == "breath" for r in results):
+        table.caption += "; --decide breath: win, flag and quality count detected breaths (window mode runs beside "\
+                         "them on annotated recordings for the agree/Se/Sp columns)"
     table.caption_justify = "left"
     return table
 

@@ -195,7 +195,7 @@ class BreathTally:
         """Each detected breath matched to the annotated cycle it overlaps most (IoU >= 0.5)."""
         annotated = [(c.start_s, c.end_s) for c in cycles]
         if not annotated:
-            return BreathMatch(0, 0, [], None, None)
+            return BreathMatch(0, 0, [], None, None)  # nothing annotated: nothing to match
         lo, hi = annotated[0][0], annotated[-1][1]
         inside = [i for i, (a, b) in enumerate(self.spans) if min(b, hi) - max(a, lo) >= 0.5 * (b - a)]
         pairs = match_cycles([self.spans[i] for i in inside], annotated)
@@ -203,7 +203,7 @@ class BreathTally:
                    for i, j in pairs]
         return BreathMatch(len(inside), len(annotated), matched,
                            breaths_per_minute([b - a for a, b in self.spans]),
-                           breaths_per_minute([b - a for a, b in annotated]))
+                           breaths_per_minute([b - a for a, b in annotated]), [j for _, j in pairs])
 
 
 @dataclass(frozen=True)
@@ -217,6 +217,7 @@ class BreathMatch:
     matched: list[tuple[int, int | None, float | None, bool]]
     rate_bpm: float | None
     annotated_rate_bpm: float | None
+    cycle_indices: list[int] = field(default_factory=list)  # the annotated cycle of each `matched` entry
 
 
 def breath_agreement(matches: list[BreathMatch], labels: tuple[str, ...]) -> dict[str, Any]:

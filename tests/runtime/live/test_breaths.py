@@ -63,7 +63,7 @@ def test_synthetic_breaths_are_found_within_tolerance(seed):
 def test_a_bad_stretch_is_a_gap_not_a_breath(bad):
     """Fails if silence, full-scale input or NaN between breaths is taken into (or taken for) a breath."""
     audio, _ = breathing(_durations(14, 5), seed=5)
-    a, b = 12 * RATE, 16 * RATE
+    a, b = 12 * RATE, int(13.5 * RATE)  # 1.5 s: short enough to sit inside what looks like one cycle
     if bad == "silence":
         audio[a:b] = 0.0
     elif bad == "clipping":
@@ -105,7 +105,8 @@ def test_a_breath_is_known_within_the_stated_delay():
 
 def _key(d) -> tuple:
     probs = np.round(np.nan_to_num(d.probabilities, nan=-1.0), 6).tolist()
-    return type(d).__name__, d.window.start, d.window.end, d.label, d.verdict, probs
+    rate = getattr(d, "rate_bpm", None)
+    return type(d).__name__, d.window.index, d.window.start, d.window.end, d.label, d.verdict, probs, rate
 
 
 @pytest.mark.parametrize("decide", ["breath", "window"])
@@ -147,3 +148,24 @@ def test_iou_and_matching():
     assert cycle_iou((0, 2), (1, 3)) == pytest.approx(1 / 3)
     assert cycle_iou((0, 1), (2, 3)) == 0.0
     assert match_cycles([(0.1, 2.0), (2.0, 2.5)], [(0, 2), (2, 4)]) == [(0, 0)]
+
+
+def test_classify_matches_breaths_to_annotated_cycles_beside_window_mode(model_dir, tmp_path):
+    """`classify --decide breath` on an annotated recording: breaths matched (IoU >= 0.5), window mode beside."""
+    import soundfile as sf
+
+    from edge_lung.runtime.artifact.model_dir import OnnxClassifier
+    from edge_lung.runtime.live.stream import StreamingClassifier
+    from edge_lung.runtime.offline.classify import classify_file, overall_agreement
+
+    audio, truth = breathing(_durations(10, 8), seed=8)
+    wav = tmp_path / "rec.wav"
+    sf.write(wav, audio, RATE)
+    wav.with_suffix(".txt").write_text("".join(f"{a:.3f}\t{b:.3f}\t0\t0\n" for a, b in truth))
+    engine = StreamingClassifier(OnnxClassifier(model_dir), StreamConfig(decide="breath"))
+    result = classify_file(engine, wav)
+    assert result.decide == "breath" and result.cycles is not None and len(result.cycles) == len(truth)
+    assert result.breaths.annotated == len(truth) and len(result.breaths.matched) >= len(truth) - 3
+    pooled = overall_agreement([result], engine.labels)
+    assert pooled["cycles"] == len(truth) and pooled["breaths"]["precision"] == 100.0
+    assert "icbhi_score" in pooled["breaths"] and "icbhi_score" in pooled
