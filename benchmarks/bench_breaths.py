@@ -47,12 +47,13 @@ from edge_lung.runtime.offline.classify import breath_agreement, classify_file, 
 
 MACHINE = "2-core AMD EPYC VM, shared with other work"
 RATE = 16000
-GRID = {
-    "band_low_hz": [100.0, 200.0],
-    "smooth_s": [0.3, 0.5],
-    "period_share": [0.5, 0.7],
-    "depth_db": [0.5, 1.5],
-    "offset_s": [0.0, 0.2, 0.4],
+GRID = {  # a first grid (band_low 100/200, smooth 0.3/0.5, depth 0.5/1.5, offset 0/0.2/0.4) chose its edges on every
+    # tuning set, so this one extends it there (results/breaths/2026-12-08-segment-grid1.json)
+    "band_low_hz": [200.0, 300.0],
+    "smooth_s": [0.5, 0.8],
+    "period_share": [0.5, 0.7, 0.85],
+    "depth_db": [0.25, 0.5],
+    "offset_s": [0.4, 0.6],
 }
 
 

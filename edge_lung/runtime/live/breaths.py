@@ -44,17 +44,17 @@ _EPS = 1e-12
 class BreathConfig:
     """How `BreathStream` finds respiratory cycles (defaults tuned on patient-grouped ICBHI recordings)."""
 
-    band_low_hz: float = 150.0
+    band_low_hz: float = 200.0
     band_high_hz: float = 800.0
     frame_s: float = 0.05
-    smooth_s: float = 0.4
+    smooth_s: float = 0.5
     lookahead_s: float = 0.6
     min_cycle_s: float = 1.0
     max_cycle_s: float = 8.0
-    period_share: float = 0.6
+    period_share: float = 0.7
     period_history_s: float = 16.0
-    depth_db: float = 1.0
-    offset_s: float = 0.0
+    depth_db: float = 0.5
+    offset_s: float = 0.4
     floor_db: float = QualityConfig.floor_db
     clipped_share: float = QualityConfig.clipped_share
     rate_window_s: float = 30.0  # the respiratory rate is over the breaths that ended in the last 30 s

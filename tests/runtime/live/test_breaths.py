@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -51,7 +52,9 @@ def model_dir(tmp_path_factory) -> Path:
 def test_synthetic_breaths_are_found_within_tolerance(seed):
     """Fails if boundaries drift (e.g. a cycle split at the inhale/exhale dip, or no boundary found)."""
     audio, truth = breathing(_durations(12, seed), seed=seed)
-    found = segment_audio(audio, RATE)
+    # the synthetic cycles start at their quietest point; ICBHI's annotators mark a cycle later (the default
+    # offset_s, tuned on their annotations), so the synthetic truth is compared without it
+    found = segment_audio(audio, RATE, dataclasses.replace(BreathConfig(), offset_s=0.0))
     pairs = match_cycles(found, truth)
     assert len(pairs) == len(found), "every detected breath matches a true cycle (IoU >= 0.5)"
     assert len(pairs) >= len(truth) - 3  # the first cycle has no start boundary, the last no confirmed end
