@@ -67,12 +67,18 @@ def recordings(data: Path) -> list[dict]:
     return out
 
 
-def frames_of(audio: np.ndarray, cfg: BreathConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Band energy (dB) and bad flags per frame, as `BreathStream` computes them (no input marks)."""
+def frames_of(audio: np.ndarray, raw: tuple[np.ndarray, int], cfg: BreathConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Band energy (dB) and bad flags per frame, as `BreathStream` computes them (from the whole recording at
+    once: no resampler state; full-scale input samples counted per frame as the stream counts them)."""
     n = int(round(cfg.frame_s * RATE))
     frames = audio[: audio.shape[0] // n * n].reshape(-1, n)
     rms = 10.0 * np.log10(np.mean(np.square(frames, dtype=np.float64), axis=1) + 1e-12)
-    return band_energy_db(frames, RATE, cfg.band_low_hz, cfg.band_high_hz), rms < cfg.floor_db
+    x, rate = raw
+    at = (np.arange(x.shape[0], dtype=np.int64) * RATE // rate) // n
+    total = np.bincount(at, minlength=frames.shape[0])[: frames.shape[0]]
+    clipped = np.bincount(at, weights=np.abs(x) >= 0.99, minlength=frames.shape[0])[: frames.shape[0]]
+    bad = (rms < cfg.floor_db) | (clipped / np.maximum(total, 1) >= cfg.clipped_share)
+    return band_energy_db(frames, RATE, cfg.band_low_hz, cfg.band_high_hz), bad
 
 
 def segment_frames(energy: np.ndarray, bad: np.ndarray, cfg: BreathConfig) -> list[tuple[float, float]]:
@@ -104,7 +110,7 @@ def summarize(rows: list[dict]) -> dict:
             "rate_missing": sum(x["rate"] is None for x in rows)}
 
 
-def tune(recs: list[dict], audio: dict) -> list[tuple[dict, list[dict]]]:
+def tune(recs: list[dict], audio: dict, raw: dict) -> list[tuple[dict, list[dict]]]:
     """Every grid setting and its per-recording counts (frames computed once per band)."""
     cache: dict = {}
     results = []
@@ -115,7 +121,7 @@ def tune(recs: list[dict], audio: dict) -> list[tuple[dict, list[dict]]]:
         for rec in recs:
             key = (rec["path"], cfg.band_low_hz)
             if key not in cache:
-                cache[key] = frames_of(audio[rec["path"]], cfg)
+                cache[key] = frames_of(audio[rec["path"]], raw[rec["path"]], cfg)
             rows.append({**counts(segment_frames(*cache[key], cfg), rec["cycles"]), "path": rec["path"]})
         results.append((dict(zip(keys, values, strict=True)), rows))
     return results
@@ -147,7 +153,8 @@ def report_stream(recs: list[dict], settings: dict) -> dict:
 def segment(args) -> dict:
     recs = recordings(args.data)
     audio = {r["path"]: load_audio(r["path"], RATE)[0] for r in recs}
-    results = tune(recs, audio)
+    raw = {r["path"]: load_audio(r["path"]) for r in recs}
+    results = tune(recs, audio, raw)
     out: dict = {"date": "2026-12-08", "machine": MACHINE, "threads": os.environ.get("OMP_NUM_THREADS"),
                  "grid": GRID, "defaults": dataclasses.asdict(BreathConfig()), "leave_one_device_out": {},
                  "decision_delay_s": BreathConfig().decision_delay_s}
