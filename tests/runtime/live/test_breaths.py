@@ -172,3 +172,26 @@ def test_classify_matches_breaths_to_annotated_cycles_beside_window_mode(model_d
     pooled = overall_agreement([result], engine.labels)
     assert pooled["cycles"] == len(truth) and pooled["breaths"]["precision"] == 100.0
     assert "icbhi_score" in pooled["breaths"] and "icbhi_score" in pooled
+
+
+def test_live_runner_gives_the_classifiers_breaths(model_dir, tmp_path):
+    """`stream --decide breath --replay`: the live path (worker thread, capture ring) decides the same breaths
+    as `Classifier` on the whole file, and its summary counts them with the rate."""
+    import soundfile as sf
+
+    from edge_lung.runtime.artifact.model_dir import OnnxClassifier
+    from edge_lung.runtime.live.runner import run_live
+    from edge_lung.runtime.live.sources import ReplaySource
+    from edge_lung.runtime.live.stream import StreamingClassifier
+
+    audio, _ = breathing(_durations(9, 9), seed=9)
+    wav = tmp_path / "rec.wav"
+    sf.write(wav, audio, RATE, subtype="FLOAT")
+    engine = StreamingClassifier(OnnxClassifier(model_dir), StreamConfig(decide="breath"))
+    got: list = []
+    summary = run_live(engine, ReplaySource(wav), on_decision=[got.append], backpressure=True)
+    clf = Classifier.around(engine)
+    expected = clf.accept_waveform(audio, RATE) + clf.finish()
+    assert [_key(d) for d in got] == [_key(d) for d in expected] and len(got) >= 4
+    assert summary.breaths == len(got) and summary.windows == 0 and summary.rate_bpm == got[-1].rate_bpm
+    assert summary.as_dict()["breaths"] == len(got)
