@@ -15,7 +15,8 @@ continuous audio. `BreathStream` finds the cycles itself so the runtime can deci
    `clipped_share` of its input samples or more) or NaN/inf. A longer bad stretch, or a gap in the input,
    is a gap, never a breath (and the quality gate still judges each breath as it judges a window).
 
-A cycle is known `decision_delay_s` (lookahead + half the smoothing + one frame) after its end boundary.
+A cycle is known `decision_delay_s` (lookahead + half the smoothing + one frame - offset; 0.45 s with the
+defaults) after its end boundary.
 Every step depends only on absolute frame indices, so any blocking of the input gives the same cycles.
 Settings were chosen on the shared ICBHI subset's annotated cycles, grouped by patient
 (`benchmarks/bench_breaths.py`). numpy only.
@@ -45,17 +46,17 @@ _EPS = 1e-12
 class BreathConfig:
     """How `BreathStream` finds respiratory cycles (defaults tuned on patient-grouped ICBHI recordings)."""
 
-    band_low_hz: float = 200.0
+    band_low_hz: float = 300.0
     band_high_hz: float = 800.0
     frame_s: float = 0.05
-    smooth_s: float = 0.5
+    smooth_s: float = 0.8
     lookahead_s: float = 0.6
     min_cycle_s: float = 1.0
     max_cycle_s: float = 8.0
-    period_share: float = 0.7
+    period_share: float = 0.5
     period_history_s: float = 16.0
-    depth_db: float = 0.5
-    offset_s: float = 0.4
+    depth_db: float = 0.25
+    offset_s: float = 0.6
     floor_db: float = QualityConfig.floor_db
     clipped_share: float = QualityConfig.clipped_share
     # a cycle may hold this much bad audio in all (the subset's AKG recordings clip in short bursts, 7% of
@@ -86,8 +87,9 @@ class BreathConfig:
 
     @property
     def decision_delay_s(self) -> float:
-        """Longest time from a cycle's end to the moment it is known."""
-        return self.lookahead_s + self.smooth_s / 2 + self.frame_s + max(0.0, -self.offset_s)
+        """Longest time from a cycle's end to the moment it is known: its end boundary is `offset_s` after the
+        envelope minimum, which is confirmed once the smoothed envelope `lookahead_s` after it is complete."""
+        return self.lookahead_s + self.smooth_s / 2 + self.frame_s - self.offset_s
 
 
 class BreathSegmenter:

@@ -103,7 +103,7 @@ def test_a_breath_is_known_within_the_stated_delay():
         for w in stream.accept_waveform(audio[pos : pos + block]):
             delays.append((pos + block) / RATE - w.end_s)
     assert delays and max(delays) <= BreathConfig().decision_delay_s + 0.02
-    assert BreathConfig().decision_delay_s <= 1.2
+    assert BreathConfig().decision_delay_s <= 1.0
 
 
 def _key(d) -> tuple:
