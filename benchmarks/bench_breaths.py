@@ -42,6 +42,7 @@ from edge_lung.runtime.live.breaths import (
     breaths_per_minute,
     match_cycles,
 )
+from edge_lung.runtime.live.classifier import Classifier
 from edge_lung.runtime.live.stream import StreamConfig, StreamingClassifier
 from edge_lung.runtime.offline.classify import breath_agreement, classify_file, cycle_agreement
 
@@ -174,12 +175,12 @@ def segment(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["segment", "score"])
+    parser.add_argument("what", choices=["segment", "score", "cost"])
     parser.add_argument("--data", type=Path, default=os.environ.get("EDGE_LUNG_ICBHI_DIR"))
     parser.add_argument("--model", type=Path, action="append", default=[])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/breaths"))
     args = parser.parse_args()
-    result = segment(args) if args.what == "segment" else score(args)
+    result = {"segment": segment, "score": score, "cost": cost}[args.what](args)
     result["python"] = platform.python_version()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"2026-12-08-{args.what}.json"
@@ -208,6 +209,7 @@ def score_model(model: Path, val: list[dict], data: Path) -> dict:
         clf_engine = StreamingClassifier(OnnxClassifier(model, threads=1), StreamConfig(decide=mode))
         t0 = time.process_time()
         for rec in val:
+            # `classify_file`: in breath mode on these annotated files window mode runs beside it (see `cost`)
             classify_file(clf_engine, rec["path"])
         busy[mode] = 1000 * (time.process_time() - t0) / audio_s
     window_all = cycle_agreement([m for r in results for m in r.cycles], labels)
@@ -229,6 +231,28 @@ def score_model(model: Path, val: list[dict], data: Path) -> dict:
         "cpu_ms_per_audio_s_segmenter_alone": segmenter_cost(val, engine.features),
         "breath_config": dataclasses.asdict(BreathConfig()),
     }
+
+
+def cost(args) -> dict:
+    """CPU ms per second of audio at 1 thread: `Classifier` in each mode alone (resampling, segmenter, features,
+    model; audio decoded beforehand), and the segmenter alone, on the validation recordings."""
+    val = [r for r in recordings(args.data) if r["split"] == "val"]
+    audio = [load_audio(r["path"]) for r in val]
+    seconds = sum(x.shape[0] / sr for x, sr in audio)
+    out: dict = {"date": "2026-12-08", "machine": MACHINE, "threads": 1, "audio_s": round(seconds, 1), "models": {}}
+    for model in args.model:
+        engine = StreamingClassifier(OnnxClassifier(model, threads=1), StreamConfig())
+        row = {"segmenter_alone": segmenter_cost(val, engine.features)}
+        for mode in ("window", "breath"):
+            clf = Classifier.around(engine, decide=mode)
+            t0, decisions = time.process_time(), 0
+            for x, sr in audio:
+                decisions += len(clf.accept_waveform(x, sr) + clf.finish())
+                clf.reset()
+            row[mode] = round(1000 * (time.process_time() - t0) / seconds, 2)
+            row[f"{mode}_decisions"] = decisions
+        out["models"][str(model)] = row
+    return out
 
 
 def segmenter_cost(val: list[dict], features: FeatureConfig) -> float:

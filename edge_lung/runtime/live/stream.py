@@ -45,8 +45,9 @@ class StreamConfig:
     threshold: float = 0.5
     fill_gap_s: float = 0.5  # gaps up to this long are filled with silence; longer ones restart the windowing
     # "window": a decision every hop on the last window; "breath": one per detected respiratory cycle, padded as
-    # training pads a cycle (runtime.live.breaths; issue 28). The default is the mode that measured better on
-    # the shared subset's validation recordings (benchmarks/results/breaths/).
+    # training pads a cycle (runtime.live.breaths; issue 28). Window stays the default: on the same validation
+    # cycles breath mode scored 65.1 vs 64.1 (tiny AST) and 52.1 vs 52.1 (descriptors), within noise, and its
+    # segmenter matches 55% of the annotated cycles (benchmarks/results/breaths/2026-12-08-breaths.md).
     decide: str = "window"
 
     def __post_init__(self) -> None:
