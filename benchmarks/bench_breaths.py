@@ -48,14 +48,18 @@ from edge_lung.runtime.offline.classify import breath_agreement, classify_file, 
 
 MACHINE = "2-core AMD EPYC VM, shared with other work"
 RATE = 16000
-GRID = {  # a first grid (band_low 100/200, smooth 0.3/0.5, depth 0.5/1.5, offset 0/0.2/0.4) chose its edges on every
-    # tuning set, so this one extends it there (results/breaths/2026-12-08-segment-grid1.json)
-    "band_low_hz": [200.0, 300.0],
-    "smooth_s": [0.5, 0.8],
-    "period_share": [0.5, 0.7, 0.85],
-    "depth_db": [0.25, 0.5],
-    "offset_s": [0.4, 0.6],
+GRIDS = {
+    # grid 1: results/breaths/2026-12-08-segment-grid1.json; its choices sat at its edges on every tuning set
+    "1": {"band_low_hz": [100.0, 200.0], "smooth_s": [0.3, 0.5], "period_share": [0.5, 0.7], "depth_db": [0.5, 1.5],
+          "offset_s": [0.0, 0.2, 0.4]},
+    # grid 2 extends grid 1 there (results/breaths/2026-12-08-segment.json); its choices sat at edges again
+    "2": {"band_low_hz": [200.0, 300.0], "smooth_s": [0.5, 0.8], "period_share": [0.5, 0.7, 0.85],
+          "depth_db": [0.25, 0.5], "offset_s": [0.4, 0.6]},
+    # grid 3 extends grid 2, with a 0.8 s lookahead so that the boundary may sit 0.8 s after the minimum
+    "3": {"band_low_hz": [300.0, 400.0], "smooth_s": [0.8, 1.1], "period_share": [0.4, 0.5],
+          "depth_db": [0.1, 0.25], "offset_s": [0.6, 0.8], "lookahead_s": [0.8]},
 }
+GRID = GRIDS[os.environ.get("BREATHS_GRID", "2")]
 
 
 def recordings(data: Path) -> list[dict]:

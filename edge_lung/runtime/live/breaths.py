@@ -37,7 +37,7 @@ from edge_lung.config import FeatureConfig
 from edge_lung.features import cycle_features
 from edge_lung.runtime.artifact.quality import OK, Quality, QualityConfig, input_marks
 from edge_lung.runtime.live.ring import RingBuffer
-from edge_lung.runtime.live.stream import Counters, Window, WindowResult, _rounded, assess_window
+from edge_lung.runtime.live.stream import Counters, StreamingClassifier, Window, WindowResult, _rounded, assess_window
 
 _EPS = 1e-12
 
@@ -356,11 +356,11 @@ class BreathStream:
         return out
 
 
-def classify_breath(engine, window: Window) -> WindowResult:
+def classify_breath(engine: StreamingClassifier, window: Window) -> WindowResult:
     """Gate, then the model on one breath padded exactly as training pads an annotated cycle.
 
-    `engine` is a `StreamingClassifier`; the numpy front end gets `features.cycle_features` of the cycle,
-    an end-to-end graph the cycle cyclic-padded to the window.
+    The numpy front end gets `features.cycle_features` of the cycle, an end-to-end graph the cycle
+    cyclic-padded to the window. With the gate off only a breath holding NaN/inf samples is held back.
     """
     quality = assess_window(window, engine.quality) if engine.gate or window.invalid else None
     if quality is not None and not quality.ok:

@@ -195,3 +195,19 @@ def test_live_runner_gives_the_classifiers_breaths(model_dir, tmp_path):
     assert [_key(d) for d in got] == [_key(d) for d in expected] and len(got) >= 4
     assert summary.breaths == len(got) and summary.windows == 0 and summary.rate_bpm == got[-1].rate_bpm
     assert summary.as_dict()["breaths"] == len(got)
+
+
+def test_breath_mode_on_the_end_to_end_graph_matches_the_numpy_front_end(tmp_path):
+    """The e2e graph gets the breath cyclic-padded to the window, as `cycle_features` pads it for the model graph."""
+    pytest.importorskip("onnx")
+    from edge_lung.testing import build_tiny_e2e_model
+
+    model_dir = build_tiny_e2e_model(tmp_path / "e2e")
+    audio, _ = breathing(_durations(8, 10), seed=10)
+    runs = {}
+    for graph in ("model", "e2e"):
+        clf = Classifier(model_dir, graph=graph, decide="breath")
+        runs[graph] = clf.accept_waveform(audio, RATE) + clf.finish()
+    assert [d.window.start for d in runs["model"]] == [d.window.start for d in runs["e2e"]] and runs["model"]
+    for a, b in zip(runs["model"], runs["e2e"], strict=True):
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-3)
