@@ -211,3 +211,19 @@ def test_breath_mode_on_the_end_to_end_graph_matches_the_numpy_front_end(tmp_pat
     assert [d.window.start for d in runs["model"]] == [d.window.start for d in runs["e2e"]] and runs["model"]
     for a, b in zip(runs["model"], runs["e2e"], strict=True):
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-3)
+
+
+def test_a_breath_is_classified_on_its_own_samples_padded_as_training_pads_a_cycle(model_dir):
+    """The model sees `cycle_features` of exactly the samples between the breath's boundaries."""
+    from edge_lung.features import cycle_features
+    from edge_lung.runtime.artifact.model_dir import OnnxClassifier
+
+    audio, _ = breathing(_durations(8, 11), seed=11)
+    clf = Classifier(model_dir, decide="breath", quality_gate=False)
+    decisions = clf.accept_waveform(audio, RATE) + clf.finish()
+    model = OnnxClassifier(model_dir)
+    assert decisions
+    for d in decisions:
+        np.testing.assert_array_equal(d.window.audio, audio[d.window.start : d.window.end])
+        expected = model.probabilities(cycle_features(audio[d.window.start : d.window.end], model.info.features))[0]
+        np.testing.assert_allclose(d.probabilities, expected, rtol=1e-5, atol=1e-6)
