@@ -12,7 +12,8 @@ from edge_lung.runtime.explain.saliency import OcclusionConfig
 from edge_lung.runtime.live.stream import StreamConfig
 from edge_lung.runtime.offline.calibrate import MIN_AUDIO_S
 
-STREAM_OPTIONS = {"hop": "hop_s", "min_audio": "min_audio_s", "smooth": "smooth", "threshold": "threshold"}
+STREAM_OPTIONS = {"hop": "hop_s", "min_audio": "min_audio_s", "smooth": "smooth", "threshold": "threshold",
+                  "decide": "decide"}
 """CLI parameter -> StreamConfig field (fill_gap_s is the live runner's own, not an option)."""
 
 
@@ -50,9 +51,9 @@ def test_exam_defaults_come_from_exam_options():
 RUNTIME_SIGNATURES = {
     "stream": ["model_dir", "device", "hop", "min_audio", "smooth", "threshold", "threads", "graph", "jsonl", "record",
                "replay", "realtime", "serial", "overwrite", "duration", "quiet", "quality", "quality_set", "report",
-               "web"],
+               "web", "decide"],
     "classify": ["model_dir", "files", "hop", "min_audio", "smooth", "threshold", "threads", "graph", "jsonl",
-                 "quality", "quality_set", "overwrite"],
+                 "quality", "quality_set", "overwrite", "decide"],
     "report": ["model_dir", "files", "out", "hop", "min_audio", "smooth", "threshold", "threads", "patch_frames",
                "patch_bins", "overwrite"],
     "verify": ["model_dir", "threads", "json_path", "overwrite"],

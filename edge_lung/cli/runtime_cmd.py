@@ -24,6 +24,11 @@ _THRESHOLD = typer.Option(
     StreamConfig.threshold, "--threshold", help="Flag a window when P(abnormal) >= this. Lower it for sensitivity, "
     "raise it for specificity; `edge-lung evaluate` and `classify` on annotated recordings print the curve."
 )
+_DECIDE = typer.Option(
+    StreamConfig.decide, "--decide", help="window: a decision every hop on the last window; breath: one per "
+    "detected respiratory cycle, padded as training pads a cycle, with the respiratory rate (JSON lines: "
+    "'type': 'breath'). The default measured better on the shared subset (benchmarks/results/breaths/)."
+)
 _THREADS = typer.Option(0, "--threads", help="onnxruntime intra-op threads (0: onnxruntime decides).")
 _QUALITY = typer.Option("on", "--quality", help="Signal-quality gate: 'on' gives windows that cannot be heard "
                         "(no_signal, clipping, too_loud, too_quiet, noise) that verdict instead of a class; 'off' "
@@ -94,6 +99,7 @@ def stream(
     web: str = typer.Option(None, "--web", help="Serve the live phone page (label, P(abnormal) timeline, "
                             "quality advice; never audio) on HOST:PORT: 127.0.0.1 by default, any other address "
                             "prints a token and its QR code, required on every request."),
+    decide: str = _DECIDE,
 ) -> None:
     """Stream from a USB stethoscope (or --replay FILE, or --serial PORT) and print a decision every hop."""
     from rich.console import Console
@@ -114,7 +120,8 @@ def stream(
         )
         check_stream_outputs(opts, (model_dir,))
         classifier = load_classifier(
-            model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads, quality, quality_set or (), graph
+            model_dir, StreamConfig(hop, min_audio, smooth, threshold, decide=decide), threads, quality,
+            quality_set or (), graph
         )
         summary = stream_session(classifier, opts)
     except _USER_ERRORS as exc:
@@ -138,6 +145,7 @@ def classify(
     quality_set: list[str] = _QUALITY_SET,
     overwrite: bool = typer.Option(False, "--overwrite", help="Let --jsonl replace JSON lines an earlier run "
                                    "wrote " + _OVERWRITE_HELP + "."),
+    decide: str = _DECIDE,
 ) -> None:
     """Classify files with the same windowing as `stream` (as fast as the CPU allows) and report per file."""
     from rich.console import Console
@@ -152,7 +160,8 @@ def classify(
         if jsonl is not None and str(jsonl) != "-":
             check_output(jsonl, "--jsonl", EVENTS_JSONL, overwrite, (model_dir, *files))
         classifier = load_classifier(
-            model_dir, StreamConfig(hop, min_audio, smooth, threshold), threads, quality, quality_set or (), graph
+            model_dir, StreamConfig(hop, min_audio, smooth, threshold, decide=decide), threads, quality,
+            quality_set or (), graph
         )
         results, pooled = classify_session(classifier, files, jsonl, overwrite)
     except Interrupted as stop:  # Ctrl-C: report what finished, the cut file marked

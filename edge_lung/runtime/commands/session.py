@@ -153,6 +153,8 @@ def _stream_session(
     from contextlib import ExitStack
 
     check_stream_outputs(opts)  # before the session starts: a refused output is said now, not at the end
+    if opts.report is not None and classifier.cfg.decide == "breath":
+        raise ValueError("--report: the session page draws window decisions; use it with --decide window")
     source = source or make_source(opts, classifier.model.info.features.sample_rate)
     source.start()  # fail on a wrong port or device before drawing the live table
     on_decision, on_audio, on_gap = list(on_decision), [], list(on_event)

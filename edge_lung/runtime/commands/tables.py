@@ -61,6 +61,9 @@ def classify_table(results: list[FileResult], labels: tuple[str, ...], threshold
                      "signal-quality verdict (only 'ok' windows get a class)")
     if annotated:
         table.caption += "; agree/Se/Sp: annotated cycles vs overlapping windows"
+    if any(r.decide == "breath" for r in results):
+        table.caption += "; --decide breath: win, flag and quality count detected breaths (window mode runs beside "\
+                         "them on annotated recordings for the agree/Se/Sp columns)"
     table.caption_justify = "left"
     return table
 
@@ -77,11 +80,31 @@ def pooled_lines(pooled: dict[str, Any]) -> list[str]:
         )
     if "class_agreement" in pooled:
         lines.append(f"4-class agreement {pooled['class_agreement']:.1f}%  ICBHI score {pooled['icbhi_score']:.1f}")
+    lines += breath_lines(pooled.get("breaths"))
     if "screening_curve" in pooled:
         lines.append("Threshold  Se%    Sp%   (cycle level, windows' overlap-weighted mean)")
         for row in pooled["screening_curve"][::2]:
             se, sp = format_pct(row["sensitivity"]), format_pct(row["specificity"])
             lines.append(f"  {row['threshold']:.2f}   {se}  {sp}")
+    return lines
+
+
+def breath_lines(breaths: dict[str, Any] | None) -> list[str]:
+    """--decide breath on annotated recordings: how detected breaths match the cycles, and their Score."""
+    if not breaths:
+        return []
+    lines = [
+        f"Breaths: {breaths['detected']} detected inside the annotated stretches, {breaths['annotated']} annotated "
+        f"cycles, {breaths['matched']} matched (IoU >= 0.5): precision {format_pct(breaths['precision'], 1)}%  "
+        f"recall {format_pct(breaths['recall'], 1)}%  F1 {format_pct(breaths['f1'], 1)}%",
+    ]
+    if breaths.get("rate_mae_bpm") is not None:
+        lines.append(f"Respiratory rate error (per recording, 60 / mean cycle length): "
+                     f"{breaths['rate_mae_bpm']:.1f} breaths/min")
+    if "icbhi_score" in breaths:
+        lines.append(f"Per-breath decisions on the {breaths['matched_decided']} matched cycles: 4-class agreement "
+                     f"{breaths['class_agreement']:.1f}%  ICBHI score {breaths['icbhi_score']:.1f} "
+                     "(always-normal: 50; window mode's figure on all cycles is above)")
     return lines
 
 
@@ -101,5 +124,8 @@ def summary_line(summary: LiveSummary) -> str:
         f"overflows {c.overflows}, lost samples {c.lost_samples}, gaps {c.gaps} ({c.gap_s:.1f} s), "
         f"skipped windows {c.skipped}, reconnects {summary.reconnects}; stopped: {summary.stopped_by}"
         + (f"; recorded: {', '.join(summary.recordings)}" if summary.recordings else "")
+        + (f"; {summary.breaths} breaths ({verdict_counts(summary.breath_labels)}), respiratory rate "
+           f"{'-' if summary.rate_bpm is None else f'{summary.rate_bpm:.0f}'}/min over the last 30 s"
+           if summary.breaths else "")
         + "".join(f"\n[bold red]warning:[/] {w}" for w in summary.warnings)
     )

@@ -8,6 +8,11 @@
     clf.finish()  # the last, partial window's decision
     clf.reset()   # a new patient or recording: windows and smoothing start again
 
+With `decide="breath"` (or `StreamConfig(decide="breath")`) it decides per respiratory cycle instead:
+`BreathStream` (runtime.live.breaths) finds each breath online, the breath is padded exactly as training pads
+an annotated cycle, and `accept_waveform` returns `BreathDecision`s (with the respiratory rate) as breaths
+become known, at most `BreathConfig.decision_delay_s` after they end.
+
 It is the same path `classify`, `stream` and the live view run (they build it with `Classifier.around`):
 `WindowStream` cuts cyclic-padded windows every hop at the model's rate (resampling the input as it comes),
 the quality gate judges each window, the model runs only on windows that pass, and `Decider` smooths the
@@ -24,7 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_lung.runtime.artifact.e2e import load_model
+from edge_lung.runtime.live.breaths import BreathConfig, BreathDecider, BreathDecision, BreathStream, classify_breath
 from edge_lung.runtime.live.stream import (
+    DECIDE_MODES,
     Counters,
     Decider,
     Decision,
@@ -46,6 +53,8 @@ class Classifier:
         threads: onnxruntime intra-op threads (default: onnxruntime's choice, bounded by the usable cores).
         quality_gate: False classifies every window except those holding NaN/inf samples.
         source: the name put in each `Decision.source` (a file path, a device name).
+        decide: "window" or "breath" (default: `config.decide`).
+        breaths: how breaths are found (`BreathConfig`), breath mode only.
     """
 
     def __init__(
@@ -57,22 +66,33 @@ class Classifier:
         threads: int | None = None,
         quality_gate: bool = True,
         source: str | None = None,
+        decide: str | None = None,
+        breaths: BreathConfig | None = None,
     ) -> None:
         engine = StreamingClassifier(load_model(model_dir, graph, threads=threads), config, gate=quality_gate)
-        self._bind(engine, source)
+        self._bind(engine, source, decide, breaths)
 
     @classmethod
-    def around(cls, engine: StreamingClassifier, source: str | None = None) -> Classifier:
+    def around(cls, engine: StreamingClassifier, source: str | None = None, decide: str | None = None,
+               breaths: BreathConfig | None = None) -> Classifier:
         """A `Classifier` on an already loaded `StreamingClassifier` (its ONNX session is shared, not copied)."""
         self = cls.__new__(cls)
-        self._bind(engine, source)
+        self._bind(engine, source, decide, breaths)
         return self
 
-    def _bind(self, engine: StreamingClassifier, source: str | None) -> None:
+    def _bind(self, engine: StreamingClassifier, source: str | None, decide: str | None = None,
+              breaths: BreathConfig | None = None) -> None:
         self.engine = engine
         self.source = source
+        self.mode = engine.cfg.decide if decide is None else decide
+        if self.mode not in DECIDE_MODES:
+            raise ValueError(f"Classifier decide: expected one of {'|'.join(DECIDE_MODES)}, got {self.mode!r}")
+        self.breaths = breaths or BreathConfig()
         self.decider: Decider = engine.create_decider()
-        self.stream: WindowStream | None = None
+        info = engine.model.info
+        self.breath_decider = BreathDecider(engine.labels, list(info.abnormal_indices), engine.cfg.threshold,
+                                            self.breaths)
+        self.stream: WindowStream | BreathStream | None = None
         self._finished = False
 
     @property
@@ -90,29 +110,33 @@ class Classifier:
         """Input samples accepted since the last `reset()`."""
         return 0 if self.stream is None else self.stream.input_samples
 
-    def start(self, sample_rate: int) -> WindowStream:
+    def start(self, sample_rate: int) -> WindowStream | BreathStream:
         """The window stream for input at `sample_rate` Hz (created at the first block; `ValueError` when a later
         block comes at another rate without a `reset()` in between, or after `finish()`)."""
         if self._finished:
             raise ValueError("Classifier: finish() was called; call reset() before feeding a new stream")
         if int(sample_rate) != sample_rate or sample_rate <= 0:
             raise ValueError(f"Classifier: expected a positive whole sample rate in Hz, got {sample_rate}")
-        if self.stream is None:
+        if self.stream is None and self.mode == "breath":
+            self.stream = BreathStream(self.engine.features, self.breaths, int(sample_rate),
+                                       self.engine.cfg.fill_gap_s, self.engine.quality.clip_level)
+        elif self.stream is None:
             self.stream = self.engine.create_stream(int(sample_rate))
         elif self.stream.input_rate != sample_rate:
             raise ValueError(f"Classifier: this stream runs at {self.stream.input_rate} Hz, got a block at "
                              f"{sample_rate} Hz; call reset() to start a stream at another rate")
         return self.stream
 
-    def accept_waveform(self, samples: np.ndarray, sample_rate: int) -> list[Decision]:
+    def accept_waveform(self, samples: np.ndarray, sample_rate: int) -> list[Decision | BreathDecision]:
         """Feed mono float samples (any length, values in [-1, 1]) at `sample_rate` Hz.
 
         Returns:
-            The decisions of every window completed by these samples (often none, one per hop otherwise).
+            The decisions of every window completed by these samples (often none, one per hop otherwise), or in
+            breath mode of every breath that became known.
         """
         return self.decide_all(self.start(sample_rate).accept_waveform(np.asarray(samples)))
 
-    def finish(self) -> list[Decision]:
+    def finish(self) -> list[Decision | BreathDecision]:
         """End of input: the decision of the last, partial window (cyclic-padded as training pads cycles).
 
         Returns:
@@ -127,13 +151,22 @@ class Classifier:
         self.stream = None
         self._finished = False
         self.decider.reset()
+        self.breath_decider.reset()
 
-    def decide_all(self, windows: Iterable[Window], counters: Counters | None = None) -> list[Decision]:
-        """Gate, model and decider on each window, in order."""
-        return [self.decide(w, self.engine.process(w), counters) for w in windows]
+    def decide_all(self, windows: Iterable[Window], counters: Counters | None = None
+                   ) -> list[Decision | BreathDecision]:
+        """Gate, model and decider on each window (or breath), in order."""
+        return [self.decide(w, self.process(w), counters) for w in windows]
 
-    def decide(self, window: Window, result: WindowResult, counters: Counters | None = None) -> Decision:
+    def process(self, window: Window) -> WindowResult:
+        """Gate and model on a window, or on a breath padded as training pads a cycle (the worker thread runs it)."""
+        return classify_breath(self.engine, window) if self.mode == "breath" else self.engine.process(window)
+
+    def decide(self, window: Window, result: WindowResult, counters: Counters | None = None
+               ) -> Decision | BreathDecision:
         """The decision for a window the model (or the gate) already judged: the live path runs
-        `engine.process` on its worker thread and decides here, in window order."""
+        `process` on its worker thread and decides here, in window order."""
+        if self.mode == "breath":
+            return self.breath_decider.decide(window, result, counters, self.source)
         return self.decider.decide(window, result.probabilities, result.feature_ms, result.model_ms, counters,
                                    self.source, result.quality)

@@ -98,6 +98,8 @@ class LiveDisplay:
     def _render(self):
         from rich.table import Table
 
+        if self._rows and getattr(self._rows[-1], "kind", "window") == "breath":
+            return self._render_breaths(Table)
         table = Table(title=self.title, title_justify="left", expand=False, box=None, padding=(0, 1))
         for name, justify in (
             ("window s", "right"),
@@ -131,6 +133,25 @@ class LiveDisplay:
                 f"({c['gap_s']:.1f} s)  skipped windows {c['skipped']}   * = cyclic-padded (under one window of audio)"
             )
             table.caption_justify = "left"
+        return table
+
+
+    def _render_breaths(self, table_class):
+        """--decide breath: one row per breath (its label, P(abnormal)) and the respiratory rate."""
+        table = table_class(title=self.title, title_justify="left", expand=False, box=None, padding=(0, 1))
+        for name in ("breath", "seconds", "label", "P(abn)", "flag", "rate /min"):
+            table.add_column(name)
+        for d in self._rows:
+            w = d.window
+            flag = "[bold red]ABNORMAL[/]" if d.flag else "[green]ok[/]"
+            if d.verdict != "ok":
+                flag = f"[bold yellow]{d.verdict}[/]"
+            rate = "-" if d.rate_bpm is None else f"{d.rate_bpm:.0f}"
+            table.add_row(str(w.index), f"{w.start_s:7.1f}-{w.end_s:<7.1f}", d.label, _prob(d.p_abnormal), flag, rate)
+        last = self._rows[-1]
+        rate = "-" if last.rate_bpm is None else f"{last.rate_bpm:.0f}"
+        table.caption = f"respiratory rate {rate} breaths/min (last 30 s); gaps {last.counters['gaps']}"
+        table.caption_justify = "left"
         return table
 
 

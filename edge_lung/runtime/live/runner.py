@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_lung.runtime.live.breaths import BreathDecision, BreathStream
 from edge_lung.runtime.live.classifier import Classifier
 from edge_lung.runtime.live.sources import Source
 from edge_lung.runtime.live.stream import Counters, Decision, StreamingClassifier, Window, WindowStream
@@ -39,6 +40,9 @@ class LiveSummary:
     stopped_by: str = ""
     recordings: list[str] = field(default_factory=list)  # --record files written (NAME-2.flac if NAME was taken)
     warnings: list[str] = field(default_factory=list)  # e.g. a recording stopped by a full disk
+    breaths: int = 0  # --decide breath: breaths detected, their labels (or quality verdicts), the last rate
+    breath_labels: dict[str, int] = field(default_factory=dict)
+    rate_bpm: float | None = None
 
     @property
     def seconds(self) -> float:
@@ -59,6 +63,8 @@ class LiveSummary:
             "recordings": self.recordings,
             "warnings": self.warnings,
             **self.counters.as_dict(),
+            **({"breaths": self.breaths, "breath_labels": dict(self.breath_labels),
+                "rate_bpm": None if self.rate_bpm is None else round(self.rate_bpm, 2)} if self.breaths else {}),
         }
 
 
@@ -128,8 +134,8 @@ class _Loop:
         self.counters = summary.counters
         self.rate = source.rate
         self.clf = Classifier.around(classifier, source.name)
-        self.stream: WindowStream = self.clf.start(self.rate)
-        self.worker = InferenceWorker(classifier.process, max_pending=1, backpressure=backpressure)
+        self.stream: WindowStream | BreathStream = self.clf.start(self.rate)
+        self.worker = InferenceWorker(self.clf.process, max_pending=1, backpressure=backpressure)
         self._lost_seen = 0
 
     def run(self, stop: threading.Event, duration_s: float | None, poll_s: float, max_block_s: float) -> None:
@@ -209,8 +215,20 @@ class _Loop:
         self.counters.skipped = self.worker.skipped
         for window, r in results:
             decision = self.clf.decide(window, r, self.counters)
-            self.summary.windows += 1
-            self.summary.flagged += int(decision.flag)
-            self.summary.verdicts[decision.verdict] = self.summary.verdicts.get(decision.verdict, 0) + 1
+            if isinstance(decision, BreathDecision):
+                self._breath(decision)
+            else:
+                self._window(decision)
             for sink in self.on_decision:
                 sink(decision)
+
+    def _breath(self, decision: BreathDecision) -> None:
+        self.summary.breaths += 1
+        self.summary.breath_labels[decision.label] = self.summary.breath_labels.get(decision.label, 0) + 1
+        self.summary.rate_bpm = decision.rate_bpm
+        self.summary.flagged += int(decision.flag)
+
+    def _window(self, decision: Decision) -> None:
+        self.summary.windows += 1
+        self.summary.flagged += int(decision.flag)
+        self.summary.verdicts[decision.verdict] = self.summary.verdicts.get(decision.verdict, 0) + 1

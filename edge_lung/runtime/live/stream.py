@@ -46,6 +46,8 @@ def check_seconds(value: float, option: str, allow_zero: bool = False) -> None:
     if not (math.isfinite(value) and low_ok and value <= MAX_SECONDS):
         low = "[0" if allow_zero else "(0"
         raise ValueError(f"{option}: expected seconds in {low}, {MAX_SECONDS:g}] (a week), got {value}")
+DECIDE_MODES = ("window", "breath")
+"""What the runtime decides on: the last window every hop, or each detected respiratory cycle."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,11 @@ class StreamConfig:
     smooth: int = 5
     threshold: float = 0.5
     fill_gap_s: float = 0.5  # gaps up to this long are filled with silence; longer ones restart the windowing
+    # "window": a decision every hop on the last window; "breath": one per detected respiratory cycle, padded as
+    # training pads a cycle (runtime.live.breaths; issue 28). Window stays the default: on the same validation
+    # cycles breath mode scored 65.1 vs 64.1 (tiny AST) and 52.1 vs 52.1 (descriptors), within noise, and its
+    # segmenter matches 55% of the annotated cycles (benchmarks/results/breaths/2026-12-08-breaths.md).
+    decide: str = "window"
 
     def __post_init__(self) -> None:
         check_seconds(self.hop_s, "hop_s (--hop)")
@@ -67,6 +74,8 @@ class StreamConfig:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold (--threshold): expected a probability in [0, 1], got {self.threshold}")
         check_seconds(self.fill_gap_s, "fill_gap_s", allow_zero=True)
+        if self.decide not in DECIDE_MODES:
+            raise ValueError(f"decide (--decide): expected one of {'|'.join(DECIDE_MODES)}, got {self.decide!r}")
 
 
 def no_window_reason(cfg: StreamConfig, audio_s: float) -> str:

@@ -4,6 +4,9 @@ A file is decoded at its own rate and fed to the same `WindowStream` the live pa
 blocks, so `classify` and `stream --replay` give identical windows. When ICBHI annotations
 (`<stem>.txt`: start, end, crackle, wheeze per line) sit beside a recording, each annotated
 cycle is matched with the windows that overlap it and the report says how they line up.
+With `--decide breath` the decisions are per detected breath (runtime.live.breaths); on an annotated
+recording each detected breath is matched to the annotated cycle it overlaps most (IoU >= 0.5), the
+ICBHI Score is taken on the matched cycles, and window mode runs beside it for its figure.
 Each decision is folded into running figures as it is made (nothing per window is kept), so
 memory does not grow with the recording; one unreadable file is one error row, not a lost batch.
 """
@@ -22,6 +25,7 @@ from edge_lung.config import LABELS
 from edge_lung.data.icbhi import CycleSpec, parse_annotation
 from edge_lung.metrics import score_predictions, screening_curve
 from edge_lung.runtime.artifact.quality import nonfinite_runs
+from edge_lung.runtime.live.breaths import BreathDecision, breaths_per_minute, match_cycles
 from edge_lung.runtime.live.classifier import Classifier
 from edge_lung.runtime.live.stream import Decision, StreamConfig, StreamingClassifier, no_window_reason
 
@@ -66,8 +70,10 @@ class FileResult:
     cycles: list[CycleMatch] | None = None
     note: str = ""
     status: str = "ok"
+    decide: str = "window"  # "breath": `windows` counts detected breaths
+    breaths: BreathMatch | None = None  # breath mode on an annotated recording
 
-    def add(self, decision: Decision) -> None:
+    def add(self, decision: Decision | BreathDecision) -> None:
         self.windows += 1
         self.verdicts[decision.verdict] = self.verdicts.get(decision.verdict, 0) + 1
         if decision.verdict != "ok":
@@ -92,6 +98,10 @@ class FileResult:
         }
         if self.cycles is not None:
             out.update(cycle_agreement(self.cycles, labels))
+        if self.decide != "window":
+            out["decide"] = self.decide
+        if self.breaths is not None:
+            out["breaths"] = breath_agreement([self.breaths], labels)
         return out
 
 
@@ -165,6 +175,74 @@ def cycle_agreement(matches: list[CycleMatch], labels: tuple[str, ...]) -> dict[
     return out
 
 
+@dataclass
+class BreathTally:
+    """The detected breaths of one recording, folded in one decision at a time (spans and classes, no audio)."""
+
+    spans: list[tuple[float, float]] = field(default_factory=list)
+    predicted: list[int | None] = field(default_factory=list)  # None: the quality gate stopped the breath
+    p_abnormal: list[float | None] = field(default_factory=list)
+    flags: list[bool] = field(default_factory=list)
+
+    def add(self, decision: BreathDecision) -> None:
+        self.spans.append((decision.window.start_s, decision.window.end_s))
+        ok = decision.verdict == "ok"
+        self.predicted.append(int(np.argmax(decision.probabilities)) if ok else None)
+        self.p_abnormal.append(decision.p_abnormal if ok else None)
+        self.flags.append(bool(decision.flag))
+
+    def match(self, cycles: list[CycleSpec]) -> BreathMatch:
+        """Each detected breath matched to the annotated cycle it overlaps most (IoU >= 0.5)."""
+        annotated = [(c.start_s, c.end_s) for c in cycles]
+        if not annotated:
+            return BreathMatch(0, 0, [], None, None)  # nothing annotated: nothing to match
+        lo, hi = annotated[0][0], annotated[-1][1]
+        inside = [i for i, (a, b) in enumerate(self.spans) if min(b, hi) - max(a, lo) >= 0.5 * (b - a)]
+        pairs = match_cycles([self.spans[i] for i in inside], annotated)
+        matched = [(cycles[j].label, self.predicted[inside[i]], self.p_abnormal[inside[i]], self.flags[inside[i]])
+                   for i, j in pairs]
+        return BreathMatch(len(inside), len(annotated), matched,
+                           breaths_per_minute([b - a for a, b in self.spans]),
+                           breaths_per_minute([b - a for a, b in annotated]), [j for _, j in pairs])
+
+
+@dataclass(frozen=True)
+class BreathMatch:
+    """Breath mode on one annotated recording: detected breaths inside the annotated stretch (annotators leave
+    a recording's ends unmarked), annotated cycles, and per matched cycle (true class, predicted class or None,
+    P(abnormal) or None, flag); the respiratory rate detected and annotated (60 / mean cycle length)."""
+
+    detected: int
+    annotated: int
+    matched: list[tuple[int, int | None, float | None, bool]]
+    rate_bpm: float | None
+    annotated_rate_bpm: float | None
+    cycle_indices: list[int] = field(default_factory=list)  # the annotated cycle of each `matched` entry
+
+
+def breath_agreement(matches: list[BreathMatch], labels: tuple[str, ...]) -> dict[str, Any]:
+    """How detected breaths line up with annotated cycles (IoU >= 0.5), and the Score on the matched cycles."""
+    det = sum(m.detected for m in matches)
+    ann = sum(m.annotated for m in matches)
+    pairs = [p for m in matches for p in m.matched]
+    precision = 100.0 * len(pairs) / det if det else None
+    recall = 100.0 * len(pairs) / ann if ann else None
+    out: dict[str, Any] = {
+        "detected": det, "annotated": ann, "matched": len(pairs), "precision": precision, "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision and recall else None,
+    }
+    errors = [abs(m.rate_bpm - m.annotated_rate_bpm) for m in matches
+              if m.rate_bpm is not None and m.annotated_rate_bpm is not None]
+    out["rate_mae_bpm"] = float(np.mean(errors)) if errors else None
+    decided = [p for p in pairs if p[1] is not None]
+    out["matched_decided"] = len(decided)
+    if decided and tuple(labels) == LABELS:
+        scores = score_predictions(np.array([p[0] for p in decided]), np.array([p[1] for p in decided]))
+        out["class_agreement"] = scores["accuracy"]
+        out["icbhi_score"] = scores["score"]
+    return out
+
+
 def classify_file(
     classifier: StreamingClassifier,
     path: str | Path,
@@ -192,11 +270,18 @@ def classify_file(
     acc = CycleAccumulator(cycles, list(classifier.model.info.abnormal_indices), classifier.cfg.threshold)
     clf = Classifier.around(classifier, source=str(path))
     stream = clf.start(info.sample_rate)
+    result.decide = clf.mode
+    tally = BreathTally()
+    # breath mode on an annotated recording: window mode runs beside it, for its figure on the same cycles
+    beside = Classifier.around(classifier, str(path), decide="window") if clf.mode == "breath" and txt else None
 
-    def decide(decisions: Iterable[Decision]) -> None:
+    def decide(decisions: Iterable[Decision | BreathDecision]) -> None:
         for decision in decisions:
             result.add(decision)
-            acc.add(decision)
+            if isinstance(decision, BreathDecision):
+                tally.add(decision)
+            else:
+                acc.add(decision)
             if keep_decisions:
                 result.decisions.append(decision)
             if on_decision is not None:
@@ -204,7 +289,8 @@ def classify_file(
 
     invalid = NonfiniteTally()
     try:
-        damage = _decide_blocks(clf, decide, path, max(1, int(round(block_s * info.sample_rate))), invalid)
+        damage = _decide_blocks(clf, decide, path, max(1, int(round(block_s * info.sample_rate))), invalid,
+                                beside=None if beside is None else (beside, _folder(acc)))
         result.duration_s = stream.input_samples / info.sample_rate
     except KeyboardInterrupt:
         result.duration_s = stream.input_samples / info.sample_rate
@@ -218,25 +304,41 @@ def classify_file(
         # `data summary` names it) and left out, not counted as a cycle no window overlapped (issue 26)
         _, problems = parse_annotation(txt, result.duration_s)
         result.cycles = [m for m in acc.matches() if m.cycle.start_s < result.duration_s]
+        result.breaths = tally.match([c for c in cycles if c.start_s < result.duration_s]) \
+            if clf.mode == "breath" else None
         notes = [f"{Path(p.file).name}: {p.reason}" for p in problems if p.kind == "error"]
         result.note = "; ".join([result.note, *notes] if result.note else notes)
     return result
 
 
 def _decide_blocks(
-    clf: Classifier, decide: Callable[[Iterable[Decision]], None], path: Path, block: int, invalid: NonfiniteTally
+    clf: Classifier, decide: Callable[[Iterable[Decision]], None], path: Path, block: int, invalid: NonfiniteTally,
+    beside: tuple[Classifier, Callable[[Iterable[Decision]], None]] | None = None,
 ) -> AudioError | None:
-    """Feed the file through `clf` block by block; returns the error where decoding stopped, if it did."""
+    """Feed the file through `clf` (and the `beside` classifier, if any) block by block; returns the error where
+    decoding stopped, if it did."""
     damage = None
     rate = clf.stream.input_rate
     try:
         for samples in read_blocks(path, block):
             invalid.add(samples, clf.input_samples)
             decide(clf.accept_waveform(samples, rate))
+            if beside is not None:
+                beside[1](beside[0].accept_waveform(samples, rate))
     except AudioError as exc:
         damage = exc
     decide(clf.finish())
+    if beside is not None:
+        beside[1](beside[0].finish())
     return damage
+
+
+def _folder(acc: CycleAccumulator) -> Callable[[Iterable[Decision]], None]:
+    """Window decisions folded into the annotated cycles only (window mode's figure beside breath mode)."""
+    def fold(decisions: Iterable[Decision]) -> None:
+        for decision in decisions:
+            acc.add(decision)
+    return fold
 
 
 class NonfiniteTally:
@@ -320,4 +422,8 @@ def classify_files(
 def overall_agreement(results: list[FileResult], labels: tuple[str, ...]) -> dict[str, Any] | None:
     """Cycle agreement pooled over every annotated recording, or None if none had annotations."""
     matches = [m for r in results if r.cycles is not None for m in r.cycles]
-    return cycle_agreement(matches, labels) if matches else None
+    pooled = cycle_agreement(matches, labels) if matches else None
+    breaths = [r.breaths for r in results if r.breaths is not None]
+    if pooled is not None and breaths:
+        pooled["breaths"] = breath_agreement(breaths, labels)
+    return pooled
