@@ -16,6 +16,7 @@ import numpy as np
 from edge_lung.config import FeatureConfig
 from edge_lung.export.frontend import end_to_end_model
 from edge_lung.export.parity import ParityError, pick_balanced
+from edge_lung.features import window_features
 from edge_lung.fileio import atomic_path, sha256_file
 from edge_lung.runtime.artifact.e2e import (
     AUDIO_NAME,
@@ -25,6 +26,7 @@ from edge_lung.runtime.artifact.e2e import (
     E2EClassifier,
     open_e2e_session,
 )
+from edge_lung.runtime.artifact.model_dir import OnnxClassifier
 from edge_lung.scoring import softmax
 
 FEATURES_LIMIT = 1e-4
@@ -116,6 +118,28 @@ def write_test_vectors(model_dir: Path, classifier: Any, audio: np.ndarray, feat
     }
 
 
+def write_model_vectors(model_dir: Path, shipped: Path, cfg: FeatureConfig, audio: np.ndarray, labels: np.ndarray,
+                        names: list[str], int8: bool, threads: int | None, seed: int) -> dict[str, Any]:
+    """test_vectors.npz for a front end with no end-to-end graph (the descriptors): a few windows' audio, the numpy
+    front end's features of them and the shipped model's logits, so `edge-lung verify` still checks both on the
+    device. Returns its manifest entry."""
+    picks = pick_balanced(labels, VECTOR_WINDOWS, seed)
+    audio = audio[picks]
+    features = np.stack([window_features(a, cfg) for a in audio])
+    logits = OnnxClassifier(shipped, threads).logits(features)
+    arrays = {"audio": audio, "features": features, "logits": logits, "probabilities": softmax(logits),
+              "source": np.array([names[i] for i in picks])}
+    path = model_dir / VECTORS_NAME
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    return {
+        "file": VECTORS_NAME, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
+        "windows": int(len(audio)), "sources": [names[i] for i in picks],
+        "arrays": {k: list(v.shape) for k, v in arrays.items()},
+        "tolerance": {"features": FEATURES_LIMIT, **(INT8_LIMITS if int8 else {"logits": 1e-4, "probabilities": 1e-4})},
+    }
+
+
 def e2e_manifest_entry(path: Path, cfg: FeatureConfig, num_classes: int) -> dict[str, Any]:
     """The manifest's `e2e` entry: file, SHA-256, size, input and outputs."""
     return {
@@ -164,8 +188,6 @@ def finish_end_to_end(model_dir: Path, shipped: Path, cfg: FeatureConfig, parity
 
     `parity` is (audio[N, S], features[N, T, M], labels[N], names). Returns (manifest entries, INT8 record).
     """
-    from edge_lung.runtime.artifact.model_dir import OnnxClassifier
-
     audio, features, labels, names = parity
     e2e_path = write_end_to_end(shipped, model_dir / E2E_NAME, cfg)
     classifier = OnnxClassifier(shipped, threads)
