@@ -8,7 +8,15 @@ from pathlib import Path
 import typer
 
 from edge_lung.fileio import PLOT_PNG, check_output
-from edge_lung.train.config import TrainConfig, check_num_threads  # torch-free: the options' defaults come from it
+
+# torch-free: the options' defaults come from it
+from edge_lung.train.config import (
+    DEFAULT_BATCH_SIZE,
+    MIN_BATCH_SIZE,
+    MIN_STEPS_PER_EPOCH,
+    TrainConfig,
+    check_num_threads,
+)
 
 _MULTI_GPU = (
     "Multi-GPU: run the same command under accelerate or torchrun, e.g. "
@@ -60,7 +68,10 @@ def train_command(
     weight_decay: float = typer.Option(TrainConfig.weight_decay, help="AdamW weight decay."),
     epochs: int = typer.Option(TrainConfig.epochs, help="Training epochs."),
     warmup_epochs: float = typer.Option(TrainConfig.warmup_epochs, help="Linear warm-up length in epochs."),
-    batch_size: int = typer.Option(TrainConfig.batch_size, help="Global batch size."),
+    batch_size: int = typer.Option(TrainConfig.batch_size, help=f"Global batch size (default: {DEFAULT_BATCH_SIZE}, "
+                                   f"halved down to {MIN_BATCH_SIZE} until an epoch takes at least "
+                                   f"{MIN_STEPS_PER_EPOCH} optimizer steps, so a small database still trains; the "
+                                   "value used is in config.json)."),
     grad_clip: float = typer.Option(TrainConfig.grad_clip, help="Clip the gradient norm to this (0 = off)."),
     label_smoothing: float = typer.Option(TrainConfig.label_smoothing, help="Label smoothing of the cross-entropy."),
     sampler: str = typer.Option(TrainConfig.sampler, help="uniform | wrs (weighted random sampler, weight 1/class "

@@ -59,6 +59,7 @@ from edge_lung.train.config import (
     TrainError,
     default_run_dir,
     resolve_adapter,
+    resolve_batch_size,
     resolve_device,
     resolve_lr,
     resolve_rho,
@@ -234,6 +235,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     criterion: nn.Module
     lr: float
+    batch_size: int  # global: `resolve_batch_size` of the training set
     steps_per_epoch: int
     run_config: dict[str, Any]
     reporter: Reporter
@@ -311,9 +313,10 @@ def _prepare(cfg: TrainConfig, console: Any, objective: Objective) -> _Run:
     net: nn.Module = LogitsModel(model)
     lr = resolve_lr(cfg, adapter)
     optimizer = make_optimizer([p for p in net.parameters() if p.requires_grad], cfg, lr)
+    batch_size = resolve_batch_size(cfg, len(data.train))
     run = _Run(cfg=cfg, dist=dist, run_dir=run_dir, device=device, use_bf16=use_bf16, data=data, model=model,
                net=net, optimizer=optimizer, criterion=objective.criterion(cfg, data, device), lr=lr,
-               steps_per_epoch=math.ceil(len(data.train) / cfg.batch_size), run_config={},
+               batch_size=batch_size, steps_per_epoch=math.ceil(len(data.train) / batch_size), run_config={},
                reporter=Reporter(cfg.progress and dist.main, console), objective=objective)
     if checkpoint is not None:
         restore_checkpoint(net, optimizer, checkpoint, run_dir)
@@ -382,6 +385,8 @@ def _run_config(run: _Run, adapter: str) -> dict[str, Any]:
         "adapter": adapter,
         "lr": run.lr,
         "rho": resolve_rho(cfg),
+        "batch_size": run.batch_size,
+        "optimizer_steps": run.steps_per_epoch * cfg.epochs,
         "precision": "bf16" if run.use_bf16 else "fp32",
         "world_size": run.dist.world,
         "parameters": {"trainable": trainable, "total": total, "trainable_percent": 100.0 * trainable / total},
@@ -396,7 +401,7 @@ def _run_config(run: _Run, adapter: str) -> dict[str, Any]:
 
 def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     """One pass over the epoch's sampling order; returns the epoch's metrics entry (no validation yet)."""
-    cfg, steps = run.cfg, run.steps_per_epoch
+    cfg, steps, batch = run.cfg, run.steps_per_epoch, run.batch_size
     rand = EpochRandom.for_epoch(cfg.seed, epoch)
     torch.manual_seed(rand.dropout_seed)
     order = sample_order(run.data.train.labels, cfg.sampler, rand.order, len(run.data.labels))
@@ -406,9 +411,9 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
         step = (epoch - 1) * steps + i
         set_lr(run.optimizer, lr_at(step, steps * cfg.epochs, int(round(cfg.warmup_epochs * steps)), run.lr,
                                     run.lr * cfg.min_lr_ratio))
-        idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-        if run.dist.world > 1 and len(idx) < cfg.batch_size:  # every process needs samples of the last batch
-            idx = np.resize(idx, cfg.batch_size)
+        idx = order[i * batch : (i + 1) * batch]
+        if run.dist.world > 1 and len(idx) < batch:  # every process needs samples of the last batch
+            idx = np.resize(idx, batch)
         x, y = run.data.train.batch(idx, rand.wave)
         if cfg.spec_augment:
             x = spec_augment(x, cfg.freq_mask, cfg.time_mask, cfg.num_masks, rand.spec)
@@ -479,8 +484,8 @@ def _bn_batches(run: _Run, epoch: int) -> Iterator[torch.Tensor]:
     waveform-augmented as training draws them, from a generator of (seed, epoch) so a resumed run matches."""
     rng = np.random.default_rng([run.cfg.seed, epoch, 0xB4])
     order = rng.permutation(len(run.data.train))[:PRECISE_BN_CYCLES]
-    for i in range(0, len(order), run.cfg.batch_size):
-        yield run.data.train.batch(order[i : i + run.cfg.batch_size], rng)[0].to(run.device)
+    for i in range(0, len(order), run.batch_size):
+        yield run.data.train.batch(order[i : i + run.batch_size], rng)[0].to(run.device)
 
 
 def _validate_and_checkpoint(run: _Run, entry: dict[str, Any]) -> None:

@@ -21,7 +21,8 @@ RECIPES: dict[str, dict[str, Any]] = {
                "stethoscope records, 4 kHz ones included) and peak lr 3e-4: held-out Meditron, tiny, seed 0, "
                "8 epochs, last-epoch Score 11.4 (v1) -> 46.6 (v2), 38 with lr 3e-4 alone",
         "settings": {"channel_aug": True, "mel_norm": "window", "sampler": "uniform", "spec_augment": False,
-                     "waveform_aug": False, "lr": 3e-4, "features": {"high_freq_hz": 2000.0, "num_mel_bins": 64}},
+                     "waveform_aug": False, "lr": 3e-4, "batch_size": 32,
+                     "features": {"high_freq_hz": 2000.0, "num_mel_bins": 64}},
     },
     "icbhi-descriptors": {
         "version": 1,
@@ -33,7 +34,8 @@ RECIPES: dict[str, dict[str, Any]] = {
                "46.0 without the margin (benchmarks/results/device-shift/2026-12-07-device-shift-descriptors.md)",
         "settings": {"backbone": "linear", "features": {"front_end": "respiratory", "num_mel_bins": 26},
                      "optimizer": "adamw", "lr": 1e-2, "epochs": 30, "sampler": "uniform", "spec_augment": False,
-                     "channel_aug": False, "waveform_aug": False, "select": "last", "normal_margin": "cross-device"},
+                     "channel_aug": False, "waveform_aug": False, "select": "last", "normal_margin": "cross-device",
+                     "batch_size": 32},
     },
 }
 

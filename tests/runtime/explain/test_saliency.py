@@ -25,7 +25,7 @@ from edge_lung.runtime.explain.saliency import (
     saliency_hits,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def blob_detector(frames: slice, bins: slice):
@@ -137,8 +137,25 @@ def demo_out() -> Path:
     return out
 
 
+SALIENCY_RECORDINGS = 8
+"""Held-out recordings the acceptance check explains (the first, by name): 78-100 flagged windows."""
+SALIENCY_AIM = 0.65
+"""Share of saliency peaks inside a drawn event the demo model must reach, and its shuffled copy must not."""
+
+
 @pytest.mark.slow
 def test_saliency_points_at_drawn_events_and_shuffled_weights_do_not(tmp_path: Path):
+    """The demo model is trained on as many threads as the machine has, so it is not the same model on
+    every machine: the check is set from measured spread, not from one run
+    (benchmarks/results/small-db/2026-12-08-saliency-spread.md). Demo-recipe models of 100-recording
+    databases (1 thread), hits on the first 4 / first 8 held-out recordings: seed 0: 34/42 (81.0%) / 67/78
+    (85.9%); seed 1: 33/45 (73.3%) / 82/100 (82.0%); the model of issue 24 (seed 0, another machine): 33/42
+    (78.6%) on 4, which failed the old check (4 recordings, aim 0.8). Shuffled copies: 6/34 (17.6%, seed 0,
+    3 recordings), 20/61 (32.8%, seed 1, 4 recordings). On 80-100 windows one model's rate has a binomial
+    spread (sd) of about 4 points: the aim of 0.65 sits 17 points (4 sd) below the lowest 8-recording rate
+    measured and 32 points (5 sd on 61 windows) above the highest shuffled one. About twice the old
+    check's time (two models x ~90 windows x 129 occlusions).
+    """
     pytest.importorskip("onnx")
     from edge_lung.data.icbhi import Database
     from edge_lung.runtime.commands.session import load_classifier
@@ -147,13 +164,16 @@ def test_saliency_points_at_drawn_events_and_shuffled_weights_do_not(tmp_path: P
     from edge_lung.testing import shuffle_model_weights
 
     out = demo_out()
-    held_out = sorted(r.wav for r in Database.scan(out / "synthetic-db").recordings if r.split == "test")[:4]
+    recordings = Database.scan(out / "synthetic-db").recordings
+    held_out = sorted(r.wav for r in recordings if r.split == "test")[:SALIENCY_RECORDINGS]
     model = out / "model-int8"
     real = check_saliency(load_classifier(model, StreamConfig(), 1), held_out)
     shuffled = check_saliency(load_classifier(shuffle_model_weights(model, tmp_path / "shuffled"), StreamConfig(), 1),
                               held_out)
-    assert real.passes(), f"demo model: {real.hits}/{real.windows} saliency peaks inside a drawn event"
-    assert not shuffled.passes(), f"shuffled weights: {shuffled.hits}/{shuffled.windows} peaks inside a drawn event"
+    assert real.windows >= 40, f"demo model: only {real.windows} flagged windows hold a drawn event"
+    assert real.passes(aim=SALIENCY_AIM), f"demo model: {real.hits}/{real.windows} saliency peaks inside a drawn event"
+    assert not shuffled.passes(aim=SALIENCY_AIM), (
+        f"shuffled weights: {shuffled.hits}/{shuffled.windows} peaks inside a drawn event")
 
 
 @pytest.mark.parametrize("value", [0, 10**23, float("nan"), 2.5])

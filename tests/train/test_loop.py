@@ -276,22 +276,54 @@ def test_cli_train_defaults_are_the_library_defaults() -> None:
     assert _parse_seeds(params["seeds"].default) == [TrainConfig.seed]
 
 
-LEARNING_RECORDINGS = 100
-"""The README's training example: a 100-recording synthetic database, `edge-lung train --backbone tiny`."""
+def test_default_batch_gives_a_small_database_enough_steps() -> None:
+    """`batch_size` unset: 32 where an epoch is at least 10 steps at 32 (the README's 100-recording database,
+    322-375 training cycles, and the real subset's 400), halved down to 8 below that; explicit values stand."""
+    from edge_lung.train.config import MIN_BATCH_SIZE, MIN_STEPS_PER_EPOCH, resolve_batch_size
+
+    cfg = TrainConfig(data="db")
+    assert cfg.batch_size is None
+    chosen = {n: resolve_batch_size(cfg, n) for n in (1, 50, 80, 186, 222, 288, 289, 322, 375, 400, 7000)}
+    assert chosen == {1: 8, 50: 8, 80: 8, 186: 16, 222: 16, 288: 16, 289: 32, 322: 32, 375: 32, 400: 32, 7000: 32}
+    for n, batch in chosen.items():  # enough steps, or the smallest batch
+        assert -(-n // batch) >= MIN_STEPS_PER_EPOCH or batch == MIN_BATCH_SIZE
+    assert resolve_batch_size(dataclasses.replace(cfg, batch_size=32), 222) == 32
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(data="db", batch_size=0)
+    # the named recipes keep the batch they were measured with, on any database size
+    from edge_lung.train.recipes import RECIPES, apply_recipe
+
+    for name in RECIPES:
+        recipe_cfg = TrainConfig(**apply_recipe({"data": "db", "recipe": name, "batch_size": None}, ["data"]))
+        assert resolve_batch_size(recipe_cfg, 100) == 32, name
+
+
+LEARNING_RECORDINGS = 60
+"""The smallest synthetic database the README's recipe must learn: `edge-lung data synth DB --recordings 60`,
+then `edge-lung train --data DB --backbone tiny` (222 training cycles; the README's own example has 100)."""
 
 
 @pytest.mark.slow
-def test_default_recipe_learns_the_synthetic_database(tmp_path: Path) -> None:
-    """The default recipe, untouched, must learn: best validation Score >= 75 (chance is 50;
-    the README promises > 80). About two minutes on two free cores, the suite's one long test:
-    nothing cheaper measures whether training works at all."""
+def test_default_recipe_learns_a_small_synthetic_database(tmp_path: Path) -> None:
+    """The default recipe, untouched, must learn a 60-recording database: best validation Score >= 75
+    (chance is 50; the README promises > 80). With a fixed batch of 32 (7 optimizer steps an epoch) this
+    run ended at 70.4: a small database got half the updates (benchmarks/results/small-db).
+
+    The threshold is set from measured spread (benchmarks/results/small-db/2026-12-08-small-db.md), one
+    thread: this run (database and training seed 0) scored 81.8, 70.4 with the old fixed batch; over
+    database and training seeds 0-2 the new default scored 81.8, 87.0, 76.8 and the old one 70.4, 72.2,
+    73.2. 75 lies between the two sets (1.8 points under the new lowest, 1.8 over the old highest).
+    Trained on one thread, so the result does not depend on the machine's thread count (it may still
+    differ between CPU types, by about the spread over seeds). About two minutes on one free core, the
+    suite's one long training: nothing cheaper measures whether training works at all."""
     from edge_lung.data.synth import synthesize_database
 
     db = tmp_path / "synth"
     synthesize_database(db, recordings=LEARNING_RECORDINGS, seed=0)
-    run = train(TrainConfig(data=str(db), out=str(tmp_path / "run"), device="cpu", progress=False))
+    run = train(TrainConfig(data=str(db), out=str(tmp_path / "run"), device="cpu", progress=False, num_threads=1))
     history = json.loads((run / "metrics.json").read_text())
     scores = [round(entry["val"]["score"], 1) for entry in history]
     assert max(scores) >= 75.0, f"validation Score per epoch never reached 75: {scores}"
-    best = json.loads((run / "config.json").read_text())["best"]
-    assert best["val"]["score"] == max(entry["val"]["score"] for entry in history)
+    config = json.loads((run / "config.json").read_text())
+    assert config["best"]["val"]["score"] == max(entry["val"]["score"] for entry in history)
+    assert config["optimizer_steps"] >= 10 * config["train"]["epochs"]
