@@ -1,5 +1,5 @@
-"""How far the saliency acceptance check (tests/runtime/explain/test_saliency.py) spreads over demo models trained with other
-seeds and thread counts: for each exported demo model, check_saliency over every held-out (test) recording of
+"""How far the saliency acceptance check (tests/runtime/explain/test_saliency.py) spreads over demo models trained
+with other seeds and thread counts: for each exported demo model, check_saliency over every held-out (test) recording of
 its synthetic database, the cumulative hits/windows after each recording (sorted by name, as the test takes
 them), for the model and for its shuffled-weights control.
 
