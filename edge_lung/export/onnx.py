@@ -245,7 +245,7 @@ def _load_split_cycles(run_config: dict, cfg: ExportConfig, features: FeatureCon
     from edge_lung.data.icbhi import load_split, run_val_split
 
     data_dir = cfg.data_dir or run_config.get("data")
-    if not data_dir or not Path(data_dir).is_dir():
+    if not data_dir or not Path(data_dir).exists():  # a folder, or a manifest file (issue 27)
         raise ExportError(
             f"database {data_dir!r} (from the run config) not found; pass --data DB_DIR for calibration and parity"
         )
