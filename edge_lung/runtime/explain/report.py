@@ -24,6 +24,7 @@ import numpy as np
 from edge_lung.audio import AudioError, audio_info, resample
 from edge_lung.features import log_mel, window_features
 from edge_lung.fileio import atomic_write_text
+from edge_lung.runtime.explain.corrections import write_corrections
 from edge_lung.runtime.explain.saliency import OcclusionConfig, WindowSaliency, decided_classes, window_saliency
 from edge_lung.runtime.live.stream import Decision, StreamingClassifier
 from edge_lung.runtime.offline.classify import FileResult, classify_file
@@ -160,6 +161,7 @@ class SessionCollector:
         page = out_dir / report.page_name
         atomic_write_text(page, render_page(report, classifier, occlusion))
         atomic_write_text(out_dir / "index.html", render_index([report], classifier))
+        write_corrections([report.result], out_dir)  # corrections.csv for a clinician (issue 27)
         return page
 
 
@@ -182,6 +184,7 @@ def write_report(
         if on_file is not None:
             on_file(Path(path), report)
     atomic_write_text(out_dir / "index.html", render_index(reports, classifier))
+    write_corrections([r.result for r in reports if r.error is None], out_dir)  # for a clinician (issue 27)
     return reports
 
 
