@@ -384,6 +384,7 @@ def _run_info(run_dir: Path, run_config: dict, data_dir: str, cfg: ExportConfig)
         **({"val_devices": train["val_devices"]} if train.get("val_devices") else {}),
         **{k: run_config[k] for k in ("backbone", "adapter") if k in run_config},
         **({"normal_margin": run_config["normal_margin"]["margin"]} if run_config.get("normal_margin") else {}),
+        **({"adapted": run_config["adapted"]["summary"]} if run_config.get("adapted") else {}),  # issue 27
     }
 
 

@@ -23,11 +23,14 @@ SPR_EVENTS = ("Normal", "Fine Crackle", "Normal", "Wheeze", "Normal", "Stridor",
 
 
 def sound(kind: str, seconds: float, rate: int, seed: int) -> np.ndarray:
-    """Breath-like noise, with clicks for a crackle and a 400 Hz tone for a wheeze (both for 'both')."""
+    """Breath-like noise (shaped around 350 Hz, swelling with each breath: the quality gate's idea of breathing),
+    with clicks for a crackle and a 400 Hz tone for a wheeze (both for 'both')."""
     rng = np.random.default_rng(seed)
     n = int(seconds * rate)
     t = np.arange(n) / rate
-    x = 0.05 * rng.standard_normal(n)
+    f = np.fft.rfftfreq(n, 1.0 / rate)
+    noise = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * np.exp(-0.5 * ((f - 350.0) / 150.0) ** 2), n)
+    x = 0.05 * noise / (noise.std() + 1e-12) * (0.2 + np.sin(np.pi * t / EVENT_S) ** 2)
     if kind in ("crackle", "both"):
         for start in np.arange(0.05, seconds - 0.05, 0.12):
             i, m = int(start * rate), int(0.01 * rate)

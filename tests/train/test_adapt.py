@@ -138,6 +138,9 @@ def test_report_corrections_adapt_round_trip(spr_run: Path, tmp_path: Path) -> N
     agree_after = (logits_of(after_model, features).argmax(1) == y).mean()
     assert agree_before < 0.9, f"the field windows were already decided as corrected ({agree_before:.2f})"
     assert agree_after > agree_before + 0.1, (agree_before, agree_after)
+    invoke("export", out, "--out", tmp_path / "md2")  # an ordinary run: export takes it, the card says what it is
+    card = (tmp_path / "md2" / "model_card.md").read_text()
+    assert "adapted (head) on" in card and "leave-one-patient-out Score" in card
 
 
 def before_model_features(db: Database, config: dict) -> np.ndarray:
