@@ -49,6 +49,7 @@ def spr_run(tmp_path_factory: pytest.TempPathFactory, spr_db: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_sprsound_run_records_its_layout_and_evaluates(spr_run: Path, spr_db: Path) -> None:
     config = json.loads((spr_run / "config.json").read_text())
     assert config["data_layout"]["layout"] == "sprsound" and config["data_layout"]["label_map"]["stridor"] == "wheeze"
@@ -56,6 +57,7 @@ def test_sprsound_run_records_its_layout_and_evaluates(spr_run: Path, spr_db: Pa
     assert "ICBHI official" in output and "on 8 cycles" in output  # the one test recording's events
 
 
+@pytest.mark.slow
 def test_adapt_on_a_manifest_makes_an_ordinary_run(spr_run: Path, manifest_db: Path, tmp_path: Path) -> None:
     out = tmp_path / "adapted"
     output = invoke("adapt", spr_run, "--data", manifest_db, "--out", out, "--from-scratch", "--num-threads", "1")
@@ -76,6 +78,7 @@ def test_adapt_on_a_manifest_makes_an_ordinary_run(spr_run: Path, manifest_db: P
     assert changed and all(n.startswith(("model.classifier.", "model.features.1.")) for n in changed), changed
 
 
+@pytest.mark.slow
 def test_adapt_never_reads_the_test_split(spr_run: Path, spr_db: Path, tmp_path: Path) -> None:
     adapt(AdaptConfig(str(spr_run), str(spr_db), str(tmp_path / "a"), folds=3, num_threads=1), say=lambda _: None)
     adapted = json.loads((tmp_path / "a" / "config.json").read_text())["adapted"]
@@ -84,6 +87,7 @@ def test_adapt_never_reads_the_test_split(spr_run: Path, spr_db: Path, tmp_path:
     assert adapted["cross_validation"]["scheme"] == "3 patient folds" and adapted["splits_used"] == ["train", "val"]
 
 
+@pytest.mark.slow
 def test_adapt_refuses_too_little_data_and_model_dirs(spr_run: Path, tmp_path: Path) -> None:
     small = make_manifest(tmp_path / "small", patients=2)
     with pytest.raises(AdaptError, match=r"2 patients \(expected >= 3\).*16 abnormal cycles|2 patients"):
@@ -107,6 +111,7 @@ def test_patient_folds_partition_the_patients() -> None:
 # --------------------------------------------------------------------------- corrections from the field
 
 
+@pytest.mark.slow
 def test_report_corrections_adapt_round_trip(spr_run: Path, tmp_path: Path) -> None:
     """A new stethoscope adds clicks to every normal breath: the model calls them crackles, a clinician corrects
     them to normal in corrections.csv, and the run adapted on that file decides them normal more often."""
