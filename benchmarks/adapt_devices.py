@@ -136,7 +136,7 @@ def main() -> None:
                 rows.append(adapt_one(args.db, recipe, device, seed, args))
                 atomic_write_json(Path(args.out + ".json"), {"machine": MACHINE, "rows": rows,
                                                               "always_normal": ALWAYS_NORMAL})
-    atomic_write_text(Path(args.out + ".md"), markdown(rows, args, time.perf_counter() - t0))
+                atomic_write_text(Path(args.out + ".md"), markdown(rows, args, time.perf_counter() - t0))
     print(markdown(rows, args, time.perf_counter() - t0))
 
 

@@ -8,9 +8,10 @@ Parameter-efficient: only what a few labelled patients can pin down is trained, 
 - an AST with the LungAdapter: its adapters and its head (mode "adapter"), the backbone frozen;
 - an AST trained whole or with LoRA (merged): its head on the frozen pooled embedding (mode "head").
 
-The head is fitted with class-balanced cross-entropy and an L2 pull towards its starting point (the source
-head; zero for `from_scratch`, the within-device baseline the benchmark prints), so a handful of patients
-moves it only as far as they say. The run's normal margin (`train.margin`) stays in the logits.
+The head is fitted with cross-entropy weighted as the Score weighs (`class_weights`) and an L2 pull towards
+its starting point (the source head; zero for `from_scratch`, the within-device baseline the benchmark
+prints), so a handful of patients moves it only as far as they say. The run's normal margin
+(`train.margin`) stays in the logits.
 
 Figures: the Score of the source model and of the adapted one by cross-validation over the new data's
 patients (leave one patient out, or `folds` patient folds): each fold adapts on the other patients and
@@ -184,15 +185,19 @@ def head_of(net: LogitsModel) -> nn.Linear:
 
 
 def class_weights(y: np.ndarray, num_classes: int) -> torch.Tensor:
-    """Inverse class frequency over the classes present (absent classes weigh nothing)."""
+    """Weights that make the loss mirror the ICBHI Score: half on the normal cycles, half on the abnormal ones
+    pooled (Sp averages over normal cycles, Se over every abnormal cycle, whatever its class), so a rare class
+    ("both") is not weighted up past what the Score gives it."""
     counts = np.bincount(y, minlength=num_classes).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / (np.maximum(counts, 1) * (counts > 0).sum()), 0.0)
+    normal, abnormal = counts[0], counts[1:].sum()
+    w = np.full(num_classes, len(y) / (2 * abnormal) if abnormal else 0.0)
+    w[0] = len(y) / (2 * normal) if normal else 0.0
     return torch.tensor(w, dtype=torch.float32)
 
 
 def fit_head(head: nn.Linear, emb: np.ndarray, y: np.ndarray, offset: torch.Tensor | None, cfg: AdaptConfig,
              from_scratch: bool) -> None:
-    """Full-batch Adam on class-balanced cross-entropy + l2 * |W - W0|^2 (W0: the source head, or 0)."""
+    """Full-batch Adam on Score-weighted cross-entropy + l2 * |W - W0|^2 (W0: the source head, or 0)."""
     if from_scratch:
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
