@@ -44,6 +44,11 @@ def devices_of(db_dir: str) -> list[str]:
     return sorted({r.device for r in Database.scan(db_dir).recordings if r.split in ("train", "val")})
 
 
+def finished(run_dir: Path) -> bool:
+    config = run_dir / "config.json"
+    return config.is_file() and json.loads(config.read_text()).get("status") == "done"
+
+
 def source_run(db_dir: str, recipe: str, device: str, seed: int, args: argparse.Namespace) -> Path:
     """Train (or read back) the model of `recipe` that never heard `device`."""
     from edge_lung.train.config import TrainConfig
@@ -51,8 +56,7 @@ def source_run(db_dir: str, recipe: str, device: str, seed: int, args: argparse.
     from edge_lung.train.recipes import apply_recipe
 
     run_dir = Path(args.work) / recipe / device / f"seed{seed}" / "source"
-    config = run_dir / "config.json"
-    if config.is_file() and json.loads(config.read_text()).get("status") == "done":
+    if finished(run_dir):
         return run_dir
     options = {"data": db_dir, "out": str(run_dir), "seed": seed, "val_devices": device, "progress": False,
                "num_threads": args.threads, **RECIPE_OPTIONS[recipe]}
@@ -126,6 +130,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", default="runs/adapt")
     p.add_argument("--out", default="benchmarks/results/adapt/2026-12-08-adapt-devices")
+    p.add_argument("--only-finished", action="store_true", help="adapt only the source runs already finished under "
+                   "--work (train none)")
     args = p.parse_args()
     t0 = time.perf_counter()
     devices = args.devices.split(",") if args.devices else devices_of(args.db)
@@ -133,6 +139,8 @@ def main() -> None:
     for recipe in args.recipes.split(","):
         for device in devices:
             for seed in (int(s) for s in args.seeds.split(",")):
+                if args.only_finished and not finished(Path(args.work) / recipe / device / f"seed{seed}" / "source"):
+                    continue
                 rows.append(adapt_one(args.db, recipe, device, seed, args))
                 atomic_write_json(Path(args.out + ".json"), {"machine": MACHINE, "rows": rows,
                                                               "always_normal": ALWAYS_NORMAL})
