@@ -83,6 +83,7 @@ def adapt_one(db_dir: str, recipe: str, device: str, seed: int, args: argparse.N
     return {"recipe": recipe, "device": device, "seed": seed, "source": str(source), "adapted": str(out),
             "patients": cv["patients"], "cycles": cv["cycles"], "scheme": cv["scheme"],
             **{v: {k: cv[v][k] for k in ("score", "specificity", "sensitivity", "ci95")} for v in VARIANTS if v in cv},
+            "gain": cv["gain"],
             "source_seconds": round(t_source, 1), "adapt_seconds": round(time.perf_counter() - t1, 1)}
 
 
@@ -98,6 +99,15 @@ def cell(rows: list[dict[str, Any]], variant: str) -> str:
     return f"{statistics.mean(scores):.1f} +- {statistics.stdev(scores):.1f} ({len(scores)} seeds)"
 
 
+def gain_cell(rows: list[dict[str, Any]]) -> str:
+    """'+8.3 [+1.2, +15.0]' per seed (paired bootstrap over patients), seeds separated by '; '."""
+    out = []
+    for r in rows:
+        low, high = r["gain"]["ci95"]
+        out.append(f"{r['gain']['score']:+.1f} [{low:+.1f}, {high:+.1f}]" if low is not None else "-")
+    return "; ".join(out)
+
+
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, seconds: float) -> str:
     lines = [
         "# Adapting to a held-out stethoscope, leave one patient out within it (issue 27), 2026-12-08",
@@ -110,14 +120,15 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, seconds: floa
         "head fitted from zero on the device's other patients (head-mode models only). Interval: 95% by "
         "bootstrap over the device's patients (one seed); with several seeds, mean +- std over seeds.",
         "",
-        "| held-out device | recipe | patients | cycles | before | after | from scratch | always-normal |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| held-out device | recipe | patients | cycles | before | after | from scratch | after - before (paired) "
+        "| always-normal |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for recipe in dict.fromkeys(r["recipe"] for r in rows):
         for device in dict.fromkeys(r["device"] for r in rows if r["recipe"] == recipe):
             sel = [r for r in rows if r["recipe"] == recipe and r["device"] == device]
             lines.append(f"| {device} | {recipe} | {sel[0]['patients']} | {sel[0]['cycles']} | "
-                         + " | ".join(cell(sel, v) for v in VARIANTS) + f" | {ALWAYS_NORMAL:.0f} |")
+                         + " | ".join(cell(sel, v) for v in VARIANTS) + f" | {gain_cell(sel)} | {ALWAYS_NORMAL:.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -43,7 +43,7 @@ from torch import nn
 from edge_lung.config import FeatureConfig
 from edge_lung.data.icbhi import Cycle, Database, layout_record, load_cycles
 from edge_lung.fileio import RUN_CONFIG, atomic_write_json
-from edge_lung.metrics import patient_bootstrap, score_predictions
+from edge_lung.metrics import confusion_matrix, icbhi_scores, patient_bootstrap, score_predictions
 from edge_lung.scoring import stack_features
 from edge_lung.train.adapt_config import AdaptConfig
 from edge_lung.train.cnn import LogMelCNN
@@ -280,6 +280,22 @@ def scored(y: np.ndarray, pred: np.ndarray, patients: list[str], n_boot: int, se
             "confusion_matrix": report["confusion_matrix"]}
 
 
+def paired_gain(y: np.ndarray, before: np.ndarray, after: np.ndarray, patients: list[str], n_boot: int,
+                seed: int) -> dict[str, Any]:
+    """Score(after) - Score(before) with its 95% interval, both scored on the same bootstrap draws of patients
+    (a paired interval: the patients that make one model look good or bad do so for both)."""
+    names = sorted(set(patients))
+    per = [np.array([p == n for p in patients]) for n in names]
+    cms = [np.stack([confusion_matrix(y[m], pred[m]) for m in per]) for pred in (before, after)]
+    draws = np.random.default_rng(seed).integers(0, len(names), size=(n_boot, len(names)))
+    diffs = np.array([icbhi_scores(cms[1][d].sum(0))["score"] - icbhi_scores(cms[0][d].sum(0))["score"]
+                      for d in draws])
+    diffs = diffs[~np.isnan(diffs)]
+    gain = score_predictions(y, after)["score"] - score_predictions(y, before)["score"]
+    ci = [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))] if diffs.size else [None, None]
+    return {"score": float(gain), "ci95": ci}
+
+
 def cross_validate(source: Source, x: np.ndarray, y: np.ndarray, patients: list[str],
                    cfg: AdaptConfig) -> dict[str, Any]:
     """Before (the source model), after (adapted on the other folds) and, with `from_scratch`, the head from
@@ -300,6 +316,7 @@ def cross_validate(source: Source, x: np.ndarray, y: np.ndarray, patients: list[
     for name, pred in out_of_fold.items():
         assert (pred >= 0).all(), "every cycle is predicted once out of fold"
         result[name] = scored(y, pred, patients, cfg.n_boot, cfg.seed)
+    result["gain"] = paired_gain(y, before, out_of_fold["after"], patients, cfg.n_boot, cfg.seed)
     return result
 
 
@@ -335,6 +352,10 @@ def format_cv(cv: dict[str, Any]) -> str:
             span = f"[{low:.1f}, {high:.1f}]" if low is not None else "[-]"
             lines.append(f"  {name:<12} Score {s['score']:5.1f} {span}  Sp {s['specificity']:5.1f}  "
                          f"Se {s['sensitivity']:5.1f}")
+    if "gain" in cv and cv["gain"]["ci95"][0] is not None:
+        low, high = cv["gain"]["ci95"]
+        lines.append(f"  after - before: {cv['gain']['score']:+.1f} points, paired 95% interval "
+                     f"[{low:+.1f}, {high:+.1f}]")
     return "\n".join(lines)
 
 

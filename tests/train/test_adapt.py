@@ -16,7 +16,7 @@ from edge_lung.cli import app
 from edge_lung.config import LABELS
 from edge_lung.data.icbhi import Database, load_cycles
 from edge_lung.scoring import stack_features
-from edge_lung.train.adapt import AdaptError, adapt, logits_of, patient_folds
+from edge_lung.train.adapt import AdaptError, adapt, logits_of, paired_gain, patient_folds
 from edge_lung.train.adapt_config import AdaptConfig
 from edge_lung.train.model import load_run
 from tests.data.test_manifest import make_manifest, make_sprsound, write_events
@@ -107,6 +107,17 @@ def test_patient_folds_partition_the_patients() -> None:
     assert sorted(sum(patient_folds(patients, 0, 0), [])) == patients and len(patient_folds(patients, 0, 0)) == 7
     folds = patient_folds(patients, 3, 1)
     assert len(folds) == 3 and sorted(sum(folds, [])) == patients
+
+
+def test_paired_gain_is_zero_for_the_same_model_and_positive_for_a_better_one() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 200)
+    patients = [f"p{i % 7}" for i in range(200)]
+    noisy = np.where(rng.random(200) < 0.5, y, rng.integers(0, 4, 200))
+    same = paired_gain(y, noisy, noisy, patients, 200, 0)
+    assert same["score"] == 0 and same["ci95"] == [0.0, 0.0]
+    better = paired_gain(y, np.zeros_like(y), y, patients, 200, 0)  # always-normal -> perfect: +50 on every draw
+    assert better["score"] == pytest.approx(50.0) and better["ci95"][0] == pytest.approx(50.0)
 
 
 # --------------------------------------------------------------------------- corrections from the field
