@@ -102,6 +102,24 @@ def test_adapt_refuses_too_little_data_and_model_dirs(spr_run: Path, tmp_path: P
         adapt(AdaptConfig(str(model_dir), str(small), str(tmp_path / "z")), say=lambda _: None)
 
 
+@pytest.mark.slow
+def test_an_ast_with_the_lung_adapter_adapts_its_adapters_and_head(spr_db: Path, manifest_db: Path,
+                                                                    tmp_path: Path) -> None:
+    from edge_lung.train.config import TrainConfig
+    from edge_lung.train.loop import train
+
+    run = train(TrainConfig(data=str(spr_db), out=str(tmp_path / "ast"), backbone="tiny", adapter="lung", epochs=1,
+                            batch_size=8, max_cycles=16, optimizer="adamw", progress=False, num_threads=1))
+    adapt(AdaptConfig(str(run), str(manifest_db), str(tmp_path / "a"), epochs=1, folds=2, num_threads=1),
+          say=lambda _: None)
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["adapter"] == "lung" and config["adapted"]["mode"] == "adapter"
+    backbone = "model/backbone/model.safetensors"
+    assert (tmp_path / "a" / backbone).read_bytes() == (run / backbone).read_bytes()  # the backbone stays frozen
+    assert (tmp_path / "a" / "model/adapter").is_dir()
+    load_run(tmp_path / "a")
+
+
 def test_patient_folds_partition_the_patients() -> None:
     patients = [f"p{i}" for i in range(7)]
     assert sorted(sum(patient_folds(patients, 0, 0), [])) == patients and len(patient_folds(patients, 0, 0)) == 7
