@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import typer
 
-from edge_lung.cli import bench_cmd, data_cmd, demo_cmd, distill_cmd, exam_cmd, export_cmd, runtime_cmd, train_cmd
+from edge_lung.cli import (
+    adapt_cmd,
+    bench_cmd,
+    data_cmd,
+    demo_cmd,
+    distill_cmd,
+    exam_cmd,
+    export_cmd,
+    runtime_cmd,
+    train_cmd,
+)
 
 app = typer.Typer(
     name="edge-lung",
@@ -18,7 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (demo_cmd, data_cmd, train_cmd, distill_cmd, export_cmd, runtime_cmd, exam_cmd, bench_cmd):
+for _module in (demo_cmd, data_cmd, train_cmd, distill_cmd, adapt_cmd, export_cmd, runtime_cmd, exam_cmd, bench_cmd):
     _module.register(app)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from edge_lung.audio import CHANNELS, degrade
 from edge_lung.config import FeatureConfig
-from edge_lung.data.icbhi import Cycle, Database, Recording, load_cycles, parse_name, run_val_split
+from edge_lung.data.icbhi import Cycle, Database, Recording, load_cycles, run_val_split
 
 GROUP_KEYS = ("device", "rate", "location", "patient")
 
@@ -118,7 +118,8 @@ def load_run_split(db_dir: str | Path, split: str, cfg: FeatureConfig, settings:
     cycles = load_cycles(db, splits=(split,), sample_rate=cfg.sample_rate, cache_dir=cache_dir)
     if not cycles:
         raise ValueError(f"{db_dir}: the {split!r} split has no cycles; expected an ICBHI-layout database with "
-                         f"{split} recordings ({len(db.recordings)} recordings found, {len(db.problems)} problems)")
+                         f"{split} recordings, a manifest or the SPRSound layout "
+                         f"({len(db.recordings)} recordings found, {len(db.problems)} problems)")
     if channel is not None:
         if channel not in CHANNELS:
             raise ValueError(f"--degrade: expected one of {sorted(CHANNELS)}, got {channel!r}")
@@ -134,7 +135,7 @@ def cycle_groups(db_dir: str | Path, cycles: list[Cycle], by: str) -> list[str]:
         return [c.device for c in cycles]
     if by == "patient":
         return [c.patient for c in cycles]
-    if by == "location":
-        return [parse_name(c.recording).location for c in cycles]
-    rates = {r.stem: r.sample_rate for r in Database.scan(db_dir, strict=False).recordings}
-    return [f"{rates[c.recording] / 1000:g}kHz" for c in cycles]
+    recordings = {r.stem: r for r in Database.scan(db_dir, strict=False).recordings}
+    if by == "location":  # the recording's own field: a manifest or SPRSound name is no ICBHI name
+        return [recordings[c.recording].location or "unknown" for c in cycles]
+    return [f"{recordings[c.recording].sample_rate / 1000:g}kHz" for c in cycles]

@@ -11,6 +11,11 @@ fields (patient, recording index, chest location, acquisition mode), never on th
 
 Nothing is dropped silently: every file or cycle that cannot be used is a `Problem` with the
 file and the reason, counted in the summary; `strict=True` raises on the first one.
+
+`Database.scan` also reads your own recordings (issue 27): a manifest of labelled spans
+(`data.manifest`) or the SPRSound layout (`data.sprsound`), told apart by `manifest.detect_layout`.
+Both become the same `Recording`s and `Cycle`s, so every command that takes `--data` takes them.
+Without a split column every recording is train, and whole patients move to val as for ICBHI.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import math
 import os
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,8 @@ import numpy as np
 
 from edge_lung.audio import RESAMPLER_ID, AudioError, AudioInfo, audio_info, load_audio, non_finite_samples
 from edge_lung.config import LABELS, FeatureConfig, label_of
+from edge_lung.data.manifest import LABEL_SYNONYMS, LayoutRead, Span, detect_layout, read_manifest, write_manifest
+from edge_lung.data.sprsound import EVENT_LABELS, read_sprsound
 from edge_lung.fileio import atomic_path
 
 log = logging.getLogger(__name__)
@@ -68,8 +75,12 @@ PROBLEM_CODES: dict[str, str] = {
     "bad_values": "error",
     "starts_past_end": "error",
     "ends_past_end": "error",
+    "bad_label": "error",
+    "conflicting_rows": "error",
     "no_cycles": "note",
     "short_cycle": "note",
+    "unlabelled": "note",
+    "no_patient": "note",
 }
 """Every kind of database problem, by code, with its kind: "error" (data skipped or altered) or "note"
 (kept, worth knowing). Consumers match the code, never the wording of `reason`."""
@@ -183,6 +194,8 @@ class Database:
     split_file: Path | None = None
     val_fraction: float = 0.2
     val_seed: int = 0
+    layout: str = "icbhi"
+    label_map: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def scan(
@@ -319,6 +332,9 @@ def _files_with_suffix(folder: Path, suffix: str) -> dict[str, Path]:
 def _scan(root: Path, strict: bool, val_fraction: float, val_seed: int) -> Database:
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction: expected 0 <= f < 1, got {val_fraction}")
+    layout = detect_layout(root)
+    if layout != "icbhi":
+        return _scan_spans(root, layout, strict, val_fraction, val_seed)
     audio_dir = _find_audio_dir(root)
     problems = _Problems(strict)
     split_path = _find_file(root, audio_dir, SPLIT_FILE)
@@ -344,6 +360,87 @@ def _scan(root: Path, strict: bool, val_fraction: float, val_seed: int) -> Datab
         unmatched_split_entries=unmatched, renamed_device_matches=renamed, split_file=split_path,
         val_fraction=val_fraction, val_seed=val_seed,
     )
+
+
+def _scan_spans(root: Path, layout: str, strict: bool, val_fraction: float, val_seed: int) -> Database:
+    """A manifest or SPRSound database: its spans grouped by audio file into `Recording`s."""
+    problems = _Problems(strict)
+    read = read_manifest(root) if layout == "manifest" else read_sprsound(root)
+    for file, code, reason in read.problems:
+        problems.add(file, code, reason)
+    by_file: dict[Path, list[Span]] = defaultdict(list)
+    for span in read.spans:
+        by_file[span.file].append(span)
+    recordings = [rec for file, spans in by_file.items()
+                  if (rec := _span_recording(file, spans, read, problems)) is not None]
+    if not any(r.split for r in recordings):  # no split given: train, and whole patients to val below
+        recordings = [_replace_split(r, "train") for r in recordings]
+    else:
+        for r in recordings:
+            if r.split is None:
+                problems.add(r.wav, "not_in_split", "no split given while other rows have one; excluded from every "
+                             "split")
+    if not any(r.split == "val" for r in recordings):  # a manifest's own val split is kept as given
+        recordings = assign_validation(recordings, val_fraction, val_seed)
+    base = read.source if read.source.is_dir() else read.source.parent
+    return Database(root=root, audio_dir=base, recordings=recordings, problems=problems.items,
+                    val_fraction=val_fraction, val_seed=val_seed, layout=layout, label_map=read.label_map)
+
+
+def _span_recording(file: Path, spans: list[Span], read: LayoutRead, problems: _Problems) -> Recording | None:
+    """The spans of one audio file as a `Recording` (times checked against the audio), or None."""
+    first = spans[0]
+    meta = {(s.patient, s.device, s.location, s.split) for s in spans}
+    if len(meta) > 1:
+        problems.add(file, "conflicting_rows", f"{len(spans)} rows disagree on patient/device/location/split "
+                     f"({sorted(meta, key=str)}); expected one value per file; skipped")
+        return None
+    if not file.is_file():
+        problems.add(file, "missing_wav", f"no such audio file (named by {first.where}); its {len(spans)} rows "
+                     "skipped")
+        return None
+    try:
+        info = audio_info(file)
+    except AudioError as exc:
+        problems.add(file, "unreadable_audio", f"{exc}; skipped")
+        return None
+    if info.frames == 0:
+        problems.add(file, "empty_audio", "empty audio (0 samples); skipped")
+        return None
+    if not _samples_usable(file, info, problems):
+        return None
+    cycles = _span_cycles(file, spans, info.duration_s, problems)
+    if not cycles:
+        problems.add(file, "no_cycles", "no usable labelled span")
+    if first.patient is None:
+        problems.add(file, "no_patient", "no patient given: this file is its own patient for every split")
+    base = read.source if read.source.is_dir() else read.source.parent
+    stem = str(file.relative_to(base).with_suffix("")).replace("/", "__") if file.is_relative_to(base) else file.stem
+    return Recording(
+        stem=stem, patient=first.patient or stem, index="", location=first.location or "", mode="",
+        device=first.device or "unknown", wav=file, txt=read.source, split=first.split,
+        sample_rate=info.sample_rate, channels=info.channels, subtype=info.subtype, duration_s=info.duration_s,
+        cycles=tuple(cycles),
+    )
+
+
+def _span_cycles(file: Path, spans: list[Span], duration_s: float, problems: _Problems) -> list[CycleSpec]:
+    """`CycleSpec`s of one file's spans (a span without times is the whole file), clipped to the audio."""
+    cycles: list[CycleSpec] = []
+    for s in spans:
+        start, end = (0.0, duration_s) if s.start_s is None or s.end_s is None else (s.start_s, s.end_s)
+        if start >= duration_s:
+            problems.add(file, "starts_past_end", f"{s.where}: span {start:.3f}-{end:.3f} s starts past the audio "
+                         f"end ({duration_s:.3f} s); skipped")
+            continue
+        if end > duration_s + END_TOLERANCE_S:
+            problems.add(file, "ends_past_end", f"{s.where}: span {start:.3f}-{end:.3f} s ends past the audio end "
+                         f"({duration_s:.3f} s); clipped to the end")
+        end = min(end, duration_s)
+        if end - start < SHORT_CYCLE_S:
+            problems.add(file, "short_cycle", f"{s.where}: span of {1000 * (end - start):.0f} ms (< 100 ms), kept")
+        cycles.append(CycleSpec(len(cycles), start, end, s.label in ("crackle", "both"), s.label in ("wheeze", "both")))
+    return cycles
 
 
 @dataclass
@@ -458,8 +555,6 @@ def assign_validation(recordings: list[Recording], fraction: float, seed: int) -
 
 
 def _replace_split(r: Recording, split: str) -> Recording:
-    from dataclasses import replace
-
     return replace(r, split=split)
 
 
@@ -556,6 +651,8 @@ def summarize(db: Database) -> dict[str, Any]:
     val_patients = sorted({r.patient for r in db.recordings if r.split == "val"})
     return {
         "root": str(db.root),
+        "layout": db.layout,
+        "label_map": db.label_map,
         "recordings": len(db.recordings),
         "cycles": sum(len(r.cycles) for r in db.recordings),
         "cycles_per_class": {name: class_totals.get(name, 0) for name in LABELS},
@@ -585,7 +682,7 @@ def summarize(db: Database) -> dict[str, Any]:
 def format_summary(s: dict[str, Any], max_problems: int = 20) -> str:
     """Plain-text rendering of `summarize()` for the terminal."""
     lines = [
-        f"Database {s['root']}: {s['recordings']} recordings, {s['cycles']} cycles "
+        f"Database {s['root']} ({s.get('layout', 'icbhi')} layout): {s['recordings']} recordings, {s['cycles']} cycles "
         f"({', '.join(f'{v} {k}' for k, v in s['cycles_per_class'].items())})",
         f"{'split':<11}{'recs':>6}" + "".join(f"{n:>9}" for n in LABELS) + f"{'total':>9}",
     ]
@@ -599,6 +696,10 @@ def format_summary(s: dict[str, Any], max_problems: int = 20) -> str:
         f"Validation: {v['recordings']} recordings / {v['cycles']} cycles from train patients "
         f"{', '.join(v['patients']) or '-'} (fraction {v['fraction']}, seed {v['seed']}, grouped by patient)"
     )
+    if s.get("label_map"):
+        lines.append("Labels mapped: " + "; ".join(
+            f"{name} <- " + ", ".join(k for k, v in s["label_map"].items() if v == name and not k.isdigit())
+            for name in LABELS))
     lines.append("Per device: " + ", ".join(f"{d} {c['recordings']} rec / {c['cycles']} cyc"
                                            for d, c in s["per_device"].items()))
     lines.append("Per sample rate: " + ", ".join(f"{r} Hz {c['recordings']} rec / {c['cycles']} cyc"
@@ -615,6 +716,26 @@ def format_summary(s: dict[str, Any], max_problems: int = 20) -> str:
     if len(problems) > max_problems:
         lines.append(f"  ... {len(problems) - max_problems} more (see --json)")
     return "\n".join(lines)
+
+
+def import_database(src: str | Path, out_dir: str | Path, val_fraction: float = 0.2, val_seed: int = 0) -> Path:
+    """`edge-lung data import`: any database `--data` takes, written as `out_dir`/manifest.csv (the audio stays
+    where it is, named by absolute path). Splits are written as scanned (val included), so the manifest
+    database splits exactly as its source did with these settings; unusable rows are left out (see `summary`)."""
+    db = Database.scan(src, strict=False, val_fraction=val_fraction, val_seed=val_seed)
+    spans = [Span(r.wav.resolve(), c.start_s, c.end_s, LABELS[c.label], r.patient, r.device, r.location or None,
+                  r.split) for r in db.recordings if r.split is not None for c in r.cycles]
+    if not spans:
+        raise DataError(f"{src}: no usable labelled cycle to import ({len(db.problems)} problems; see "
+                        "`edge-lung data summary`)")
+    return write_manifest(spans, out_dir)
+
+
+def layout_record(db_dir: str | Path) -> dict[str, Any]:
+    """What a run's config.json records of its database's layout: the layout and the label mapping it used."""
+    layout = detect_layout(db_dir)
+    label_map = {"manifest": LABEL_SYNONYMS, "sprsound": EVENT_LABELS}.get(layout, {})
+    return {"layout": layout, "label_map": dict(label_map)}
 
 
 def run_val_split(settings: dict[str, Any], source: str | Path) -> tuple[float, int]:
@@ -636,5 +757,6 @@ def load_split(db_dir: str | Path, split: str, cfg: FeatureConfig, val_fraction:
     cycles = load_cycles(db, splits=(split,), sample_rate=cfg.sample_rate, cache_dir=cache_dir)
     if not cycles:
         raise ValueError(f"{db_dir}: the {split!r} split has no cycles; expected an ICBHI-layout database with "
-                         f"{split} recordings ({len(db.recordings)} recordings found, {len(db.problems)} problems)")
+                         f"{split} recordings, a manifest or the SPRSound layout "
+                         f"({len(db.recordings)} recordings found, {len(db.problems)} problems)")
     return cycles

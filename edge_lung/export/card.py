@@ -97,6 +97,8 @@ def _provenance(manifest: dict) -> list[str]:
         f"- run: `{run.get('run_dir')}`, data: `{run.get('data')}`",
         f"- exporter: {run.get('exporter')}; torch {run.get('torch')}, transformers {run.get('transformers')}, "
         f"onnxruntime {run.get('onnxruntime')}; exported {run.get('exported_at')}",
+        *([f"- {run['adapted']} (`edge-lung adapt`; the run's config.json has the intervals)"]
+          if run.get("adapted") else []),
     ]
     if "quantization" in run:
         q = run["quantization"]

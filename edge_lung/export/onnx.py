@@ -278,7 +278,7 @@ def _load_split_cycles(run_config: dict, cfg: ExportConfig, features: FeatureCon
     """(cycles of `split`, database dir) through `data.icbhi.load_split`, with the run's own validation split."""
 
     data_dir = cfg.data_dir or run_config.get("data")
-    if not data_dir or not Path(data_dir).is_dir():
+    if not data_dir or not Path(data_dir).exists():  # a folder, or a manifest file (issue 27)
         raise ExportError(
             f"database {data_dir!r} (from the run config) not found; pass --data DB_DIR for calibration and parity"
         )
@@ -415,6 +415,7 @@ def _run_info(run_dir: Path, run_config: dict, data_dir: str, cfg: ExportConfig)
         **({"val_devices": train["val_devices"]} if train.get("val_devices") else {}),
         **{k: run_config[k] for k in ("backbone", "adapter") if k in run_config},
         **({"normal_margin": run_config["normal_margin"]["margin"]} if run_config.get("normal_margin") else {}),
+        **({"adapted": run_config["adapted"]["summary"]} if run_config.get("adapted") else {}),  # issue 27
     }
 
 

@@ -50,6 +50,7 @@ from torch import nn
 
 from edge_lung.config import LABELS, FeatureConfig
 from edge_lung.data.devices import DeviceSplit, load_run_split, scan_for_run
+from edge_lung.data.icbhi import layout_record
 from edge_lung.fileio import atomic_write_json
 from edge_lung.plots import save_confusion_matrix, save_training_curve
 from edge_lung.scoring import evaluate_cycles, stack_features
@@ -333,8 +334,9 @@ def _prepare(cfg: TrainConfig, console: Any, objective: Objective) -> _Run:
 def _load_data(cfg: TrainConfig, objective: Objective) -> TrainData:
     """The training cycles (a `max_cycles` subset if asked) and the whole validation split."""
     features = cfg.feature_config
-    if not Path(cfg.data).is_dir():
-        raise TrainError(f"--data {cfg.data}: no such directory; expected an ICBHI-layout database")
+    if not Path(cfg.data).exists():
+        raise TrainError(f"--data {cfg.data}: no such directory or file; expected an ICBHI-layout database, a "
+                         "manifest or the SPRSound layout")
     settings = cfg.to_dict()
     device_split = scan_for_run(cfg.data, settings, "--val-devices")[1]
     train_cycles = load_run_split(cfg.data, "train", features, settings, cfg.data, cfg.cache_dir)
@@ -380,6 +382,7 @@ def _run_config(run: _Run, adapter: str) -> dict[str, Any]:
         "labels": run.data.labels,
         "features": run.data.features.to_dict(),
         "data": str(Path(cfg.data).resolve()),
+        "data_layout": layout_record(cfg.data),
         "backbone": cfg.backbone,
         "backbone_kind": backbone_kind(cfg.backbone),
         "adapter": adapter,

@@ -30,6 +30,7 @@ from edge_lung.audio import AudioError, audio_info
 from edge_lung.config import FeatureConfig, num_frames_for
 from edge_lung.features import log_mel, window_features
 from edge_lung.fileio import atomic_write_text, marked_folder, write_marker
+from edge_lung.runtime.explain.corrections import write_corrections
 from edge_lung.runtime.explain.saliency import OcclusionConfig, WindowSaliency, decided_classes, window_saliency
 from edge_lung.runtime.live.stream import Decision, StreamingClassifier
 from edge_lung.runtime.offline.classify import FileResult, classify_file
@@ -254,6 +255,7 @@ class SessionCollector:
         page = out_dir / report.page_name
         atomic_write_text(page, render_page(report, classifier, occlusion))
         atomic_write_text(out_dir / "index.html", render_index([report], classifier))
+        write_corrections([report.result], out_dir)  # corrections.csv for a clinician (issue 27)
         return page
 
 
@@ -277,6 +279,7 @@ def write_report(
         if on_file is not None:
             on_file(Path(path), report)
     atomic_write_text(out_dir / "index.html", render_index(reports, classifier))
+    write_corrections([r.result for r in reports if r.error is None], out_dir)  # for a clinician (issue 27)
     return reports
 
 
