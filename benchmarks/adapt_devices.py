@@ -31,7 +31,7 @@ from edge_lung.data.icbhi import Database
 from edge_lung.fileio import atomic_write_json, atomic_write_text
 
 ALWAYS_NORMAL = 50.0
-MACHINE = "2-core AMD EPYC VM, shared with other work"
+MACHINE = "2-core Intel Xeon VM (AVX-512; the task notes misnamed it AMD EPYC), shared with other work"
 RECIPE_OPTIONS: dict[str, dict[str, Any]] = {
     "icbhi-descriptors": {"recipe": "icbhi-descriptors"},
     "student": {"recipe": "icbhi-robust", "backbone": "mobilenet", "lr": 3e-3, "epochs": 8, "select": "last"},

@@ -46,7 +46,7 @@ from edge_lung.runtime.live.classifier import Classifier
 from edge_lung.runtime.live.stream import StreamConfig, StreamingClassifier
 from edge_lung.runtime.offline.classify import breath_agreement, classify_file, cycle_agreement
 
-MACHINE = "2-core AMD EPYC VM, shared with other work"
+MACHINE = "2-core Intel Xeon VM (AVX-512; the task notes misnamed it AMD EPYC), shared with other work"
 RATE = 16000
 GRIDS = {
     # grid 1: results/breaths/2026-12-08-segment-grid1.json; its choices sat at its edges on every tuning set

@@ -10,7 +10,7 @@ import statistics
 import sys
 from pathlib import Path
 
-MACHINE = "2-core AMD EPYC VM, shared with other work"
+MACHINE = "2-core Intel Xeon VM (AVX-512; the task notes misnamed it AMD EPYC), shared with other work"
 
 
 def read(path: str) -> list[dict]:
