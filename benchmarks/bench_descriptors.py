@@ -241,7 +241,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="an ICBHI-layout database: real windows, and the comparison")
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--machine", default="unnamed machine", help="said in the report, e.g. '2-core Intel Xeon VM (AVX-512; the task notes misnamed it AMD EPYC)'")
+    parser.add_argument("--machine", default="unnamed machine", help="said in the report, e.g. '2-core Intel Xeon VM'")
     parser.add_argument("--json", type=Path, help="write the figures here, and a .md beside it")
     parser.add_argument("--run", type=Path, help="with --data: a training run on the descriptors, whose decisions "
                         "with the half-rate option are compared with its decisions as shipped (needs torch)")

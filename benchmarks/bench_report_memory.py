@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=44100)
     parser.add_argument("--command", choices=("report", "stream"), default="report",
                         help="report FILE, or stream --replay FILE --report DIR")
-    parser.add_argument("--machine", default="2-core Intel Xeon VM (AVX-512; the task notes misnamed it AMD EPYC), shared with other work")
+    parser.add_argument("--machine", default="2-core Intel Xeon VM, shared with other work")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--md", type=Path, help="also write them as a markdown table here")
     args = parser.parse_args(argv)

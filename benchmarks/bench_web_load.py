@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=int, default=16000, help="sample rate of the replayed file (default 16000)")
     p.add_argument("--clients", type=int, default=5, help="page clients connected (default 5)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per stream (default 1)")
-    p.add_argument("--machine", default="2-core Intel Xeon VM (AVX-512; the task notes misnamed it AMD EPYC), shared with other work")
+    p.add_argument("--machine", default="2-core Intel Xeon VM, shared with other work")
     p.add_argument("--name", default=None, help="results file stem (default DATE-web-load-MINUTESmin)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
