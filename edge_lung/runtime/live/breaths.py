@@ -35,9 +35,17 @@ import numpy as np
 from edge_lung.audio import StreamResampler, cyclic_pad
 from edge_lung.config import FeatureConfig
 from edge_lung.features import cycle_features
-from edge_lung.runtime.artifact.quality import OK, Quality, QualityConfig, input_marks
+from edge_lung.runtime.artifact.quality import OK, Quality, QualityConfig
 from edge_lung.runtime.live.ring import RingBuffer
-from edge_lung.runtime.live.stream import Counters, StreamingClassifier, Window, WindowResult, _rounded, assess_window
+from edge_lung.runtime.live.stream import (
+    Counters,
+    StreamingClassifier,
+    Window,
+    WindowResult,
+    _rounded,
+    accepted_block,
+    assess_window,
+)
 
 _EPS = 1e-12
 
@@ -260,13 +268,7 @@ class BreathStream:
 
     def accept_waveform(self, samples: np.ndarray) -> list[Window]:
         """Feed mono float32 samples at `input_rate`; returns the breaths that became known."""
-        if self._finished:
-            raise RuntimeError("BreathStream: finish() was called; call reset() before feeding more audio")
-        samples = np.asarray(samples, dtype=np.float32)
-        if samples.ndim != 1:
-            raise ValueError(f"accept_waveform: expected mono float32[n], got shape {samples.shape}")
-        self.input_samples += samples.shape[0]
-        samples, marks = input_marks(samples, self.clip_level)
+        samples, marks = accepted_block(self, samples)
         out: list[Window] = []
         chunk = max(1, self.input_rate // 2)  # half a second at a time: a breath is still in the ring when known
         for pos in range(0, samples.shape[0], chunk):

@@ -192,13 +192,7 @@ class WindowStream:
 
     def accept_waveform(self, samples: np.ndarray) -> list[Window]:
         """Feed mono float32 samples at `input_rate`; returns the windows that became complete."""
-        if self._finished:
-            raise RuntimeError("WindowStream: finish() was called; call reset() before feeding more audio")
-        samples = np.asarray(samples, dtype=np.float32)
-        if samples.ndim != 1:
-            raise ValueError(f"accept_waveform: expected mono float32[n], got shape {samples.shape}")
-        self.input_samples += samples.shape[0]
-        samples, marks = input_marks(samples, self.clip_level)  # NaN/inf never reach the resampler
+        samples, marks = accepted_block(self, samples)  # NaN/inf never reach the resampler
         out: list[Window] = []
         chunk = max(1, self.input_rate // 2)  # keeps a window's input samples inside the marks ring
         for pos in range(0, samples.shape[0], chunk):
@@ -456,6 +450,18 @@ class Decider:
             source=source,
             quality=quality,
         )
+
+
+def accepted_block(stream: Any, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The checks every stream (`WindowStream`, `BreathStream`) makes on a block it is fed: not after
+    `finish()`, mono; counts the input samples and returns `input_marks` (NaN/inf zeroed, full scale marked)."""
+    if stream._finished:
+        raise RuntimeError(f"{type(stream).__name__}: finish() was called; call reset() before feeding more audio")
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"accept_waveform: expected mono float32[n], got shape {samples.shape}")
+    stream.input_samples += samples.shape[0]
+    return input_marks(samples, stream.clip_level)
 
 
 def assess_window(window: Window, cfg: QualityConfig) -> Quality:
